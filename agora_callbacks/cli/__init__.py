@@ -1,0 +1,35 @@
+"""The ``agora-callbacks`` command line.
+
+Each subcommand lives in its own module and is imported only when it is run, so
+``agora-callbacks --help`` stays fast and one command's dependencies never slow
+another. Register a subcommand by adding it to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+#: command name -> "module:attribute" of a click command.
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        command: Any = getattr(importlib.import_module(module_name), attr)
+        return command  # type: ignore[no-any-return]
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agora-callbacks")
+def main() -> None:
+    """Receive Agora Cloud Recording callbacks (NCS) and act on them reliably."""

@@ -1,0 +1,162 @@
+"""Dead letters: everything that could not be handled, kept with its reason.
+
+A Redis Stream (``keys.DEADLETTERS``), trimmed to ``DEADLETTER_MAXLEN`` entries;
+the stream entry id is the dead letter's id. Two kinds:
+
+- ``body``: a stored body that never became a dispatchable event (not JSON, not a
+  valid event, a stale replay). Requeueing puts the raw bytes back in the inbox,
+  marked as re-injected; deduplication still applies.
+- ``handler``: a handler that exhausted its retries (or never finished) on an
+  event. The raw body, the handler's task name and the exception are kept.
+
+Every dead letter carries the raw bytes, the reason, the receive metadata and the
+time, so nothing is lost and everything can be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from agora_callbacks import inbox, keys
+
+BODY = "body"
+HANDLER = "handler"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter as stored."""
+
+    id: str
+    kind: str
+    reason: str
+    detail: str
+    body: bytes
+    meta: dict[str, Any]
+    at_ms: int
+    key: str = ""
+    handler: str = ""
+    exception: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stream(cls, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> DeadLetter:
+        def text(name: str) -> str:
+            return fields.get(name.encode(), b"").decode("utf-8", "replace")
+
+        def obj(name: str) -> dict[str, Any]:
+            raw = fields.get(name.encode())
+            if not raw:
+                return {}
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+
+        return cls(
+            id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            kind=text("kind"),
+            reason=text("reason"),
+            detail=text("detail"),
+            body=fields.get(b"body", b""),
+            meta=obj("meta"),
+            at_ms=int(fields.get(b"at", b"0") or 0),
+            key=text("key"),
+            handler=text("handler"),
+            exception=text("exc"),
+            extra=obj("extra"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (the body as text, replacement characters where not UTF-8)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "reason": self.reason,
+            "detail": self.detail,
+            "body": self.body.decode("utf-8", "replace"),
+            "meta": self.meta,
+            "at_ms": self.at_ms,
+            "key": self.key,
+            "handler": self.handler,
+            "exception": self.exception,
+            "extra": self.extra,
+        }
+
+
+def entry_fields(
+    *,
+    kind: str,
+    reason: str,
+    detail: str,
+    body: bytes,
+    meta: Mapping[str, Any],
+    key: str = "",
+    handler: str = "",
+    exception: str = "",
+    extra: Mapping[str, Any] | None = None,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """Stream fields of one dead letter; use with ``add`` or inside a pipeline."""
+    return {
+        "kind": kind,
+        "reason": reason,
+        "detail": detail,
+        "body": body,
+        "meta": json.dumps(dict(meta), separators=(",", ":")),
+        "at": now_ms if now_ms is not None else int(time.time() * 1000),
+        "key": key,
+        "handler": handler,
+        "exc": exception,
+        "extra": json.dumps(dict(extra or {}), separators=(",", ":"), default=str),
+    }
+
+
+def add(client: redis.Redis | redis.client.Pipeline, maxlen: int, **kwargs: Any) -> Any:
+    """Append a dead letter (see ``entry_fields`` for the arguments); return its id."""
+    return client.xadd(keys.DEADLETTERS, entry_fields(**kwargs), maxlen=maxlen, approximate=True)
+
+
+def list_(client: redis.Redis, count: int = 50, after: str = "-") -> list[DeadLetter]:
+    """Oldest first, ``count`` at most, starting after id ``after`` (exclusive)."""
+    start = "-" if after == "-" else f"({after}"
+    return [DeadLetter.from_stream(i, f) for i, f in client.xrange(keys.DEADLETTERS, start, "+", count)]
+
+
+def get(client: redis.Redis, dead_letter_id: str) -> DeadLetter | None:
+    rows = client.xrange(keys.DEADLETTERS, dead_letter_id, dead_letter_id, 1)
+    return DeadLetter.from_stream(*rows[0]) if rows else None
+
+
+def count(client: redis.Redis) -> int:
+    return int(client.xlen(keys.DEADLETTERS))
+
+
+def delete(client: redis.Redis, dead_letter_id: str) -> bool:
+    return bool(client.xdel(keys.DEADLETTERS, dead_letter_id))
+
+
+def requeue_body(client: redis.Redis, letter: DeadLetter) -> str:
+    """Put a dead letter's raw body back in the inbox and remove the dead letter,
+    atomically. The body is marked as re-injected (``origin``) so the stale-replay
+    check does not refuse it again; deduplication still applies."""
+    meta = inbox.ReceiveMeta(
+        received_ms=int(time.time() * 1000),
+        signature="replay",
+        secret_index=int(letter.meta.get("secret_index", -1)),
+        remote_addr=str(letter.meta.get("remote_addr", "")),
+        request_id=str(letter.meta.get("request_id", "")),
+        origin=f"dlq:{letter.id}",
+    )
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(keys.INBOX, inbox.fields_for(letter.body, meta))
+    pipe.xdel(keys.DEADLETTERS, letter.id)
+    entry_id, _ = pipe.execute()
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

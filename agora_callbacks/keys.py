@@ -1,0 +1,77 @@
+"""Every Redis key name the service uses, in one place.
+
+All keys start with ``acb:``. The keys of one recording share the hash tag
+``{<sid>}`` so a Lua script touching several of them stays legal on Redis
+Cluster. No other module builds a key name by hand.
+
+Bounds (guarantee 6), stated where each key is named:
+- ``INBOX``: stream of stored raw bodies; an entry is deleted (XDEL) once a worker
+  has taken it in, so its length is the backlog.
+- ``DEADLETTERS``: stream, trimmed to ``DEADLETTER_MAXLEN`` entries.
+- per-recording keys: expire ``DEDUPE_TTL_S`` after the recording's last event.
+- ``notice_dedupe``: expires after ``DEDUPE_TTL_S``.
+- ``recording_state``: expires ``RECORDING_STATE_TTL_S`` after the last event.
+- ``TIMERS``: one member per recording with pending work, removed when none is left.
+"""
+
+from __future__ import annotations
+
+PREFIX = "acb"
+
+#: Stream of raw bodies stored by the ingress (fields: see ``agora_callbacks.inbox``).
+INBOX = f"{PREFIX}:inbox"
+#: Consumer group of the workers reading ``INBOX``.
+INBOX_GROUP = "workers"
+#: Stream of dead letters (fields: see ``agora_callbacks.deadletters``).
+DEADLETTERS = f"{PREFIX}:deadletters"
+#: Sorted set: sid -> unix ms at which that recording must be looked at again
+#: (end of a hold window, expiry of a dispatch lease).
+TIMERS = f"{PREFIX}:timers"
+#: Hash of pipeline counters (dedupe hits, gaps, late events, ...), for metrics.
+COUNTERS = f"{PREFIX}:counters"
+
+
+def hash_tag(sid: str) -> str:
+    """The hash tag of a recording. Braces inside a sid would end the tag early,
+    so they are replaced; Agora sids are hex strings and never contain them."""
+    return "{" + sid.replace("{", "(").replace("}", ")") + "}"
+
+
+def recording_prefix(sid: str) -> str:
+    """Common prefix of every key of one recording: ``acb:{<sid>}:``."""
+    return f"{PREFIX}:{hash_tag(sid)}:"
+
+
+def recording_dedupe(sid: str) -> str:
+    """Hash: dedupe key of each event of the recording -> its claim/commit record."""
+    return recording_prefix(sid) + "dedupe"
+
+
+def recording_order(sid: str) -> str:
+    """Hash: the recording's ordering cursor (next sequence, current turn, lease)."""
+    return recording_prefix(sid) + "order"
+
+
+def recording_buffer(sid: str) -> str:
+    """Sorted set: sequences admitted but not yet dispatched, scored by sequence."""
+    return recording_prefix(sid) + "buffer"
+
+
+def recording_events(sid: str) -> str:
+    """Hash: sequence -> serialized admitted event waiting in the buffer."""
+    return recording_prefix(sid) + "events"
+
+
+def recording_turn(sid: str) -> str:
+    """Set: handler names of the event whose turn it is that have not finished yet."""
+    return recording_prefix(sid) + "turn"
+
+
+def recording_state(sid: str) -> str:
+    """String (JSON): the recording's folded state, written by the built-in handler."""
+    return recording_prefix(sid) + "state"
+
+
+def notice_dedupe(notice_id: str) -> str:
+    """String: dedupe record of an event without sid/sequence, by ``noticeId``."""
+    return f"{PREFIX}:notice:{notice_id}"

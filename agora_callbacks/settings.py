@@ -1,0 +1,245 @@
+"""One typed settings object, read once from the environment.
+
+Every variable is declared once in ``VARIABLES`` (name, parser, default, meaning);
+``Settings.from_env`` parses them all and raises ``ConfigError`` naming the first
+bad variable. The README's configuration table lists the same variables, and a
+test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from agora_callbacks.errors import ConfigError
+
+
+def _secrets(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {raw!r}")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value < 0:
+        raise ValueError(f"must be zero or a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    url = raw.strip()
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+    return url
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, how to parse it, its default, its meaning."""
+
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str
+    doc: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "AGORA_NCS_SECRETS", "ncs_secrets", _secrets, "",
+        "Comma-separated NCS secrets. A request verified by any of them is accepted, "
+        "so a secret can be rotated by listing old and new for a while. Required by "
+        "the ingress.",
+    ),
+    Variable(
+        "AGORA_NCS_REQUIRE_V2", "require_v2", _bool, "false",
+        "Accept only `Agora-Signature-V2` (HMAC-SHA256); refuse requests signed with "
+        "V1 (HMAC-SHA1) alone.",
+    ),
+    Variable(
+        "REDIS_URL", "redis_url", _redis_url, "redis://127.0.0.1:6379/0",
+        "Redis holding raw bodies, pipeline state and the Celery broker. "
+        "`agora-callbacks dev` starts an embedded server when this is not set.",
+    ),
+    Variable(
+        "REDIS_TIMEOUT_S", "redis_timeout_s", _positive_float, "1.0",
+        "Connect and read timeout for Redis calls, in seconds. Short, so that a Redis "
+        "outage turns into a quick 503 well inside NCS's 10 s budget.",
+    ),
+    Variable(
+        "MAX_BODY_BYTES", "max_body_bytes", _positive_int, "262144",
+        "Largest accepted request body (413 above it). Real bodies are 0.5-5 KiB; the "
+        "largest documented one (event 31 listing the files of 17 users) stays under "
+        "16 KiB. 256 KiB leaves wide headroom, because refusing a real event loses it "
+        "for good, while still bounding memory per request.",
+    ),
+    Variable(
+        "RETRY_AFTER_S", "retry_after_s", _positive_int, "5",
+        "`Retry-After` value sent with a 503 when storage is down.",
+    ),
+    Variable(
+        "TRUSTED_PROXY_HOPS", "trusted_proxy_hops", _non_negative_int, "0",
+        "Number of reverse proxies in front of the ingress whose `X-Forwarded-For` is "
+        "trusted for the recorded remote address (0: use the socket peer).",
+    ),
+    Variable(
+        "PORT", "port", _positive_int, "8080",
+        "Port the ingress listens on (Procfile `web`, `agora-callbacks dev`).",
+    ),
+    Variable(
+        "WEB_CONCURRENCY", "web_concurrency", _positive_int, "2",
+        "Number of ingress worker processes.",
+    ),
+    Variable(
+        "ADMIN_TOKEN", "admin_token", _optional_str, "",
+        "Bearer token for the read-only admin endpoints (`GET /recordings/<sid>`). "
+        "When unset those endpoints answer 404: closed by default.",
+    ),
+    Variable(
+        "CALLBACK_HANDLERS", "callback_handlers", _names, "",
+        "Comma-separated import paths of modules that register handlers with "
+        "`@on_event` (besides the `agora_callbacks.handlers` entry-point group).",
+    ),
+    Variable(
+        "DEDUPE_KEY", "dedupe_key", _choice("event", "notice"), "event",
+        "`event`: an event is unique by (`sid`, `eventType`, `sequence`), with "
+        "`noticeId` for events that have no `sid`/`sequence`; `notice`: by `noticeId` only.",
+    ),
+    Variable(
+        "DEDUPE_TTL_S", "dedupe_ttl_s", _positive_int, "86400",
+        "Deduplication window in seconds. A copy arriving within it is dropped; a body "
+        "whose `notifyMs` is older than it is dead-lettered as a stale replay.",
+    ),
+    Variable(
+        "REORDER_HOLD_MS", "reorder_hold_ms", _non_negative_int, "15000",
+        "How long a missing `sequence` is waited for before it is skipped. NCS resends "
+        "a notification right after a failed attempt, and an attempt may take up to its "
+        "10 s timeout, so a resend can trail its successor by a little over 10 s.",
+    ),
+    Variable(
+        "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "30000",
+        "A stored body taken by a worker that then died is taken over by another "
+        "worker after this long without an acknowledgement.",
+    ),
+    Variable(
+        "HANDLER_VISIBILITY_TIMEOUT_S", "handler_visibility_timeout_s", _positive_int,
+        "600",
+        "A handler task whose worker died is redelivered after this many seconds. It "
+        "must exceed the longest handler run, or a slow handler is started twice.",
+    ),
+    Variable(
+        "DEADLETTER_MAXLEN", "deadletter_maxlen", _positive_int, "100000",
+        "Dead letters kept (oldest trimmed beyond it).",
+    ),
+    Variable(
+        "RECORDING_STATE_TTL_S", "recording_state_ttl_s", _positive_int, "604800",
+        "How long a recording's folded state is kept after its last event, in seconds.",
+    ),
+    Variable(
+        "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
+        "Log level.",
+    ),
+    Variable(
+        "LOG_FORMAT", "log_format", _choice("auto", "json", "console"), "auto",
+        "`json` lines, readable `console` output, or `auto`: console on a terminal, "
+        "JSON otherwise.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, typed. Build it with ``Settings.from_env()``."""
+
+    ncs_secrets: tuple[str, ...]
+    require_v2: bool
+    redis_url: str
+    redis_timeout_s: float
+    max_body_bytes: int
+    retry_after_s: int
+    trusted_proxy_hops: int
+    port: int
+    web_concurrency: int
+    admin_token: str | None
+    callback_handlers: tuple[str, ...]
+    dedupe_key: str
+    dedupe_ttl_s: int
+    reorder_hold_ms: int
+    claim_idle_ms: int
+    handler_visibility_timeout_s: int
+    deadletter_maxlen: int
+    recording_state_ttl_s: int
+    log_level: str
+    log_format: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Parse every variable; raise ``ConfigError`` naming the first bad one.
+
+        ``overrides`` (attribute names) replace parsed values, for tests and tools.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var in VARIABLES:
+            raw = env.get(var.env, var.default)
+            try:
+                values[var.attr] = var.parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{var.env}: {exc}") from None
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        return cls(**values)
+
+    def require_secrets(self) -> None:
+        """Refuse to run an ingress that could verify nothing."""
+        if not self.ncs_secrets:
+            raise ConfigError(
+                "AGORA_NCS_SECRETS: not set. The ingress needs at least one NCS secret "
+                "(Agora console > Notifications > your Cloud Recording product) to "
+                "verify callbacks; several may be given, comma-separated."
+            )

@@ -1,0 +1,78 @@
+"""Test fixtures shared by every test module.
+
+One Redis-compatible server per test session, started on a free port from the
+embedded valkey-server (or redis-server on PATH), flushed around each test. Tests
+may stop and restart it (``redis_server.stop()`` / ``.start()``) to test faults; the
+``redis_server`` fixture restarts it if a test left it down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.settings import Settings
+
+SECRET = "secret"
+
+
+@pytest.fixture(scope="session")
+def _redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    os.environ["REDIS_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(_redis_process: ServerProcess) -> Iterator[ServerProcess]:
+    """The session's server; restarted after the test if the test stopped it."""
+    if not _redis_process.running:
+        _redis_process.start()
+    yield _redis_process
+    if not _redis_process.running:
+        _redis_process.start()
+
+
+@pytest.fixture
+def redis_client(redis_server: ServerProcess) -> Iterator[redis.Redis]:
+    """A client to the session's server, flushed before and after the test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    if redis_server.running:
+        client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_server: ServerProcess) -> Settings:
+    """Settings for a test: the session's Redis, the test-vector secret."""
+    return Settings.from_env(
+        {"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET, "LOG_FORMAT": "json"}
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.01,
+             message: str = "condition") -> object:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
