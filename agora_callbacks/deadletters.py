@@ -103,7 +103,7 @@ def entry_fields(
     exception: str = "",
     extra: Mapping[str, Any] | None = None,
     now_ms: int | None = None,
-) -> dict[str, Any]:
+) -> dict[Any, Any]:
     """Stream fields of one dead letter; use with ``add`` or inside a pipeline."""
     return {
         "kind": kind,
@@ -127,11 +127,12 @@ def add(client: redis.Redis | redis.client.Pipeline, maxlen: int, **kwargs: Any)
 def list_(client: redis.Redis, count: int = 50, after: str = "-") -> list[DeadLetter]:
     """Oldest first, ``count`` at most, starting after id ``after`` (exclusive)."""
     start = "-" if after == "-" else f"({after}"
-    return [DeadLetter.from_stream(i, f) for i, f in client.xrange(keys.DEADLETTERS, start, "+", count)]
+    rows: Any = client.xrange(keys.DEADLETTERS, start, "+", count)
+    return [DeadLetter.from_stream(i, f) for i, f in rows]
 
 
 def get(client: redis.Redis, dead_letter_id: str) -> DeadLetter | None:
-    rows = client.xrange(keys.DEADLETTERS, dead_letter_id, dead_letter_id, 1)
+    rows: Any = client.xrange(keys.DEADLETTERS, dead_letter_id, dead_letter_id, 1)
     return DeadLetter.from_stream(*rows[0]) if rows else None
 
 

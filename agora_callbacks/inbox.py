@@ -92,12 +92,13 @@ class InboxEntry:
     @classmethod
     def from_stream(cls, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> InboxEntry:
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return cls(entry_id=eid, body=fields.get(b"body", b""), meta=ReceiveMeta.from_fields(fields))
+        body = fields.get(b"body", b"")
+        return cls(entry_id=eid, body=body, meta=ReceiveMeta.from_fields(fields))
 
 
-def fields_for(body: bytes, meta: ReceiveMeta) -> dict[str, Any]:
+def fields_for(body: bytes, meta: ReceiveMeta) -> dict[Any, Any]:
     """The stream fields of one entry (body first)."""
-    fields: dict[str, Any] = {"body": body}
+    fields: dict[Any, Any] = {"body": body}
     fields.update(meta.to_fields())
     return fields
 

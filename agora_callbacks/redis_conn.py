@@ -21,4 +21,4 @@ def client_from_settings(settings: Settings, **overrides: object) -> redis.Redis
         "retry_on_timeout": False,
     }
     options.update(overrides)
-    return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(settings.redis_url, **options)
