@@ -1,0 +1,46 @@
+"""Prepare prometheus_client's multi-process mode for a process tree.
+
+prometheus_client decides once, when it is first imported, whether metric values
+live in memory (one process) or in files under ``PROMETHEUS_MULTIPROC_DIR`` shared
+by every process of a tree (gunicorn workers, Celery's prefork children). A
+command that forks must therefore call ``ensure_multiproc_dir`` before anything
+imports ``prometheus_client`` (or ``agora_callbacks.metrics``).
+
+This module deliberately imports nothing from prometheus_client.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
+    """Make sure ``PROMETHEUS_MULTIPROC_DIR`` names an existing, clean directory.
+
+    When the variable is unset, a fresh private directory is created for this
+    process tree (``process_type`` is only part of its name). When it is set, the
+    directory is created if missing and, with ``wipe``, emptied of the ``*.db``
+    files a previous run left (prometheus_client requires a clean directory at
+    start, or old counts would be added to new ones). Returns the directory.
+    """
+    path = os.environ.get(ENV) or os.environ.get(ENV.lower())
+    if not path:
+        path = tempfile.mkdtemp(prefix=f"acb-metrics-{process_type}-")
+        os.environ[ENV] = path
+        return path
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    if wipe:
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    os.environ[ENV] = str(directory)
+    return str(directory)
+
+
+def multiproc_dir() -> str | None:
+    """The multi-process directory of this process, or None in single-process mode."""
+    return os.environ.get(ENV) or os.environ.get(ENV.lower()) or None
