@@ -1,0 +1,7 @@
+"""The ingress: the HTTPS endpoint Agora's NCS calls for every Cloud Recording event.
+
+Verify the signature over the raw bytes, store the raw body in Redis in one round
+trip, and only then answer ``200 {}``; ``503`` with ``Retry-After`` when Redis cannot
+take it. Build the WSGI app with ``ingress.app.create_app``; the production server
+loads ``ingress.wsgi:app``.
+"""

@@ -1,0 +1,66 @@
+"""``POST /agora/ncs``: the URL users paste into Agora's console.
+
+Order of decisions: a declared length over the limit (413, nothing read), the bounded
+read (413 / 400), an empty body (400), the signature over the raw bytes (401, nothing
+stored), one ``XADD`` to the inbox (503 + ``Retry-After`` if Redis cannot take it),
+then ``200 {}``. The body is never parsed: a verified body that is not JSON is stored
+all the same, and the workers dead-letter it with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint, Response, request
+
+from agora_callbacks import inbox
+from agora_callbacks.logs import get_logger
+from ingress import request_id, responses
+from ingress.body import BodyError, read_body
+from ingress.signature import Rejected, verify
+from ingress.state import get_state
+
+PATH = "/agora/ncs"
+
+bp = Blueprint("ncs", __name__)
+log = get_logger("ingress.ncs")
+
+
+@bp.post(PATH)
+def receive() -> Response:
+    state = get_state()
+    settings = state.settings
+    try:
+        body = read_body(request.environ, settings.max_body_bytes)
+    except BodyError as exc:
+        log.warning("ncs.rejected", reason=exc.reason, status=exc.status,
+                    content_length=request.content_length)
+        return responses.error(exc.status, "body too large" if exc.status == 413
+                               else "bad request body")
+    if not body:
+        log.warning("ncs.rejected", reason="empty_body", status=400)
+        return responses.error(400, "empty body")
+
+    outcome = verify(body, request.headers, state.secrets, settings.require_v2)
+    if isinstance(outcome, Rejected):
+        log.warning("ncs.rejected", reason=f"signature_{outcome.reason}", status=401,
+                    signature=outcome.signature or None, bytes=len(body))
+        return responses.unauthorized()
+
+    meta = inbox.ReceiveMeta(
+        received_ms=int(time.time() * 1000),
+        signature=outcome.signature,
+        secret_index=outcome.secret_index,
+        remote_addr=request.remote_addr or "",
+        request_id=request_id.current(),
+    )
+    try:
+        entry_id = inbox.store(state.redis, body, meta)
+    except (redis.RedisError, OSError) as exc:
+        log.error("ncs.storage_unavailable", error=type(exc).__name__, status=503,
+                  signature=outcome.signature, bytes=len(body))
+        return responses.unavailable(state.retry_after)
+    log.info("ncs.stored", entry_id=entry_id, signature=outcome.signature,
+             secret_index=outcome.secret_index, bytes=len(body))
+    return responses.ok()
