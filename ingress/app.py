@@ -25,6 +25,8 @@ from ingress.state import EXTENSION, build_state
 BLUEPRINTS: list[str] = [
     "ingress.health:bp",
     "ingress.routes:bp",
+    "ingress.admin:bp",
+    "ingress.metrics_endpoint:bp",
 ]
 
 log = logs.get_logger("ingress.app")
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     settings.require_secrets()
     logs.configure(settings.log_level, settings.log_format)
 
-    app = Flask("ingress")
+    app = Flask(__name__)
     app.extensions[EXTENSION] = build_state(settings, redis_client)
     request_id.install(app)
     app.register_error_handler(HTTPException, _http_error)

@@ -3,7 +3,7 @@
 Serves this process tree's metrics (every gunicorn worker's, in multi-process
 mode) together with the pipeline-wide figures read from Redis at scrape time
 (``agora_callbacks.metrics.scrape_registry``). The blueprint also times every
-request and counts responses by route and status, so the ingress code only has to
+request and counts responses by route and status, so the NCS route only has to
 count what it decides (received, verified, rejected, stored, store failed).
 """
 
@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import time
 
-import redis
-from flask import Blueprint, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
+from ingress.state import get_state
+
+PATH = "/metrics"
+_REGISTRY = "agora_callbacks.metrics_registry"
+
+bp = Blueprint("metrics", __name__)
 
 
 def _route() -> str:
@@ -23,27 +28,31 @@ def _route() -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
-def metrics_blueprint(client: redis.Redis) -> Blueprint:
-    """The blueprint serving ``GET /metrics``, reading pipeline figures with ``client``."""
-    blueprint = Blueprint("metrics", __name__)
-    registry = metrics.scrape_registry(client)
+def _registry(app: Flask) -> CollectorRegistry:
+    registry: CollectorRegistry | None = app.extensions.get(_REGISTRY)
+    if registry is None:
+        registry = metrics.scrape_registry(get_state(app).redis)
+        app.extensions[_REGISTRY] = registry
+    return registry
 
-    @blueprint.before_app_request
-    def _start_timer() -> None:
-        g.acb_started = time.perf_counter()
 
-    @blueprint.after_app_request
-    def _observe(response: Response) -> Response:
+@bp.before_app_request
+def _start_timer() -> None:
+    g.acb_started = time.perf_counter()
+
+
+@bp.after_app_request
+def _observe(response: Response) -> Response:
+    route = _route()
+    if route != PATH:
+        metrics.INGRESS_RESPONSES.labels(route, str(response.status_code)).inc()
         started = g.get("acb_started")
-        route = _route()
-        if route != "/metrics":
-            metrics.INGRESS_RESPONSES.labels(route, str(response.status_code)).inc()
-            if started is not None:
-                metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
-        return response
+        if started is not None:
+            metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
+    return response
 
-    @blueprint.get("/metrics")
-    def scrape() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
-    return blueprint
+@bp.get(PATH)
+def scrape() -> Response:
+    registry = _registry(current_app._get_current_object())  # type: ignore[attr-defined]
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ import time
 import redis
 from flask import Blueprint, Response, request
 
-from agora_callbacks import inbox
+from agora_callbacks import inbox, metrics
 from agora_callbacks.logs import get_logger
 from ingress import request_id, responses
 from ingress.body import BodyError, read_body
@@ -31,23 +31,28 @@ log = get_logger("ingress.ncs")
 def receive() -> Response:
     state = get_state()
     settings = state.settings
+    metrics.INGRESS_RECEIVED.inc()
     try:
         body = read_body(request.environ, settings.max_body_bytes)
     except BodyError as exc:
+        metrics.INGRESS_REJECTED.labels(exc.reason).inc()
         log.warning("ncs.rejected", reason=exc.reason, status=exc.status,
                     content_length=request.content_length)
         return responses.error(exc.status, "body too large" if exc.status == 413
                                else "bad request body")
     if not body:
+        metrics.INGRESS_REJECTED.labels("empty_body").inc()
         log.warning("ncs.rejected", reason="empty_body", status=400)
         return responses.error(400, "empty body")
 
     outcome = verify(body, request.headers, state.secrets, settings.require_v2)
     if isinstance(outcome, Rejected):
+        metrics.INGRESS_REJECTED.labels(f"signature_{outcome.reason}").inc()
         log.warning("ncs.rejected", reason=f"signature_{outcome.reason}", status=401,
                     signature=outcome.signature or None, bytes=len(body))
         return responses.unauthorized()
 
+    metrics.INGRESS_VERIFIED.labels(outcome.signature).inc()
     meta = inbox.ReceiveMeta(
         received_ms=int(time.time() * 1000),
         signature=outcome.signature,
@@ -58,9 +63,11 @@ def receive() -> Response:
     try:
         entry_id = inbox.store(state.redis, body, meta)
     except (redis.RedisError, OSError) as exc:
+        metrics.INGRESS_STORE_FAILED.inc()
         log.error("ncs.storage_unavailable", error=type(exc).__name__, status=503,
                   signature=outcome.signature, bytes=len(body))
         return responses.unavailable(state.retry_after)
+    metrics.INGRESS_STORED.inc()
     log.info("ncs.stored", entry_id=entry_id, signature=outcome.signature,
              secret_index=outcome.secret_index, bytes=len(body))
     return responses.ok()

@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 
 import redis
+from conftest import SECRET
 from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agora_callbacks import deadletters, inbox, keys, metrics
-from agora_callbacks.embedded_server import free_port
-from ingress.metrics_endpoint import metrics_blueprint
+from agora_callbacks.embedded_server import ServerProcess, free_port
+from agora_callbacks.settings import Settings
+from ingress.app import create_app
+from ingress.signature import sign_headers
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -94,37 +97,58 @@ def test_scrape_survives_redis_down() -> None:
     assert ("acb_inbox_backlog", ()) not in samples(text)
 
 
-def test_metrics_endpoint_counts_responses_by_route(redis_client: redis.Redis) -> None:
-    app = Flask("t")
+def _app(settings: Settings, client: redis.Redis) -> Flask:
+    return create_app(settings, redis_client=client)
 
-    @app.post("/agora/ncs")
-    def ncs() -> tuple[str, int]:
-        return "{}", 200
 
-    app.register_blueprint(metrics_blueprint(redis_client))
-    http = app.test_client()
+def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Redis) -> None:
+    http = _app(settings, redis_client).test_client()
+    before = samples(http.get("/metrics").get_data(as_text=True))
 
-    def responses(status: str) -> float:
-        text = http.get("/metrics").get_data(as_text=True)
-        return samples(text).get(
-            ("acb_ingress_responses_total", (("route", "/agora/ncs"), ("status", status))), 0.0)
+    def delta(name: str, **labels: str) -> float:
+        now = samples(http.get("/metrics").get_data(as_text=True))
+        key = (name, tuple(sorted(labels.items())))
+        return now.get(key, 0.0) - before.get(key, 0.0)
 
-    before_ok, before_missing = responses("200"), 0.0
+    body = b'{"noticeId":"n1","productId":3,"eventType":40,"notifyMs":1,"payload":{}}'
     for _ in range(3):
-        assert http.post("/agora/ncs").status_code == 200
+        response = http.post("/agora/ncs", data=body, headers=sign_headers(body, SECRET))
+        assert response.status_code == 200
+    assert http.post("/agora/ncs", data=body,
+                     headers=sign_headers(body, "wrong")).status_code == 401
+    assert http.post("/agora/ncs", data=b"").status_code == 400
     assert http.get("/nowhere").status_code == 404
+
+    assert delta("acb_ingress_received_total") == 5
+    assert delta("acb_ingress_verified_total", signature="v2") == 3
+    assert delta("acb_ingress_stored_total") == 3
+    assert delta("acb_ingress_rejected_total", reason="signature_mismatch") == 1
+    assert delta("acb_ingress_rejected_total", reason="empty_body") == 1
+    assert delta("acb_ingress_responses_total", route="/agora/ncs", status="200") == 3
+    assert delta("acb_ingress_responses_total", route="/agora/ncs", status="401") == 1
+    assert delta("acb_ingress_responses_total", route="unmatched", status="404") == 1
+    assert delta("acb_ingress_request_duration_seconds_count", route="/agora/ncs") == 5
     response = http.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     text = response.get_data(as_text=True)
-    assert responses("200") == before_ok + 3
-    missing = samples(text).get(
-        ("acb_ingress_responses_total", (("route", "unmatched"), ("status", "404"))), 0.0)
-    assert missing > before_missing
-    count = samples(text)[("acb_ingress_request_duration_seconds_count",
-                           (("route", "/agora/ncs"),))]
-    assert count >= 3
+    assert value(text, "acb_inbox_backlog") == 3
     assert value(text, "acb_redis_up") == 1
+
+
+def test_ingress_counts_store_failures(settings: Settings, redis_server: ServerProcess,
+                                       redis_client: redis.Redis) -> None:
+    app = create_app(settings)
+    http = app.test_client()
+    before = samples(http.get("/metrics").get_data(as_text=True))
+    body = b'{"noticeId":"n2"}'
+    redis_server.stop()
+    response = http.post("/agora/ncs", data=body, headers=sign_headers(body, SECRET))
+    assert response.status_code == 503
+    after = samples(http.get("/metrics").get_data(as_text=True))
+    assert after[("acb_ingress_store_failed_total", ())] == \
+        before.get(("acb_ingress_store_failed_total", ()), 0) + 1
+    assert after[("acb_redis_up", ())] == 0
 
 
 MULTIPROC_SCRIPT = textwrap.dedent(
