@@ -1,0 +1,1 @@
+"""Handlers that ship with the service: the recording state (``recording_state``)."""
