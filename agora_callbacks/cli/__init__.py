@@ -13,7 +13,9 @@ from typing import Any
 import click
 
 #: command name -> "module:attribute" of a click command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "simulate": "agora_callbacks.cli.simulate:simulate",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,0 +1,120 @@
+"""``agora-callbacks simulate`` against a real ingress and against a failing receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from agora_callbacks import keys
+from agora_callbacks.cli import main
+from agora_callbacks.settings import Settings
+from ingress import signature
+from ingress.app import create_app
+
+SECRET = "secret"
+
+
+@pytest.fixture
+def ingress_url(settings: Settings, redis_client: redis.Redis) -> Iterator[str]:
+    """The real ingress app, served on a free port in a thread."""
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/agora/ncs"
+    server.shutdown()
+    server.server_close()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["simulate", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def summary(out: str) -> dict[str, Any]:
+    """The JSON summary: the last output starting with a line "{" (the ingress, in a
+    thread of this process, may print its own log lines to the same stdout)."""
+    lines = out.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    figures: dict[str, Any] = json.loads("\n".join(lines[start:]))
+    return figures
+
+
+def test_help() -> None:
+    code, out = run("--help")
+    assert code == 0 and "--duplicates" in out and "--reorder-ms" in out
+
+
+def test_every_request_is_stored_by_the_ingress(ingress_url: str,
+                                                redis_client: redis.Redis) -> None:
+    code, out = run("--url", ingress_url, "--secret", SECRET, "--recordings", "3",
+                    "--rate", "0", "--duplicates", "0.2", "--reorder-ms", "50", "--seed", "5",
+                    "--json")
+    assert code == 0, out
+    figures = summary(out)
+    assert figures["sent"] == figures["accepted"] > figures["events"]
+    assert figures["duplicates_sent"] == figures["sent"] - figures["events"]
+    assert sorted(figures["kinds"]) == ["composite", "individual", "web"]
+    assert redis_client.xlen(keys.INBOX) == figures["sent"]
+    stored = [json.loads(f[b"body"]) for _, f in redis_client.xrange(keys.INBOX)]
+    assert {e["payload"]["sid"] for e in stored} == set(figures["sids"])
+    assert all(f[b"sig"] == b"v2" for _, f in redis_client.xrange(keys.INBOX))
+
+
+def test_readable_summary_lists_the_sids(ingress_url: str) -> None:
+    code, out = run("--url", ingress_url, "--secret", SECRET, "--kind", "web", "--seed", "1",
+                    "--rate", "0", "--quiet")
+    assert code == 0, out
+    assert "accepted (200)" in out and "latency p50 / p99" in out
+    assert "agora-callbacks recording SID" in out
+    assert out.strip().splitlines()[-1].split()[1] == "web"
+
+
+def test_wrong_secret_is_rejected_and_exits_non_zero(ingress_url: str,
+                                                     redis_client: redis.Redis) -> None:
+    code, out = run("--url", ingress_url, "--secret", "not-the-secret", "--kind", "composite",
+                    "--rate", "0", "--json")
+    assert code == 1
+    figures = summary(out)
+    assert figures["accepted"] == 0 and figures["rejected"] == {"401": figures["sent"]}
+    assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_loss_is_not_sent(ingress_url: str, redis_client: redis.Redis) -> None:
+    code, out = run("--url", ingress_url, "--secret", SECRET, "--recordings", "4",
+                    "--loss", "0.3", "--rate", "0", "--seed", "2", "--json")
+    assert code == 0, out
+    figures = summary(out)
+    assert figures["dropped_by_loss"] > 0
+    assert redis_client.xlen(keys.INBOX) == figures["events"] - figures["dropped_by_loss"]
+
+
+def test_secret_defaults_to_the_first_configured(ingress_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGORA_NCS_SECRETS", f" {SECRET} ,other")
+    code, out = run("--url", ingress_url, "--kind", "web", "--rate", "0", "--json")
+    assert code == 0, out
+    monkeypatch.setenv("AGORA_NCS_SECRETS", "")
+    code, out = run("--url", ingress_url)
+    assert code == 2 and "AGORA_NCS_SECRETS" in out
+
+
+def test_bad_share_is_a_usage_error() -> None:
+    code, out = run("--secret", SECRET, "--loss", "2")
+    assert code == 2 and "between 0 and 1" in out
+
+
+def test_signing_matches_the_reference_vector() -> None:
+    # The simulator signs through the ingress's helper, checked here against NCS's vector.
+    body = (b'{"eventType":10,"noticeId":"4eb720f0-8da7-11e9-a43e-53f411c2761f",'
+            b'"notifyMs":1560408533119,"payload":{"a":"1","b":2},"productId":1}')
+    headers = signature.sign_headers(body, "secret")
+    assert headers[signature.HEADER_V1] == "5a3bb6a6d9fad2ea9ae3fb707a14c9d7f3136df1"
+    assert headers[signature.HEADER_V2] == (
+        "de96da5acf03b0021ac3b4fa2225e7ae6f3533a30d50bb02c08ea4fa748bda24")
