@@ -1,0 +1,212 @@
+"""The ordering and dedupe scripts, against the real Redis, with a controlled clock."""
+
+from __future__ import annotations
+
+import redis
+
+from agora_callbacks import keys
+from workers import scripts
+from workers.ordering import Ordering, Record, claim_notice, member_of, recording_keys
+
+HOLD = 1_000
+LEASE = 5_000
+DEADLINE = 60_000
+T0 = 1_700_000_000_000
+SID = "sid-a"
+
+ORD = Ordering(ttl_s=86_400, hold_ms=HOLD, lease_ms=LEASE, deadline_ms=DEADLINE)
+
+
+def rec(seq: int, handlers: tuple[str, ...] = ("h",), event_type: int = 40) -> Record:
+    return Record(handlers=handlers, key=f"{SID}:{event_type}:{seq}", meta={"received_ms": 1},
+                  entry_id=f"{seq}-0", body=b'{"seq":%d}' % seq)
+
+
+def admit(client: redis.Redis, seq: int, now: int, *, entry: str | None = None,
+          handlers: tuple[str, ...] = ("h",), event_type: int = 40, sid: str = SID):
+    field = f"{event_type}:{seq}"
+    return ORD.admit(client, sid, field, seq, entry or f"e{seq}-{event_type}",
+                     rec(seq, handlers, event_type), now_ms=now)
+
+
+def m(seq: int, event_type: int = 40) -> str:
+    return member_of(seq, f"{event_type}:{seq}")
+
+
+def finish(client: redis.Redis, seq: int, now: int, handlers=("h",), event_type: int = 40):
+    return ORD.finish(client, SID, m(seq, event_type), handlers, now_ms=now)
+
+
+def test_sequence_zero_is_dispatched_at_once(redis_client: redis.Redis) -> None:
+    result = admit(redis_client, 0, T0)
+    assert result.status == "admitted"
+    assert result.turn is not None and result.turn.kind == "event"
+    assert result.turn.member == m(0)
+    assert result.turn.handlers == ("h",)
+    assert result.turn.late is False and result.turn.gap is None
+    assert result.turn.due_ms == T0 + LEASE
+    assert result.turn.record == rec(0)
+
+
+def test_next_event_waits_for_the_turn_to_finish(redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    busy = admit(redis_client, 1, T0 + 1)
+    assert busy.turn is not None and busy.turn.kind == "busy"
+    assert busy.turn.due_ms == T0 + LEASE
+    done = finish(redis_client, 0, T0 + 2)
+    assert done.status == "next"
+    assert done.turn is not None and done.turn.kind == "event" and done.turn.member == m(1)
+    assert finish(redis_client, 1, T0 + 3).turn.kind == "none"  # type: ignore[union-attr]
+
+
+def test_copies_are_dropped_and_a_redelivered_entry_is_idempotent(
+        redis_client: redis.Redis) -> None:
+    first = admit(redis_client, 0, T0, entry="1-0")
+    assert first.status == "admitted"
+    assert admit(redis_client, 0, T0 + 1, entry="2-0").status == "dup"
+    again = admit(redis_client, 0, T0 + 2, entry="1-0")
+    assert again.status == "again"
+    assert again.turn is not None and again.turn.kind == "busy"
+    finish(redis_client, 0, T0 + 3)
+    assert admit(redis_client, 0, T0 + 4, entry="3-0").status == "dup"
+    assert redis_client.zcard(keys.recording_buffer(SID)) == 0
+
+
+def test_shuffled_arrival_inside_the_hold_window_is_put_in_order(
+        redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    finish(redis_client, 0, T0 + 1)
+    wait = admit(redis_client, 2, T0 + 10)
+    assert wait.turn is not None and wait.turn.kind == "wait"
+    assert wait.turn.due_ms == T0 + 10 + HOLD
+    got = admit(redis_client, 1, T0 + 20)
+    assert got.turn is not None and got.turn.kind == "event" and got.turn.member == m(1)
+    nxt = finish(redis_client, 1, T0 + 30).turn
+    assert nxt is not None and nxt.member == m(2) and nxt.gap is None and not nxt.late
+
+
+def test_gap_is_skipped_after_the_hold_and_the_missing_event_comes_late(
+        redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    finish(redis_client, 0, T0 + 1)
+    assert admit(redis_client, 3, T0 + 100).turn.kind == "wait"  # type: ignore[union-attr]
+    early = ORD.take(redis_client, SID, now_ms=T0 + 100 + HOLD - 1)
+    assert early.kind == "wait" and early.due_ms == T0 + 100 + HOLD
+    skipped = ORD.take(redis_client, SID, now_ms=T0 + 100 + HOLD)
+    assert skipped.kind == "event" and skipped.member == m(3)
+    assert skipped.gap == (1, 2) and not skipped.late
+    assert finish(redis_client, 3, T0 + 2000).turn.kind == "none"  # type: ignore[union-attr]
+    late = admit(redis_client, 1, T0 + 3000)
+    assert late.turn is not None and late.turn.kind == "event"
+    assert late.turn.member == m(1) and late.turn.late and late.turn.gap is None
+    finish(redis_client, 1, T0 + 3001)
+    after = admit(redis_client, 4, T0 + 3002)
+    assert after.turn is not None and after.turn.member == m(4) and not after.turn.late
+
+
+def test_a_recording_seen_from_the_middle_starts_at_the_lowest_sequence_after_the_hold(
+        redis_client: redis.Redis) -> None:
+    first = admit(redis_client, 7, T0)
+    assert first.turn is not None and first.turn.kind == "wait"
+    assert first.turn.due_ms == T0 + HOLD
+    assert admit(redis_client, 5, T0 + 500).turn.due_ms == T0 + HOLD  # type: ignore[union-attr]
+    start = ORD.take(redis_client, SID, now_ms=T0 + HOLD)
+    assert start.kind == "event" and start.member == m(5) and start.gap is None
+    assert finish(redis_client, 5, T0 + HOLD + 1).turn.kind == "wait"  # type: ignore[union-attr]
+    late = admit(redis_client, 3, T0 + HOLD + 2)
+    assert late.turn is not None and late.turn.member == m(3) and late.turn.late
+
+
+def test_same_sequence_with_another_event_type_is_in_order(redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    admit(redis_client, 0, T0 + 1, event_type=41)
+    nxt = finish(redis_client, 0, T0 + 2).turn
+    assert nxt is not None and nxt.member == m(0, 41) and not nxt.late
+
+
+def test_events_without_handlers_end_their_turn_at_once(redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    admit(redis_client, 1, T0 + 1, handlers=())
+    admit(redis_client, 2, T0 + 2, handlers=())
+    admit(redis_client, 3, T0 + 3)
+    nxt = finish(redis_client, 0, T0 + 4).turn
+    assert nxt is not None and nxt.member == m(3) and nxt.skipped == 2
+    assert redis_client.hlen(keys.recording_events(SID)) == 1
+
+
+def test_every_handler_of_a_turn_must_finish(redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0, handlers=("a", "b"))
+    admit(redis_client, 1, T0 + 1, handlers=("a", "b"))
+    assert finish(redis_client, 0, T0 + 2, handlers=("a",)).status == "pending"
+    assert finish(redis_client, 0, T0 + 3, handlers=("a",)).status == "stale"
+    done = finish(redis_client, 0, T0 + 4, handlers=("b",))
+    assert done.status == "next" and done.turn is not None
+    assert done.turn.member == m(1) and done.turn.handlers == ("a", "b")
+    assert finish(redis_client, 0, T0 + 5, handlers=("b",)).status == "stale"
+
+
+def test_a_dispatcher_that_died_while_taking_is_replaced_after_the_lease(
+        redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0, handlers=("a", "b"))
+    assert finish(redis_client, 0, T0 + 1, handlers=("a",)).status == "pending"
+    assert ORD.take(redis_client, SID, now_ms=T0 + LEASE - 1).kind == "busy"
+    again = ORD.take(redis_client, SID, now_ms=T0 + LEASE)
+    assert again.kind == "event" and again.member == m(0) and again.handlers == ("b",)
+    assert again.due_ms == T0 + 2 * LEASE
+
+
+def test_commit_then_lost_handlers_are_reported_and_the_turn_moves_on(
+        redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0)
+    admit(redis_client, 1, T0 + 1)
+    assert ORD.commit(redis_client, SID, m(0), now_ms=T0 + 2) == T0 + 2 + DEADLINE
+    assert ORD.commit(redis_client, SID, m(0), now_ms=T0 + 3) == 0  # not taking any more
+    assert ORD.take(redis_client, SID, now_ms=T0 + 2 + LEASE).kind == "busy"
+    lost = ORD.take(redis_client, SID, now_ms=T0 + 2 + DEADLINE)
+    assert lost.kind == "lost" and lost.member == m(0) and lost.handlers == ("h",)
+    assert lost.record == rec(0)
+    nxt = ORD.finish(redis_client, SID, m(0), lost.handlers, now_ms=T0 + 3 + DEADLINE).turn
+    assert nxt is not None and nxt.kind == "event" and nxt.member == m(1)
+
+
+def test_start_allows_a_pending_handler_once_and_extends_the_deadline(
+        redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0, handlers=("a", "b"))
+    ORD.commit(redis_client, SID, m(0), now_ms=T0)
+    assert ORD.start(redis_client, SID, m(0), "a", now_ms=T0 + 1000)
+    assert int(redis_client.hget(keys.recording_order(SID), "lease") or 0) == T0 + 1000 + DEADLINE
+    finish(redis_client, 0, T0 + 1001, handlers=("a",))
+    assert not ORD.start(redis_client, SID, m(0), "a", now_ms=T0 + 1002)
+    assert ORD.start(redis_client, SID, m(0), "b", now_ms=T0 + 1003)
+    assert not ORD.start(redis_client, SID, m(1), "b", now_ms=T0 + 1004)
+
+
+def test_every_key_of_a_recording_has_a_ttl(redis_client: redis.Redis) -> None:
+    admit(redis_client, 0, T0, handlers=("a", "b"))
+    admit(redis_client, 2, T0 + 1)
+    admit(redis_client, 1, T0 + 1)
+    present = [k for k in recording_keys(SID) if redis_client.exists(k)]
+    assert len(present) == 5
+    for key in present:
+        assert 0 < redis_client.ttl(key) <= 86_400
+    assert all("{" + SID + "}" in k for k in recording_keys(SID))
+
+
+def test_recordings_are_independent(redis_client: redis.Redis) -> None:
+    assert admit(redis_client, 0, T0, sid="x").turn.kind == "event"  # type: ignore[union-attr]
+    assert admit(redis_client, 0, T0, sid="y").turn.kind == "event"  # type: ignore[union-attr]
+
+
+def test_notice_claim(redis_client: redis.Redis) -> None:
+    def claim(entry: str) -> bytes:
+        return scripts.run(redis_client, [lambda p: claim_notice(p, "n1", entry, 60)])[0]
+
+    assert claim("1-0") == b"new"
+    assert claim("1-0") == b"again"
+    assert claim("2-0") == b"dup"
+    assert 0 < redis_client.ttl(keys.notice_dedupe("n1")) <= 60
+
+
+def test_scripts_are_reloaded_after_a_flush(redis_client: redis.Redis) -> None:
+    redis_client.script_flush()
+    assert admit(redis_client, 0, T0).status == "admitted"
