@@ -160,15 +160,33 @@ VARIABLES: tuple[Variable, ...] = (
         "10 s timeout, so a resend can trail its successor by a little over 10 s.",
     ),
     Variable(
-        "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "30000",
+        "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "5000",
         "A stored body taken by a worker that then died is taken over by another "
-        "worker after this long without an acknowledgement.",
+        "worker after this long without an acknowledgement. A live worker settles a "
+        "batch in milliseconds; kept below `REORDER_HOLD_MS` so that a crashed "
+        "worker's bodies are recovered before their successors skip them as a gap.",
     ),
     Variable(
         "HANDLER_VISIBILITY_TIMEOUT_S", "handler_visibility_timeout_s", _positive_int,
         "600",
         "A handler task whose worker died is redelivered after this many seconds. It "
         "must exceed the longest handler run, or a slow handler is started twice.",
+    ),
+    Variable(
+        "DISPATCH_LEASE_MS", "dispatch_lease_ms", _positive_int, "5000",
+        "A worker that took a recording's next event and died before publishing its "
+        "handler tasks is replaced after this long (publishing takes milliseconds).",
+    ),
+    Variable(
+        "HANDLER_DEADLINE_S", "handler_deadline_s", _positive_int, "3600",
+        "Safety net: a recording whose current handlers neither finish nor start an "
+        "attempt for this long has them dead-lettered as `lost` and moves on. Each "
+        "attempt restarts it, so it must exceed one attempt's wait in the queue plus "
+        "its run, its retry countdown and `HANDLER_VISIBILITY_TIMEOUT_S`.",
+    ),
+    Variable(
+        "INTAKE_BATCH", "intake_batch", _positive_int, "100",
+        "Stored bodies a worker takes in per read (one pipeline of Redis calls each).",
     ),
     Variable(
         "DEADLETTER_MAXLEN", "deadletter_maxlen", _positive_int, "100000",
@@ -210,6 +228,9 @@ class Settings:
     reorder_hold_ms: int
     claim_idle_ms: int
     handler_visibility_timeout_s: int
+    dispatch_lease_ms: int
+    handler_deadline_s: int
+    intake_batch: int
     deadletter_maxlen: int
     recording_state_ttl_s: int
     log_level: str
