@@ -1,0 +1,29 @@
+"""Typed, tolerant Cloud Recording events (issue 3).
+
+``parse_event(raw)`` turns a stored raw body (bytes, str or a decoded mapping)
+into an immutable ``Event`` with typed ``details`` (one type per documented
+``eventType``, see ``schemas.details``) or raises ``InvalidEvent``, and nothing
+else. Codes carry their documented meaning in ``schemas.enums``.
+"""
+
+from schemas import enums
+from schemas.details import *  # noqa: F403
+from schemas.details import DETAILS_TYPES, Details, GenericDetails
+from schemas.enums import *  # noqa: F403
+from schemas.enums import decode_leave_code, describe
+from schemas.errors import InvalidEvent
+from schemas.events import Event
+from schemas.parse import MAX_DEPTH, parse_event
+
+__all__ = [
+    "DETAILS_TYPES",
+    "MAX_DEPTH",
+    "Details",
+    "Event",
+    "GenericDetails",
+    "InvalidEvent",
+    "decode_leave_code",
+    "describe",
+    "enums",
+    "parse_event",
+]
