@@ -15,6 +15,8 @@ import click
 #: command name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
     "simulate": "agora_callbacks.cli.simulate:simulate",
+    "dlq": "agora_callbacks.cli.dlq:dlq",
+    "replay": "agora_callbacks.cli.replay:replay",
 }
 
 

@@ -1,0 +1,89 @@
+"""``agora-callbacks replay``: re-inject stored raw bodies through the normal pipeline."""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+import click
+
+from agora_callbacks import deadletters
+from agora_callbacks import replay as replaying
+from agora_callbacks.cli import context
+from agora_callbacks.cli.dlq import iter_all
+from agora_callbacks.logs import get_logger
+
+log = get_logger("cli.replay")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("sources", nargs=-1, metavar="FILE | --from-dlq [ID...]")
+@click.option("--from-dlq", "from_dlq", is_flag=True,
+              help="Replay dead letters: the IDs given, or --all.")
+@click.option("--all", "all_", is_flag=True, help="With --from-dlq: every body dead letter.")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) -> None:
+    """Re-inject raw bodies into the inbox; the workers handle them as usual.
+
+    FILE holds JSON lines as written by `agora-callbacks dlq export`, or raw NCS
+    bodies one per line (`-` reads stdin). With --from-dlq, `body` dead letters
+    are moved back into the inbox. Re-injected bodies skip the stale-replay check;
+    deduplication still applies, so replaying what was already handled is
+    harmless. (A `handler` dead letter's event was already dispatched, so a replay
+    would be deduplicated: re-run its handler with `agora-callbacks dlq requeue`.)
+
+    \b
+    Examples:
+      agora-callbacks replay dead.jsonl
+      agora-callbacks replay --from-dlq --all
+      agora-callbacks replay --from-dlq 1732476245123-0 1732476245124-0
+    """
+    if not from_dlq:
+        if len(sources) != 1 or all_:
+            raise click.UsageError("give one FILE, or --from-dlq with dead letter IDs or --all")
+        _replay_file(sources[0], dry_run)
+        return
+    ids = sources
+    if all_ == bool(ids):
+        raise click.UsageError("with --from-dlq, give dead letter IDs or --all")
+    client = context.redis_client()
+    if all_:
+        letters = list(iter_all(client))
+    else:
+        letters = []
+        for i in ids:
+            found = deadletters.get(client, i)
+            if found is None:
+                raise click.ClickException(f"no dead letter {i}")
+            letters.append(found)
+    bodies = [letter for letter in letters if letter.kind == deadletters.BODY]
+    skipped = [letter for letter in letters if letter.kind != deadletters.BODY]
+    for letter in skipped:
+        click.echo(f"{letter.id}: skipped ({letter.kind} dead letter: "
+                   f"use `agora-callbacks dlq requeue {letter.id}`)", err=True)
+    if dry_run:
+        click.echo(f"{len(bodies)} dead letter(s) would be replayed, {len(skipped)} skipped")
+        return
+    for letter in bodies:
+        entry = deadletters.requeue_body(client, letter)
+        log.info("replay.dead_letter", dead_letter=letter.id, entry_id=entry)
+    click.echo(f"{len(bodies)} dead letter(s) replayed into the inbox, {len(skipped)} skipped")
+    if ids and skipped:
+        sys.exit(1)
+
+
+def _replay_file(path: str, dry_run: bool) -> None:
+    name = "stdin" if path == "-" else path
+    stream: BinaryIO
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    with stream:
+        bodies = list(replaying.read_bodies(stream))
+    if dry_run:
+        click.echo(f"{len(bodies)} bodies would be replayed from {name}")
+        return
+    entries = replaying.inject(context.redis_client(), bodies, origin=f"replay:{name}")
+    log.info("replay.file", file=name, bodies=len(entries))
+    click.echo(f"{len(entries)} bodies replayed from {name} into the inbox")

@@ -1,0 +1,149 @@
+"""``agora-callbacks dlq``: list, show, export, requeue."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from agora_callbacks import deadletters, inbox, keys
+from agora_callbacks.cli import main
+from agora_callbacks.settings import Settings
+from agora_callbacks.simulate.lifecycles import encode, lifecycle
+
+START = 1_700_000_000_000
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["dlq", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def add_body_letter(client: redis.Redis, settings: Settings, body: bytes,
+                    reason: str = "invalid") -> str:
+    entry_id = deadletters.add(
+        client, settings.deadletter_maxlen, kind=deadletters.BODY, reason=reason,
+        detail="payload.sequence: Not a valid integer.", body=body,
+        meta={"received_ms": START, "signature": "v2", "secret_index": 0,
+              "remote_addr": "10.0.0.1", "request_id": "r-1"})
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def add_handler_letter(client: redis.Redis, settings: Settings, body: bytes) -> str:
+    entry_id = deadletters.add(
+        client, settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="retries_exhausted",
+        detail="ValueError: boom", body=body, meta={"received_ms": START},
+        key="abc:31:7", handler="myapp.handlers.on_upload",
+        exception="Traceback (most recent call last):\n  ...\nValueError: boom")
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+@pytest.fixture
+def bodies() -> list[bytes]:
+    return [encode(e) for e in lifecycle("composite", "f" * 32, start_ms=START, seed=1)]
+
+
+def test_every_command_has_help() -> None:
+    for args in ([], ["list"], ["show"], ["requeue"], ["export"]):
+        code, out = run(*args, "--help")
+        assert code == 0 and "Usage:" in out
+
+
+def test_list_empty(redis_client: redis.Redis) -> None:
+    code, out = run("list")
+    assert code == 0 and out.strip() == "no dead letters"
+
+
+def test_list_shows_kind_reason_sid_sequence_handler(
+        redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
+    a = add_body_letter(redis_client, settings, bodies[3])
+    b = add_body_letter(redis_client, settings, b"\xff not json", reason="not_json")
+    c = add_handler_letter(redis_client, settings, bodies[5])
+    code, out = run("list")
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["ID", "TIME", "(UTC)", "KIND", "REASON", "SID", "SEQ", "EVENT",
+                                "HANDLER"]
+    row_a, row_b, row_c = (next(line for line in lines if line.startswith(i)) for i in (a, b, c))
+    ev3, ev5 = (str(json.loads(bodies[i])["eventType"]) for i in (3, 5))
+    assert row_a.split()[3:8] == ["body", "invalid", "f" * 32, "3", ev3]
+    assert row_b.split()[3:] == ["body", "not_json", "-", "-", "-", "-"]
+    assert row_c.split()[3:] == ["handler", "retries_exhausted", "f" * 32, "5", ev5,
+                                 "myapp.handlers.on_upload"]
+
+    code, out = run("list", "--json")
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["id"] for r in rows] == [a, b, c]
+    assert rows[0]["sid"] == "f" * 32 and rows[0]["sequence"] == 3 and "body" not in rows[0]
+
+
+def test_list_pages(redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
+    ids = [add_body_letter(redis_client, settings, body) for body in bodies[:5]]
+    code, out = run("list", "-n", "2")
+    assert code == 0
+    assert f"(2 shown of 5; next page: --after {ids[1]})" in out
+    code, out = run("list", "-n", "2", "--after", ids[1], "--json")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.strip().splitlines()] == ids[2:4]
+
+
+def test_show_pretty_prints_the_body(redis_client: redis.Redis, settings: Settings,
+                                     bodies: list[bytes]) -> None:
+    c = add_handler_letter(redis_client, settings, bodies[5])
+    code, out = run("show", c)
+    assert code == 0, out
+    assert "retries_exhausted" in out and "myapp.handlers.on_upload" in out
+    assert "ValueError: boom" in out and "abc:31:7" in out
+    assert '    "msgName": "cloud_recording_file_infos",' in out  # indented JSON body
+    code, out = run("show", c, "--json")
+    record = json.loads(out)
+    assert record["body"].encode() == bodies[5] and record["kind"] == "handler"
+
+
+def test_show_keeps_non_utf8_bodies_exactly(redis_client: redis.Redis,
+                                            settings: Settings) -> None:
+    b = add_body_letter(redis_client, settings, b"\xff\x00 not json", reason="not_json")
+    code, out = run("show", b, "--json")
+    assert json.loads(out)["body_b64"] == "/wAgbm90IGpzb24="
+    code, out = run("show", "1-0")
+    assert code == 1 and "no dead letter 1-0" in out
+
+
+def test_requeue_body_moves_it_back_to_the_inbox(redis_client: redis.Redis,
+                                                  settings: Settings,
+                                                  bodies: list[bytes]) -> None:
+    a = add_body_letter(redis_client, settings, bodies[0])
+    b = add_body_letter(redis_client, settings, bodies[1])
+    code, out = run("requeue", a)
+    assert code == 0, out
+    assert "1 requeued, 0 failed" in out
+    assert deadletters.count(redis_client) == 1
+    (entry_id, fields), = redis_client.xrange(keys.INBOX)
+    entry = inbox.InboxEntry.from_stream(entry_id, fields)
+    assert entry.body == bodies[0] and entry.meta.origin == f"dlq:{a}"
+    assert entry.meta.remote_addr == "10.0.0.1"
+    code, out = run("requeue", "--all")
+    assert code == 0 and "1 requeued" in out
+    assert deadletters.count(redis_client) == 0 and redis_client.xlen(keys.INBOX) == 2
+    assert b in out
+
+
+def test_requeue_needs_ids_or_all(redis_client: redis.Redis) -> None:
+    code, out = run("requeue")
+    assert code == 2 and "--all" in out
+    code, out = run("requeue", "9-9")
+    assert code == 1 and "no dead letter 9-9" in out
+
+
+def test_export_writes_replayable_json_lines(redis_client: redis.Redis, settings: Settings,
+                                             bodies: list[bytes], tmp_path: object) -> None:
+    a = add_body_letter(redis_client, settings, bodies[0])
+    b = add_body_letter(redis_client, settings, b"\xff", reason="not_json")
+    code, out = run("export", "-", "--all")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["id"] for r in lines] == [a, b]
+    assert lines[0]["body"].encode() == bodies[0] and lines[1]["body_b64"] == "/w=="
+    assert deadletters.count(redis_client) == 2  # export removes nothing
