@@ -15,8 +15,10 @@ import click
 #: command name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
     "simulate": "agora_callbacks.cli.simulate:simulate",
+    "dev": "agora_callbacks.cli.dev:dev",
     "dlq": "agora_callbacks.cli.dlq:dlq",
     "replay": "agora_callbacks.cli.replay:replay",
+    "recording": "agora_callbacks.cli.recording:recording",
 }
 
 
