@@ -1,0 +1,169 @@
+"""Intake in-process: parse, dead-letter, dedupe, admit, publish, acknowledge.
+
+The handler tasks are published to the real broker (the test's Redis) and read
+back from the Celery queue instead of being run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from workers_support import body, store
+
+from agora_callbacks import deadletters, keys
+from agora_callbacks.settings import Settings
+from workers import REGISTRY, on_event, runtime
+from workers.app import celery_app
+from workers.dispatch import Dispatcher
+from workers.intake import Intake
+from workers.timers import sweep
+
+HOLD_MS = 300
+
+
+@on_event("*", name="test_intake.every")
+def every(event: Any) -> None:  # pragma: no cover - published, not run, here
+    pass
+
+
+@on_event("uploaded", name="test_intake.uploaded")
+def uploaded(event: Any) -> None:  # pragma: no cover
+    pass
+
+
+@pytest.fixture
+def intake(settings: Settings, redis_client: redis.Redis) -> Iterator[Intake]:
+    s = Settings.from_env({"REDIS_URL": settings.redis_url, "REORDER_HOLD_MS": str(HOLD_MS),
+                           "LOG_FORMAT": "json"})
+    runtime.configure(s)
+    use_broker(s.redis_url)
+    it = Intake(runtime.get(), consumer="test")
+    it.ensure_group()
+    yield it
+    REGISTRY.handlers.get("test_intake.every")  # keep registered for other tests
+
+
+def use_broker(url: str) -> None:
+    """Point the (already created) Celery app at the test's Redis."""
+    if celery_app.conf.broker_url == url:
+        return
+    celery_app.conf.broker_url = url
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+        celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def published(client: redis.Redis) -> list[tuple[str, list[Any]]]:
+    """(task name, args) of the messages waiting in the default Celery queue."""
+    out = []
+    for raw in reversed(client.lrange("celery", 0, -1)):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        out.append((message["headers"]["task"], args))
+    return out
+
+
+def run_intake(intake: Intake) -> int:
+    return intake.process(intake.read(block_ms=10))
+
+
+def test_ordered_events_are_admitted_deduped_and_dispatched_in_turn(
+        intake: Intake, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s1", 0))
+    store(redis_client, body("s1", 1))
+    store(redis_client, body("s1", 0))  # redundant copy: new noticeId, same key
+    assert run_intake(intake) == 3
+    sent = published(redis_client)
+    assert [name for name, _ in sent] == ["test_intake.every"]
+    sid, member, key, late, gap, meta, raw = sent[0][1]
+    assert (sid, key, late, gap) == ("s1", "s1:40:0", False, None)
+    assert json.loads(raw)["payload"]["sequence"] == 0 and meta["signature"] == "v2"
+    assert redis_client.xlen(keys.INBOX) == 0
+    assert redis_client.xpending(keys.INBOX, keys.INBOX_GROUP)["pending"] == 0
+    counters = redis_client.hgetall(keys.COUNTERS)
+    assert counters[b"admitted"] == b"2" and counters[b"duplicates"] == b"1"
+    # The handler of event 0 finishes: event 1 is dispatched from there.
+    Dispatcher(runtime.get()).handler_done("s1", member, "test_intake.every")
+    assert [a[2] for _, a in published(redis_client)] == ["s1:40:0", "s1:40:1"]
+
+
+def test_all_matching_handlers_are_published(intake: Intake, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s2", 0, 31))
+    run_intake(intake)
+    assert sorted(n for n, _ in published(redis_client)) == ["test_intake.every",
+                                                             "test_intake.uploaded"]
+    assert redis_client.scard(keys.recording_turn("s2")) == 2
+
+
+def test_invalid_and_stale_bodies_are_dead_lettered_with_their_bytes(
+        intake: Intake, redis_client: redis.Redis) -> None:
+    bad = b'{"noticeId": 5'
+    old = body("s3", 0, notify_ms=int(time.time() * 1000) - 2 * 86_400_000)
+    store(redis_client, bad)
+    store(redis_client, old)
+    store(redis_client, old, origin="dlq:1-0")  # re-injected by an operator: accepted
+    assert run_intake(intake) == 3
+    letters = deadletters.list_(redis_client)
+    assert [(d.kind, d.reason) for d in letters] == [("body", "invalid_json"), ("body", "stale")]
+    assert letters[0].body == bad and letters[1].body == old
+    assert letters[0].meta["signature"] == "v2" and letters[0].at_ms > 0
+    assert [a[2] for _, a in published(redis_client)] == ["s3:40:0"]
+    assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_unordered_events_are_deduped_by_notice_id(intake: Intake,
+                                                   redis_client: redis.Redis) -> None:
+    store(redis_client, body(None, None, 40, notice_id="n-1"))
+    store(redis_client, body(None, None, 40, notice_id="n-1"))
+    store(redis_client, body(None, None, 40, notice_id="n-2", product_id=1))
+    run_intake(intake)
+    sent = published(redis_client)
+    assert [(a[0], a[1], a[2]) for _, a in sent] == [("", "", "notice:n-1"),
+                                                     ("", "", "notice:n-2")]
+
+
+def test_unknown_event_types_still_flow(intake: Intake, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s4", 0, 777))
+    run_intake(intake)
+    assert [a[2] for _, a in published(redis_client)] == ["s4:777:0"]
+
+
+def test_a_gap_is_skipped_by_the_timer_sweep(intake: Intake, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s5", 0))
+    run_intake(intake)
+    member = published(redis_client)[0][1][1]
+    Dispatcher(runtime.get()).handler_done("s5", member, "test_intake.every")
+    store(redis_client, body("s5", 2))
+    run_intake(intake)
+    assert len(published(redis_client)) == 1
+    assert redis_client.zscore(keys.TIMERS, "s5") is not None
+    deadline = time.monotonic() + 5
+    while len(published(redis_client)) < 2 and time.monotonic() < deadline:
+        sweep(intake.dispatcher)
+        time.sleep(0.02)
+    _, _, key, late, gap, _, _ = published(redis_client)[1][1]
+    assert (key, late, gap) == ("s5:40:2", False, [1, 1])
+
+
+def test_an_entry_left_by_a_dead_consumer_is_taken_over(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s6", 0))
+    # Another consumer reads it and dies without settling it.
+    redis_client.xreadgroup(keys.INBOX_GROUP, "dead", {keys.INBOX: ">"}, count=10)
+    assert run_intake(intake) == 0
+    s = Settings.from_env({"REDIS_URL": settings.redis_url, "CLAIM_IDLE_MS": "50"})
+    runtime.configure(s)
+    taker = Intake(runtime.get(), consumer="taker")
+    deadline = time.monotonic() + 5
+    while not published(redis_client) and time.monotonic() < deadline:
+        taker.process(taker.autoclaim())
+        time.sleep(0.02)
+    assert [a[2] for _, a in published(redis_client)] == ["s6:40:0"]
+    assert redis_client.xlen(keys.INBOX) == 0

@@ -1,0 +1,104 @@
+"""The Celery app of the workers: ``celery -A workers.app:celery_app worker``.
+
+Built once from ``Settings``. Handler modules are imported when a worker starts
+(``CALLBACK_HANDLERS`` and the ``agora_callbacks.handlers`` entry-point group),
+and the intake runs in every worker (``workers.bootstep``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from celery import Celery, signals
+
+from agora_callbacks import logs
+from agora_callbacks.settings import Settings
+from workers import runtime
+from workers.bootstep import IntakeStep
+
+ENTRY_POINT_GROUP = "agora_callbacks.handlers"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings, each with the reason it is set."""
+    vt = settings.handler_visibility_timeout_s
+    return {
+        "broker_url": settings.redis_url,
+        # Handler results are not kept: a handler's effects are its own business,
+        # and a result backend would cost a write per task.
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Acknowledge a handler task after it ran, not before: a worker killed
+        # mid-handler leaves the message unacknowledged, and it is delivered again.
+        "task_acks_late": True,
+        # ...also when the child process running it dies (SIGKILL, OOM): without
+        # this, acks_late still acknowledges a task whose process was lost.
+        "task_reject_on_worker_lost": True,
+        # A failed handler is dead-lettered by the task itself; its message is done.
+        "task_acks_on_failure_or_timeout": True,
+        # Each pool process reserves one message at a time: a message reserved by a
+        # process that is busy for long cannot wait behind it, and a killed
+        # worker holds (and delays) as few messages as possible.
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            # Unacknowledged messages of a dead worker are restored after this long.
+            # It must exceed the longest handler run (and retry countdown), or a
+            # live slow handler's message is delivered a second time.
+            "visibility_timeout": vt,
+            # kombu looks for such messages every interval x throttle seconds
+            # (10 x 10 by default): look every few seconds instead, so that
+            # redelivery takes at most about visibility_timeout + interval.
+            "unacked_restore_interval": max(1, min(10, vt // 10)),
+            "unacked_restore_throttle": 1,
+            # A publish never hangs on a dead connection.
+            "socket_timeout": max(5.0, settings.redis_timeout_s),
+            "socket_connect_timeout": max(5.0, settings.redis_timeout_s),
+        },
+        "broker_connection_retry_on_startup": True,
+        # Task events, so Flower shows every handler task (sent, started, done).
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Logging is ours (structlog, agora_callbacks.logs), not Celery's.
+        "worker_hijack_root_logger": False,
+    }
+
+
+def handler_modules(settings: Settings) -> list[str]:
+    """Modules named by ``CALLBACK_HANDLERS`` (entry points are loaded separately)."""
+    return list(settings.callback_handlers)
+
+
+def load_handlers(settings: Settings) -> list[str]:
+    """Import every handler module; return what was loaded."""
+    loaded: list[str] = []
+    for name in handler_modules(settings):
+        importlib.import_module(name)
+        loaded.append(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+        loaded.append(ep.value)
+    return loaded
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    runtime.configure(settings)
+    app = Celery("agora_callbacks", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    app.steps["worker"].add(IntakeStep)
+    return app
+
+
+celery_app = create_app()
+app = celery_app
+
+
+@signals.import_modules.connect
+def _import_handlers(sender: Any = None, **kwargs: Any) -> None:
+    loaded = load_handlers(runtime.get().settings)
+    logs.get_logger("workers.app").info("handler modules loaded", modules=loaded)

@@ -1,0 +1,176 @@
+"""Publishing handler tasks for a recording's turn, and what follows from it.
+
+``Dispatcher.settle`` turns what ``take`` decided into actions: publish the
+handler tasks of an ``event`` turn (then ``commit`` it), dead-letter the handlers
+of a ``lost`` turn and move on, and keep the recording's timer (``keys.TIMERS``)
+no later than its next due time. Timers are only ever moved earlier here
+(``ZADD LT``); the sweep (``workers.timers``) is the only one to move them later.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import structlog
+
+from agora_callbacks import deadletters, keys
+from agora_callbacks.logs import get_logger
+from workers import scripts
+from workers.ordering import Record, Turn, parse_finish
+from workers.registry import REGISTRY
+from workers.runtime import Runtime
+from workers.scripts import Call, Pipe
+
+log = get_logger("workers.dispatch")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def sequence_of(member: str) -> int | None:
+    head = member.partition("|")[0]
+    return int(head) if head.lstrip("-").isdigit() else None
+
+
+def q_timer(pipe: Pipe, sid: str, due_ms: int) -> object:
+    """Queue: look at ``sid`` again no later than ``due_ms``."""
+    return pipe.zadd(keys.TIMERS, {sid: due_ms}, lt=True)
+
+
+def q_counters(pipe: Pipe, counts: Counter[str]) -> None:
+    for name, n in counts.items():
+        if n:
+            pipe.hincrby(keys.COUNTERS, name, n)
+
+
+def task_args(sid: str, member: str, record: Record, late: bool,
+              gap: tuple[int, int] | None) -> list[Any]:
+    """Arguments of a handler task (see ``workers.task.HandlerTask.run_handler``)."""
+    return [sid, member, record.key, late, list(gap) if gap else None, record.meta,
+            record.body.decode("utf-8", "replace")]
+
+
+def publish(names: Sequence[str], args: list[Any], producer: Any = None) -> None:
+    """Publish one Celery task per handler name."""
+    from workers.app import celery_app
+
+    for name in names:
+        handler = REGISTRY.get(name)
+        if handler is not None:
+            handler.task.apply_async(args=args, producer=producer)
+        else:
+            log.warning("handler not registered here, sent by name", handler=name)
+            celery_app.send_task(name, args=args, producer=producer)
+
+
+class Dispatcher:
+    """Acts on ``take`` results for one process."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def settle(self, sid: str, turn: Turn | None, counts: Counter[str],
+               producer: Any = None) -> list[Call]:
+        """Act on ``turn``; return the Redis calls that complete it (commit, timer),
+        to be run in the caller's next pipeline."""
+        calls: list[Call] = []
+        while turn is not None:
+            if turn.skipped:
+                counts["no_handler"] += turn.skipped
+            if turn.kind == "event":
+                self._publish(sid, turn, counts, producer)
+                calls.append(partial(self.rt.ordering.q_commit, sid=sid, member=turn.member))
+                calls.append(partial(q_timer, sid=sid, due_ms=turn.due_ms))
+                return calls
+            if turn.kind == "lost":
+                turn = self._lost(sid, turn, counts)
+                continue
+            if turn.due_ms:
+                calls.append(partial(q_timer, sid=sid, due_ms=turn.due_ms))
+            return calls
+        return calls
+
+    def _publish(self, sid: str, turn: Turn, counts: Counter[str], producer: Any) -> None:
+        assert turn.record is not None
+        seq = sequence_of(turn.member)
+        publish(turn.handlers, task_args(sid, turn.member, turn.record, turn.late, turn.gap),
+                producer)
+        counts["dispatched"] += 1
+        if turn.late:
+            counts["late"] += 1
+            log.info("late event dispatched", sid=sid, sequence=seq, handlers=turn.handlers)
+        if turn.gap:
+            counts["gaps"] += turn.gap[1] - turn.gap[0] + 1
+            log.info("gap skipped", sid=sid, sequence=seq, gap=list(turn.gap))
+        log.info("dispatched", sid=sid, sequence=seq, key=turn.record.key,
+                 handlers=turn.handlers, late=turn.late, gap=list(turn.gap) if turn.gap else None)
+
+    def _lost(self, sid: str, turn: Turn, counts: Counter[str]) -> Turn | None:
+        """Dead-letter handlers that never reported, then end their turn."""
+        assert turn.record is not None
+        rec = turn.record
+        client, settings = self.rt.client, self.rt.settings
+        pipe = client.pipeline(transaction=False)
+        for name in turn.handlers:
+            deadletters.add(
+                pipe, settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="lost",
+                detail=f"no report from the handler within HANDLER_DEADLINE_S="
+                       f"{settings.handler_deadline_s}",
+                body=rec.body, meta=rec.meta, key=rec.key, handler=name,
+                extra={"sid": sid, "member": turn.member},
+            )
+        pipe.hincrby(keys.COUNTERS, "deadletters_handler", len(turn.handlers))
+        pipe.execute()
+        log.warning("handlers lost, dead-lettered", sid=sid, sequence=sequence_of(turn.member),
+                    handlers=turn.handlers)
+        finished = self.rt.ordering.finish(client, sid, turn.member, turn.handlers)
+        return finished.turn
+
+    # -- after a handler ------------------------------------------------------------
+    def handler_done(self, sid: str, member: str, name: str) -> None:
+        """A handler of ``member`` finished (or was dead-lettered): end its part of the
+        turn and dispatch the recording's next event if the turn is over."""
+        ordering = self.rt.ordering
+        counts: Counter[str] = Counter()
+        # The timer is armed first: if this process dies between finish (which may
+        # take the next event) and publishing it, the sweep re-takes it.
+        first = scripts.run(self.rt.client, [
+            lambda p: q_timer(p, sid, now_ms() + self.rt.settings.dispatch_lease_ms),
+            lambda p: ordering.q_finish(p, sid, member, [name]),
+        ])
+        if isinstance(first[1], Exception):
+            raise first[1]
+        finished = parse_finish(first[1])
+        if finished.status != "next":
+            return
+        from workers.app import celery_app
+
+        with celery_app.producer_or_acquire() as producer:
+            calls = self.settle(sid, finished.turn, counts, producer)
+        calls.append(lambda p: q_counters(p, counts))
+        scripts.run(self.rt.client, calls)
+
+
+def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: Any,
+                        args: Sequence[Any], retries: int) -> None:
+    """Write the dead letter of a handler that failed for good."""
+    sid, member, key, late, gap, meta, body = args
+    tb = str(getattr(einfo, "traceback", "") or "".join(traceback.format_exception(exc)))
+    pipe = rt.client.pipeline(transaction=False)
+    deadletters.add(
+        pipe, rt.settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="handler_failed",
+        detail=tb[-8000:], body=str(body).encode(), meta=dict(meta or {}), key=str(key),
+        handler=name, exception=f"{type(exc).__name__}: {exc}",
+        extra={"sid": sid, "member": member, "late": late, "gap": gap, "retries": retries},
+    )
+    pipe.hincrby(keys.COUNTERS, "deadletters_handler", 1)
+    pipe.execute()
+    structlog.get_logger("workers.task").warning(
+        "handler failed, dead-lettered", handler=name, exception=type(exc).__name__,
+        retries=retries)

@@ -1,0 +1,128 @@
+"""Handler registration: ``@on_event`` turns a function into a Celery task.
+
+    from workers import on_event
+
+    @on_event("uploaded")           # by msgName
+    @on_event(31, queue="files")    # by eventType; Celery options pass through
+    def store_files(event, key, late, gap): ...
+
+Each handler is one Celery task named ``<module>.<qualname>`` (or ``name=``), with
+the base class ``workers.task.HandlerTask``. Selectors: a ``msgName`` (str), an
+``eventType`` (int) or ``"*"`` for every event; several may be given in one call
+or in stacked calls, but Celery options only in one of them. The function gets
+the typed event and, if its signature accepts them, ``key`` (dedupe key),
+``late`` (bool) and ``gap`` (``(first, last)`` sequences skipped just before this
+event, or ``None``). ``on_event`` returns the function itself, so it stays
+callable in the user's tests; its task is ``fn.task``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+Selector = str | int
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Keyword arguments a handler may declare, besides the event.
+OPTIONAL_KWARGS = ("key", "late", "gap")
+EVERY = "*"
+
+
+@dataclass
+class Handler:
+    """One registered handler: its task name, function, selectors and task."""
+
+    name: str
+    fn: Callable[..., Any]
+    kwargs: frozenset[str]
+    selectors: set[Selector] = field(default_factory=set)
+    task: Any = None
+
+    def call(self, event: Any, *, key: str, late: bool, gap: tuple[int, int] | None) -> Any:
+        offered = {"key": key, "late": late, "gap": gap}
+        return self.fn(event, **{k: v for k, v in offered.items() if k in self.kwargs})
+
+
+def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str]:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return frozenset(OPTIONAL_KWARGS)
+    names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)}
+    return frozenset(names & set(OPTIONAL_KWARGS))
+
+
+class Registry:
+    """Handlers by name, and which of them match an event."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[int, str | None], tuple[str, ...]] = {}
+
+    def add(self, handler: Handler, selectors: Iterable[Selector]) -> None:
+        for sel in selectors:
+            if isinstance(sel, bool) or not isinstance(sel, str | int):
+                raise TypeError(f"on_event selector must be a msgName, an eventType or '*', "
+                                f"got {sel!r}")
+        with self._lock:
+            existing = self.handlers.get(handler.name)
+            if existing is not None and existing is not handler:
+                raise ValueError(f"a handler named {handler.name!r} is already registered")
+            self.handlers[handler.name] = handler
+            handler.selectors.update(selectors)
+            self._cache.clear()
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self.handlers.pop(name, None)
+            self._cache.clear()
+
+    def get(self, name: str) -> Handler | None:
+        return self.handlers.get(name)
+
+    def names_for(self, event_type: int, msg_name: str | None) -> tuple[str, ...]:
+        """Sorted names of the handlers an event with this type and msgName goes to."""
+        cache_key = (event_type, msg_name)
+        found = self._cache.get(cache_key)
+        if found is None:
+            found = tuple(sorted(
+                h.name for h in self.handlers.values()
+                if EVERY in h.selectors or event_type in h.selectors
+                or (msg_name is not None and msg_name in h.selectors)
+            ))
+            self._cache[cache_key] = found
+        return found
+
+
+#: The process-wide registry ``on_event`` fills.
+REGISTRY = Registry()
+
+
+def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
+    """Register the decorated function as a handler of the selected events."""
+    if not selectors:
+        raise TypeError("on_event needs at least one selector: a msgName, an eventType or '*'")
+
+    def decorate(fn: F) -> F:
+        handler: Handler | None = getattr(fn, "__agora_handler__", None)
+        if handler is None:
+            from workers.task import make_task
+
+            name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
+            if "," in name or "\n" in name:
+                raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
+            handler = Handler(name=name, fn=fn, kwargs=accepted_kwargs(fn))
+            handler.task = make_task(handler, celery_options)
+            fn.__agora_handler__ = handler  # type: ignore[attr-defined]
+            fn.task = handler.task  # type: ignore[attr-defined]
+        elif celery_options:
+            raise TypeError(f"{handler.name}: give Celery options to one @on_event only")
+        REGISTRY.add(handler, selectors)
+        return fn
+
+    return decorate
