@@ -197,6 +197,11 @@ VARIABLES: tuple[Variable, ...] = (
         "How long a recording's folded state is kept after its last event, in seconds.",
     ),
     Variable(
+        "WORKER_METRICS_PORT", "worker_metrics_port", _non_negative_int, "9808",
+        "Port of a worker's Prometheus scrape endpoint (`/metrics` on all interfaces); "
+        "0 turns it off. The ingress serves its own on `GET /metrics`.",
+    ),
+    Variable(
         "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
         "Log level.",
     ),
@@ -233,6 +238,7 @@ class Settings:
     intake_batch: int
     deadletter_maxlen: int
     recording_state_ttl_s: int
+    worker_metrics_port: int
     log_level: str
     log_format: str
 
