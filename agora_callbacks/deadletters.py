@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from agora_callbacks import inbox, keys
+from agora_callbacks import inbox, keys, metrics
 
 BODY = "body"
 HANDLER = "handler"
@@ -120,7 +120,9 @@ def entry_fields(
 
 
 def add(client: redis.Redis | redis.client.Pipeline, maxlen: int, **kwargs: Any) -> Any:
-    """Append a dead letter (see ``entry_fields`` for the arguments); return its id."""
+    """Append a dead letter (see ``entry_fields`` for the arguments); return its id
+    (or, in a pipeline, queue it). Counted in ``acb_deadlettered_total{kind,reason}``."""
+    metrics.DEADLETTERED.labels(kwargs.get("kind", ""), kwargs.get("reason", "")).inc()
     return client.xadd(keys.DEADLETTERS, entry_fields(**kwargs), maxlen=maxlen, approximate=True)
 
 

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from agora_callbacks import keys
-from agora_callbacks.metrics_dir import multiproc_dir
+from agora_callbacks.metrics_dir import ensure_multiproc_dir, multiproc_dir
 
 # --- ingress ---------------------------------------------------------------------
 
@@ -68,12 +68,15 @@ DEADLETTERED = Counter(
 #: Fields of ``keys.COUNTERS`` always exported (as 0 before their first increment),
 #: with their meaning. Other fields the workers add are exported too.
 PIPELINE_COUNTERS: dict[str, str] = {
-    "admitted": "Events admitted to a recording's order buffer (first copy seen).",
+    "admitted": "Events admitted to a recording's order (first copy of each seen).",
     "duplicates": "Copies dropped by deduplication.",
     "dispatched": "Events whose handlers were dispatched.",
-    "gaps": "Missing sequences skipped after the hold window.",
     "late": "Events that arrived after their turn and were dispatched marked late.",
+    "gaps": "Missing sequences skipped after the hold window.",
     "invalid": "Stored bodies that were not a valid event (dead-lettered).",
+    "stale": "Stored bodies older than the dedupe window (dead-lettered as stale replays).",
+    "no_handler": "Events taken in order with no handler registered for them.",
+    "deadletters_handler": "Handler runs dead-lettered (retries exhausted, or lost).",
 }
 
 
@@ -187,18 +190,34 @@ class RedisCollector(Collector):
             yield CounterMetricFamily(f"acb_pipeline_{name.lower()}", doc, value=value)
 
 
+def multiprocess_mode() -> bool:
+    """Whether this process's metric values live in ``PROMETHEUS_MULTIPROC_DIR`` files."""
+    return values.ValueClass is not values.MutexValue and multiproc_dir() is not None
+
+
+def use_multiprocess(process_type: str) -> str:
+    """Switch a process that is about to fork (Celery's prefork pool) to multi-process
+    mode, when it was not started in it; return the directory.
+
+    Metric children created from now on (every worker metric is labelled, so all of
+    them) write to files its children share. Unlabelled metrics created at import
+    stay in this process's memory: none of them is used by workers.
+    """
+    path = ensure_multiproc_dir(process_type)
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.get_value_class()
+    return path
+
+
 class _ProcessMetrics(Collector):
     """This process's metrics, or those of its whole tree in multi-process mode."""
-
-    def __init__(self) -> None:
-        self._multi = MultiProcessCollector(None) if multiproc_dir() else None
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        if self._multi is not None:
-            return self._multi.collect()
+        if multiprocess_mode():
+            return MultiProcessCollector(None).collect()
         return REGISTRY.collect()
 
 

@@ -15,8 +15,8 @@ import pytest
 from agora_callbacks.simulate.lifecycles import lifecycle
 from schemas import parse_event
 from workers.builtin import store
+from workers.builtin.fold import fold
 from workers.builtin.record import MAX_ITEMS
-from workers.builtin.recording_state import fold
 
 START = 1_700_000_000_000
 SID = "5f" * 16

@@ -12,7 +12,7 @@ from agora_callbacks.cli import main
 from agora_callbacks.simulate.lifecycles import lifecycle
 from schemas import parse_event
 from workers.builtin import store
-from workers.builtin.recording_state import fold
+from workers.builtin.fold import fold
 
 SID = "c0ffee00" * 4
 

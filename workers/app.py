@@ -17,6 +17,7 @@ from agora_callbacks import logs
 from agora_callbacks.settings import Settings
 from workers import runtime
 from workers.bootstep import IntakeStep
+from workers.metrics_server import MetricsServerStep
 
 ENTRY_POINT_GROUP = "agora_callbacks.handlers"
 
@@ -67,9 +68,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: Handlers that ship with the service, loaded in every worker.
+BUILTIN_HANDLERS = ("workers.builtin.recording_state",)
+
+
 def handler_modules(settings: Settings) -> list[str]:
-    """Modules named by ``CALLBACK_HANDLERS`` (entry points are loaded separately)."""
-    return list(settings.callback_handlers)
+    """The built-in handler modules, then those named by ``CALLBACK_HANDLERS``
+    (entry points are loaded separately)."""
+    return [*BUILTIN_HANDLERS, *settings.callback_handlers]
 
 
 def load_handlers(settings: Settings) -> list[str]:
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("agora_callbacks", set_as_current=True)
     app.conf.update(celery_config(settings))
     app.steps["worker"].add(IntakeStep)
+    app.steps["worker"].add(MetricsServerStep)
     return app
 
 

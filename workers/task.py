@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from celery import Task
 
+from agora_callbacks import metrics
 from agora_callbacks.logs import get_logger
 from workers import runtime
 from workers.dispatch import Dispatcher, dead_letter_handler, sequence_of
@@ -56,8 +57,14 @@ class HandlerTask(Task):
         event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
         started = time.monotonic()
-        result = self.agora_handler.call(event, key=key, late=bool(late),
-                                         gap=(gap[0], gap[1]) if gap else None)
+        try:
+            result = self.agora_handler.call(event, key=key, late=bool(late),
+                                             gap=(gap[0], gap[1]) if gap else None)
+        except BaseException:
+            metrics.HANDLER_FAILURES.labels(self.name).inc()
+            raise
+        finally:
+            metrics.HANDLER_DURATION.labels(self.name).observe(time.monotonic() - started)
         log.info("handler done", ms=round((time.monotonic() - started) * 1000, 2))
         return result
 
