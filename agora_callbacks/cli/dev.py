@@ -1,0 +1,203 @@
+"""``agora-callbacks dev``: the whole stack on one machine, one command.
+
+Redis (embedded unless ``REDIS_URL`` is set), the ingress, a worker and Flower,
+each a child process supervised by ``agora_callbacks.devstack``. Ctrl-C stops
+them all, then the embedded Redis; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from agora_callbacks.cli import COMMANDS
+from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, safe_url
+from agora_callbacks.devstack import Child, ChildExited, Supervisor
+from agora_callbacks.embedded_server import ServerProcess
+
+CELERY_APP = "workers.app:celery_app"
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (next to the running Python), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    return shutil.which(name) or name
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _dev_value(path: Path) -> str:
+    """A dev-only random value kept in the data dir, so a restart reuses it."""
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    value = secrets.token_hex(16)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def web_argv(port: int, workers: int) -> list[str]:
+    """The ingress: the `web` command once registered, else gunicorn directly."""
+    if "web" in COMMANDS:
+        return [_bin("agora-callbacks"), "web", "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers)]
+    return [_bin("gunicorn"), "ingress.wsgi:app", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers), "--access-logfile", "-"]
+
+
+def worker_argv(concurrency: int) -> list[str]:
+    if "worker" in COMMANDS:
+        return [_bin("agora-callbacks"), "worker", "--concurrency", str(concurrency)]
+    return [_bin("celery"), "-A", CELERY_APP, "worker", "--concurrency", str(concurrency),
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+
+
+def flower_argv(port: int) -> list[str]:
+    return [_bin("celery"), "-A", CELERY_APP, "flower", f"--port={port}",
+            "--address=127.0.0.1"]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "8080")),
+              show_default="$PORT or 8080", type=click.IntRange(1, 65535),
+              help="Port of the ingress.")
+@click.option("--flower-port", default=5555, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of Flower.")
+@click.option("--data-dir", default=lambda: os.environ.get("AGORA_DEV_DIR", DEFAULT_DEV_DIR),
+              show_default=DEFAULT_DEV_DIR, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the embedded Redis keeps its data (AOF) and dev secrets live.")
+@click.option("--redis-port", default=0, type=click.IntRange(0, 65535),
+              help="Port of the embedded Redis (default: a free one).")
+@click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1),
+              help="Worker processes.")
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+@click.option("--ready-timeout", default=60.0, show_default=True, type=float,
+              help="Seconds to wait for every process to be ready.")
+def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrency: int,
+        no_flower: bool, ready_timeout: float) -> None:
+    """Run the whole stack here: Redis, ingress, worker and Flower.
+
+    Without REDIS_URL an embedded Redis-compatible server is started with its data
+    (AOF on) in --data-dir, so a restart keeps what was stored. Without
+    AGORA_NCS_SECRETS (or ADMIN_TOKEN) a dev-only value is generated, kept in
+    --data-dir and printed. Prints the callback URL, the Flower URL and the
+    command that sends a test recording. Ctrl-C stops everything it started.
+
+    \b
+    Example:
+      agora-callbacks dev --port 8080
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    notes: list[str] = []
+    server: ServerProcess | None = None
+    url_file = data_dir / URL_FILE
+
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not redis_url:
+        server = ServerProcess(data_dir / "redis", port=redis_port or None, appendonly=True)
+        click.echo(f"starting the embedded Redis ({server.binary}) on port {server.port}")
+        server.start()
+        redis_url = server.url
+        url_file.write_text(redis_url + "\n")
+        notes.append(f"Redis         {redis_url}  (embedded; data and AOF in "
+                     f"{data_dir / 'redis'})")
+    else:
+        notes.append(f"Redis         {safe_url(redis_url)}  (REDIS_URL)")
+    env["REDIS_URL"] = redis_url
+
+    secret = next((s.strip() for s in os.environ.get("AGORA_NCS_SECRETS", "").split(",")
+                   if s.strip()), "")
+    if not secret:
+        secret = _dev_value(data_dir / "dev-ncs-secret")
+        env["AGORA_NCS_SECRETS"] = secret
+        notes.append(f"NCS secret    {secret}  (GENERATED FOR DEV ONLY; set "
+                     "AGORA_NCS_SECRETS to your console's secret to receive real callbacks)")
+    token = os.environ.get("ADMIN_TOKEN", "").strip()
+    if not token:
+        token = _dev_value(data_dir / "dev-admin-token")
+        env["ADMIN_TOKEN"] = token
+        notes.append(f"admin token   {token}  (GENERATED FOR DEV ONLY)")
+    env.setdefault("LOG_FORMAT", os.environ.get("LOG_FORMAT", "console"))
+
+    base = f"http://127.0.0.1:{port}"
+    children = [
+        Child("web", web_argv(port, 2), env={"PORT": str(port)},
+              ready=lambda: _http_ok(f"{base}/readyz")),
+        Child("worker", worker_argv(concurrency), ready_line=r"celery@\S+ ready\."),
+    ]
+    if not no_flower:
+        children.append(Child("flower", flower_argv(flower_port),
+                              ready=lambda: _http_ok(f"http://127.0.0.1:{flower_port}/healthcheck")))
+    # Each process tree (web, worker) keeps its own metrics files: never share one
+    # PROMETHEUS_MULTIPROC_DIR between them.
+    base_env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
+    supervisor = Supervisor(children, lambda line: click.echo(line), base_env={**base_env, **env})
+    supervisor.install_signal_handlers()
+    code = 0
+    try:
+        supervisor.start()
+        supervisor.wait_ready(ready_timeout)
+        if not supervisor.stop_requested.is_set():
+            _banner(base, None if no_flower else flower_port, secret, token, notes)
+            supervisor.run_until_stopped()
+    except ChildExited as exc:
+        click.echo(f"dev: {exc.name} stopped (exit code {exc.code}); stopping everything",
+                   err=True)
+        code = 1
+    except TimeoutError as exc:
+        click.echo(f"dev: {exc}; stopping everything", err=True)
+        code = 1
+    finally:
+        click.echo("dev: stopping " + ", ".join(c.name for c in reversed(children)))
+        killed = supervisor.stop()
+        if killed:
+            click.echo(f"dev: killed after the grace period: {', '.join(killed)}", err=True)
+        if server is not None:
+            server.stop()
+            url_file.unlink(missing_ok=True)
+            click.echo("dev: embedded Redis stopped")
+        click.echo("dev: everything stopped")
+    sys.exit(code)
+
+
+def _banner(base: str, flower_port: int | None, secret: str, token: str,
+            notes: list[str]) -> None:
+    lines = [
+        "",
+        "agora-callbacks dev stack is up",
+        f"  callback URL  {base}/agora/ncs",
+    ]
+    if flower_port is not None:
+        lines.append(f"  Flower        http://127.0.0.1:{flower_port}")
+    lines.append(f"  metrics       {base}/metrics")
+    lines += [f"  {note}" for note in notes]
+    lines += [
+        "",
+        "Send a test recording (another terminal, same directory):",
+        f"  agora-callbacks simulate --url {base}/agora/ncs --secret {secret} --recordings 1",
+        "Then look at it:",
+        "  agora-callbacks recording SID      (SID: printed by simulate)",
+        f"  curl -H 'Authorization: Bearer {token}' {base}/recordings/SID",
+        "  agora-callbacks dlq list",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    click.echo("\n".join(lines))
