@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.enums import ServiceType
+from schemas.enums import ProductId, ServiceType
 from schemas.fields import Int, Obj, Str, Uid
 from schemas.loader import Model, spec
 
@@ -37,7 +37,7 @@ class NoticeId(Str):
 class Envelope(Model):
     notice_id: str | None = spec(NoticeId, "noticeId", "notificationId", strict=True,
                                  non_empty=True)
-    product_id: int = spec(Int, "productId", required=True)
+    product_id: int = spec(Int, "productId", required=True, enum=ProductId)
     event_type: int = spec(Int, "eventType", required=True)
     notify_ms: int | None = spec(Int, "notifyMs", "eventMs")
     sid: str | None = spec(Str, "sid", strict=True, non_empty=True)
