@@ -1,0 +1,63 @@
+"""Handlers the end-to-end worker tests load (CALLBACK_HANDLERS=workers_e2e_handlers).
+
+Every run is recorded in Redis (``t:starts`` when it starts, ``t:runs`` when it
+ends) with its pid, times, sid, sequence, key, late and gap, so the tests can
+check order, non-overlap and once. Per-event behaviour is read from the hash
+``t:ctl:<sid>:<sequence>``: ``sleep_ms``, ``fail_times`` (fail that many attempts,
+then succeed), ``always_fail``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+from workers import on_event
+
+_client: tuple[int, redis.Redis] | None = None
+
+
+def client() -> redis.Redis:
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
+    return _client[1]
+
+
+class Flaky(Exception):
+    """A failure the handler is retried for."""
+
+
+def _run(name: str, event: Any, key: str, late: bool, gap: Any) -> None:
+    r = client()
+    row = {"handler": name, "sid": event.sid, "seq": event.sequence, "key": key,
+           "late": late, "gap": list(gap) if gap else None, "pid": os.getpid(),
+           "notice": event.notice_id, "start": time.time()}
+    r.rpush("t:starts", json.dumps(row))
+    ctl = {k.decode(): v.decode() for k, v in
+           r.hgetall(f"t:ctl:{event.sid}:{event.sequence}").items()}
+    if ctl.get("sleep_ms"):
+        time.sleep(int(ctl["sleep_ms"]) / 1000)
+    if name == "every":
+        attempt = r.incr(f"t:attempts:{key}")
+        if attempt <= int(ctl.get("fail_times", 0)):
+            raise Flaky(f"attempt {attempt}")
+        if ctl.get("always_fail"):
+            raise Flaky("this handler never succeeds")
+    row["end"] = time.time()
+    r.rpush("t:runs", json.dumps(row))
+
+
+@on_event("*", name="e2e.every", autoretry_for=(Flaky,), max_retries=2,
+          default_retry_delay=0.05)
+def every(event: Any, key: str, late: bool, gap: Any) -> None:
+    _run("every", event, key, late, gap)
+
+
+@on_event("uploaded", name="e2e.files")
+def files(event: Any, **kwargs: Any) -> None:
+    _run("files", event, kwargs["key"], kwargs["late"], kwargs["gap"])
