@@ -61,7 +61,7 @@ def receive() -> Response:
         request_id=request_id.current(),
     )
     try:
-        entry_id = inbox.store(state.redis, body, meta)
+        entry_id = state.writer.store(body, meta)
     except (redis.RedisError, OSError) as exc:
         metrics.INGRESS_STORE_FAILED.inc()
         log.error("ncs.storage_unavailable", error=type(exc).__name__, status=503,

@@ -12,6 +12,7 @@ from redis.retry import Retry
 
 from agora_callbacks.redis_conn import client_from_settings
 from agora_callbacks.settings import Settings
+from ingress.inbox_writer import InboxWriter
 
 EXTENSION = "agora_callbacks.ingress"
 
@@ -20,6 +21,7 @@ EXTENSION = "agora_callbacks.ingress"
 class IngressState:
     settings: Settings
     redis: redis.Redis
+    writer: InboxWriter
     secrets: tuple[bytes, ...]
     retry_after: str
 
@@ -34,9 +36,11 @@ def ingress_redis(settings: Settings) -> redis.Redis:
 
 
 def build_state(settings: Settings, client: redis.Redis | None = None) -> IngressState:
+    client = client if client is not None else ingress_redis(settings)
     return IngressState(
         settings=settings,
-        redis=client if client is not None else ingress_redis(settings),
+        redis=client,
+        writer=InboxWriter(client),
         secrets=tuple(s.encode("utf-8") for s in settings.ncs_secrets),
         retry_after=str(settings.retry_after_s),
     )
