@@ -1,0 +1,114 @@
+"""Through the real pipeline: signed bodies posted to the ingress, a real Celery
+worker (prefork) with only the built-in handler, the record read back from
+``GET /recordings/<sid>``; and the worker's scrape endpoint counting the handler
+runs of its pool children."""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import SECRET, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from workers_procs import Worker
+
+from agora_callbacks.embedded_server import free_port
+from agora_callbacks.settings import Settings
+from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from ingress.app import create_app
+from ingress.signature import sign_headers
+from schemas import parse_event
+from workers.builtin.fold import fold
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "e2e-admin-token"
+#: workers.builtin.recording_state.HANDLER_NAME (importing that module registers the
+#: handler in this process, which other tests' registries do not expect).
+HANDLER_NAME = "agora_callbacks.recording_state"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture
+def worker(redis_client: redis.Redis, redis_server: Any, tmp_path: Path) -> Iterator[Worker]:
+    port = free_port()
+    started = Worker(redis_server.url, "state", handlers="", log_dir=tmp_path,
+                     env={"WORKER_METRICS_PORT": str(port)})
+    started.metrics_port = port  # type: ignore[attr-defined]
+    try:
+        started.wait_ready(redis_client)
+        yield started
+    finally:
+        started.stop()
+
+
+def test_lifecycle_is_folded_by_the_worker_and_served(settings: Settings,
+                                                      redis_client: redis.Redis,
+                                                      worker: Worker) -> None:
+    sid = "e2e0" * 8
+    events = lifecycle("individual", sid, seed=31, with_errors=True, with_failover=True)
+    http = create_app(dataclasses.replace(settings, admin_token=TOKEN)).test_client()
+    # Every body once, a few twice, two neighbours swapped: what NCS really does.
+    order = list(range(len(events)))
+    order[3], order[4] = order[4], order[3]
+    order += [0, 5, len(events) - 1]
+    for index in order:
+        raw = encode(events[index])
+        response = http.post("/agora/ncs", data=raw, headers=sign_headers(raw, SECRET))
+        assert response.status_code == 200
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def record() -> dict[str, Any] | None:
+        response = http.get(f"/recordings/{sid}", headers=auth)
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.get_json()
+        return body if body["event_count"] == len(events) else None
+
+    got = wait_for(record, timeout=60, message=f"the record of {sid}\n{worker.log()}")
+    assert isinstance(got, dict)
+
+    expected = None
+    for envelope in events:
+        expected = fold(expected, parse_event(encode(envelope)))
+    assert expected is not None
+    for name in ("recent_keys",):  # the worker passes its dedupe keys; the rest is equal
+        got.pop(name)
+        expected.pop(name)
+    assert got == expected
+    assert got["status"]["phase"] == "exited"
+    assert got["sequences"]["late"] == [] and got["sequences"]["missing"] == []
+
+    # The worker's endpoint counts every handler run, whichever pool child ran it.
+    port = worker.metrics_port  # type: ignore[attr-defined]
+
+    def scraped() -> dict[Any, float] | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            found = samples(r.read().decode())
+        runs = found.get(("acb_handler_duration_seconds_count",
+                          (("handler", HANDLER_NAME),)), 0)
+        return found if runs == len(events) else None
+
+    metrics = wait_for(scraped, timeout=20, message="handler runs on the worker's /metrics")
+    assert isinstance(metrics, dict)
+    assert metrics[("acb_pipeline_admitted_total", ())] == len(events)
+    assert metrics[("acb_pipeline_duplicates_total", ())] == 3
+    assert metrics[("acb_pipeline_dispatched_total", ())] == len(events)
+    assert metrics[("acb_inbox_backlog", ())] == 0
+    assert metrics[("acb_redis_up", ())] == 1
+    assert ("acb_handler_failures_total", (("handler", HANDLER_NAME),)) not in metrics
+
+    ingress = samples(http.get("/metrics").get_data(as_text=True))
+    assert ingress[("acb_ingress_stored_total", ())] >= len(order)
+    assert ingress[("acb_pipeline_admitted_total", ())] == len(events)
+
