@@ -134,6 +134,11 @@ VARIABLES: tuple[Variable, ...] = (
         "Number of ingress worker processes.",
     ),
     Variable(
+        "WEB_THREADS", "web_threads", _positive_int, "4",
+        "Request threads per ingress worker process (granian's blocking threads): "
+        "while one waits on Redis, another verifies the next request.",
+    ),
+    Variable(
         "ADMIN_TOKEN", "admin_token", _optional_str, "",
         "Bearer token for the read-only admin endpoints (`GET /recordings/<sid>`). "
         "When unset those endpoints answer 404: closed by default.",
@@ -226,6 +231,7 @@ class Settings:
     trusted_proxy_hops: int
     port: int
     web_concurrency: int
+    web_threads: int
     admin_token: str | None
     callback_handlers: tuple[str, ...]
     dedupe_key: str

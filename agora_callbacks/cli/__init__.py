@@ -15,6 +15,7 @@ import click
 #: command name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
     "simulate": "agora_callbacks.cli.simulate:simulate",
+    "web": "agora_callbacks.cli.web:web",
     "dev": "agora_callbacks.cli.dev:dev",
     "dlq": "agora_callbacks.cli.dlq:dlq",
     "replay": "agora_callbacks.cli.replay:replay",

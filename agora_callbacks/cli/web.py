@@ -1,0 +1,64 @@
+"""``agora-callbacks web``: the ingress on its production WSGI server (granian).
+
+Reads the settings from the environment first, so a bad or missing variable stops
+here with a message naming it, before any server process starts. Then prepares
+prometheus_client's multi-process directory (granian's workers are separate
+processes) and replaces itself with granian (``exec``): SIGTERM / SIGINT reach the
+server directly, which stops accepting, finishes the requests in flight and exits.
+
+Why granian and how many threads: README, "Ingress: server choice and figures".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import click
+
+from agora_callbacks.errors import ConfigError
+from agora_callbacks.metrics_dir import ensure_multiproc_dir
+from agora_callbacks.settings import Settings
+
+APP = "ingress.wsgi:app"
+
+
+def server_argv(settings: Settings, host: str, port: int | None = None,
+                workers: int | None = None, threads: int | None = None) -> list[str]:
+    """The granian command line serving the ingress with ``settings``."""
+    binary = shutil.which("granian") or os.path.join(os.path.dirname(sys.executable), "granian")
+    return [
+        binary,
+        "--interface", "wsgi",
+        "--host", host,
+        "--port", str(port or settings.port),
+        "--workers", str(workers or settings.web_concurrency),
+        "--blocking-threads", str(threads or settings.web_threads),
+        "--no-ws",
+        "--respawn-failed-workers",
+        "--workers-kill-timeout", "30",
+        "--log-level", "warning" if settings.log_level in ("warning", "error") else "info",
+        APP,
+    ]
+
+
+@click.command("web")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=None, help="Port (default: $PORT, 8080).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes (default: $WEB_CONCURRENCY, 2).")
+@click.option("--threads", type=int, default=None,
+              help="Request threads per worker (default: $WEB_THREADS, 4).")
+def web(host: str, port: int | None, workers: int | None, threads: int | None) -> None:
+    """Run the ingress (POST /agora/ncs, /healthz, /readyz) on granian."""
+    try:
+        settings = Settings.from_env()
+        settings.require_secrets()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ensure_multiproc_dir("web")
+    argv = server_argv(settings, host, port, workers, threads)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
