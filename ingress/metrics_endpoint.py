@@ -1,17 +1,25 @@
-"""``GET /metrics``: the ingress's Prometheus scrape endpoint.
+"""``GET /metrics``: the ingress's Prometheus scrape endpoint, and request timing.
 
-Serves this process tree's metrics (every gunicorn worker's, in multi-process
-mode) together with the pipeline-wide figures read from Redis at scrape time
-(``agora_callbacks.metrics.scrape_registry``). The blueprint also times every
-request and counts responses by route and status, so the NCS route only has to
-count what it decides (received, verified, rejected, stored, store failed).
+Serves this process tree's metrics (every worker process of the WSGI server, in
+multi-process mode) together with the pipeline-wide figures read from Redis at
+scrape time (``agora_callbacks.metrics.scrape_registry``).
+
+Registering the blueprint also wraps the app in ``MetricsMiddleware``, which
+times every request and counts responses by route and status (a WSGI middleware
+rather than Flask hooks: it sees error pages too and costs less per request), so
+the NCS route only counts what it decides (received, verified, rejected, stored,
+store failed).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app
+from flask.blueprints import BlueprintSetupState
+from flask.sansio.app import App
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
@@ -19,13 +27,60 @@ from ingress.state import get_state
 
 PATH = "/metrics"
 _REGISTRY = "agora_callbacks.metrics_registry"
+#: Route label of a path: exact routes, then prefixes; anything else is "other",
+#: so a scan of random URLs cannot grow the number of series.
+EXACT_ROUTES = ("/agora/ncs", "/healthz", "/readyz")
+PREFIX_ROUTES = (("/recordings/", "/recordings/<sid>"),)
 
 bp = Blueprint("metrics", __name__)
 
 
-def _route() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else "unmatched"
+def route_of(path: str) -> str:
+    if path in EXACT_ROUTES:
+        return path
+    for prefix, route in PREFIX_ROUTES:
+        if path.startswith(prefix):
+            return route
+    return "other"
+
+
+class MetricsMiddleware:
+    """Time each request and count its response by route and status code."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == PATH:
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        seen: list[str] = []
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen.append(status[:3])
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            route = route_of(path)
+            metrics.INGRESS_RESPONSES.labels(route, seen[0] if seen else "500").inc()
+            metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
+
+
+def install(app: App) -> None:
+    """Wrap ``app`` in ``MetricsMiddleware`` (once)."""
+    if not isinstance(app.wsgi_app, MetricsMiddleware):
+        app.wsgi_app = MetricsMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+
+
+@bp.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    install(state.app)
 
 
 def _registry(app: Flask) -> CollectorRegistry:
@@ -34,22 +89,6 @@ def _registry(app: Flask) -> CollectorRegistry:
         registry = metrics.scrape_registry(get_state(app).redis)
         app.extensions[_REGISTRY] = registry
     return registry
-
-
-@bp.before_app_request
-def _start_timer() -> None:
-    g.acb_started = time.perf_counter()
-
-
-@bp.after_app_request
-def _observe(response: Response) -> Response:
-    route = _route()
-    if route != PATH:
-        metrics.INGRESS_RESPONSES.labels(route, str(response.status_code)).inc()
-        started = g.get("acb_started")
-        if started is not None:
-            metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
-    return response
 
 
 @bp.get(PATH)

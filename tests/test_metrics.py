@@ -126,7 +126,7 @@ def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Re
     assert delta("acb_ingress_rejected_total", reason="empty_body") == 1
     assert delta("acb_ingress_responses_total", route="/agora/ncs", status="200") == 3
     assert delta("acb_ingress_responses_total", route="/agora/ncs", status="401") == 1
-    assert delta("acb_ingress_responses_total", route="unmatched", status="404") == 1
+    assert delta("acb_ingress_responses_total", route="other", status="404") == 1
     assert delta("acb_ingress_request_duration_seconds_count", route="/agora/ncs") == 5
     response = http.get("/metrics")
     assert response.status_code == 200
