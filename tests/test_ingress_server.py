@@ -1,0 +1,183 @@
+"""The ingress on its production server, as ``agora-callbacks web`` starts it: real
+sockets, keep-alive, chunked bodies, start-up errors, shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import wait_for
+
+from agora_callbacks import keys
+from agora_callbacks.embedded_server import ServerProcess, free_port
+from ingress.signature import sign_headers
+
+SECRET = "server-secret"
+LIMIT = 4096
+BODY = (b'{"noticeId":"n-1","productId":3,"eventType":40,"notifyMs":1,'
+        b'"payload":{"sid":"s-1","sequence":0,"cname":"caf\xc3\xa9","details":{}}}')
+
+
+def _cli() -> str:
+    return str(Path(sys.executable).parent / "agora-callbacks")
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"REDIS_URL": redis_url, "AGORA_NCS_SECRETS": f"old,{SECRET}",
+                "MAX_BODY_BYTES": str(LIMIT), "LOG_FORMAT": "json"})
+    env.update(extra)
+    return env
+
+
+def _healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def web(redis_server: ServerProcess, redis_client: redis.Redis,
+        tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    log = (tmp_path / "web.log").open("wb")
+    process = subprocess.Popen(
+        [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--threads", "2"],
+        env=_env(redis_server.url), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
+                 message="agora-callbacks web to answer /healthz")
+        assert process.poll() is None, (tmp_path / "web.log").read_text()
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes, chunked: bool = False,
+          headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    sent = {"Content-Type": "application/json", **sign_headers(body, SECRET),
+            **(headers or {})}
+    if chunked:
+        sent["Transfer-Encoding"] = "chunked"
+        pieces = [body[i:i + 100] for i in range(0, len(body), 100)]
+        conn.request("POST", "/agora/ncs", body=iter(pieces), headers=sent,
+                     encode_chunked=True)
+    else:
+        conn.request("POST", "/agora/ncs", body=body, headers=sent)
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+def _bodies(client: redis.Redis) -> list[bytes]:
+    return [fields[b"body"] for _, fields in client.xrange(keys.INBOX)]  # type: ignore[union-attr]
+
+
+def test_keep_alive_connection_stores_every_request(web: tuple[subprocess.Popen[bytes], int],
+                                                    redis_client: redis.Redis) -> None:
+    _, port = web
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        responses = [_post(conn, BODY + b" " * i) for i in range(5)]
+    finally:
+        conn.close()
+    assert [r.status for r in responses] == [200] * 5
+    assert all(r.getheader("Content-Type") == "application/json" for r in responses)
+    assert _bodies(redis_client) == [BODY + b" " * i for i in range(5)]
+    [(_, fields)] = redis_client.xrange(keys.INBOX, count=1)  # type: ignore[misc]
+    assert fields[b"sig"] == b"v2" and fields[b"key"] == b"1" and fields[b"addr"] == b"127.0.0.1"
+
+
+def test_chunked_body_within_the_limit_is_stored_exactly(
+        web: tuple[subprocess.Popen[bytes], int], redis_client: redis.Redis) -> None:
+    _, port = web
+    body = b'{"pad":"' + "é".encode() * 1000 + b'"}\n'
+    assert len(body) <= LIMIT
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        assert _post(conn, body, chunked=True).status == 200
+    finally:
+        conn.close()
+    assert _bodies(redis_client) == [body]
+
+
+def test_chunked_body_over_the_limit_is_413(web: tuple[subprocess.Popen[bytes], int],
+                                           redis_client: redis.Redis) -> None:
+    _, port = web
+    body = b'{"pad":"' + b"x" * (2 * LIMIT) + b'"}'
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        assert _post(conn, body, chunked=True).status == 413
+    finally:
+        conn.close()
+    assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_content_length_over_the_limit_is_413_without_sending_the_body(
+        web: tuple[subprocess.Popen[bytes], int], redis_client: redis.Redis) -> None:
+    _, port = web
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest("POST", "/agora/ncs")
+        conn.putheader("Content-Length", str(LIMIT * 100))
+        for name, value in sign_headers(BODY, SECRET).items():
+            conn.putheader(name, value)
+        conn.endheaders()  # headers only: the server must answer without the body
+        response = conn.getresponse()
+        assert response.status == 413
+    finally:
+        conn.close()
+    assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_bad_signature_over_the_wire(web: tuple[subprocess.Popen[bytes], int],
+                                     redis_client: redis.Redis) -> None:
+    _, port = web
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        response = _post(conn, BODY, headers={"agora-signature-v2": "00" * 32})
+    finally:
+        conn.close()
+    assert response.status == 401
+    assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_sigterm_stops_the_server(web: tuple[subprocess.Popen[bytes], int]) -> None:
+    process, port = web
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(40) == 0
+    assert not _healthy(port)
+
+
+def test_refuses_to_start_without_a_secret(redis_server: ServerProcess) -> None:
+    env = _env(redis_server.url, AGORA_NCS_SECRETS="")
+    done = subprocess.run([_cli(), "web", "--port", str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "AGORA_NCS_SECRETS" in done.stderr
+
+
+def test_bad_setting_is_named(redis_server: ServerProcess) -> None:
+    env = _env(redis_server.url, WEB_THREADS="many")
+    done = subprocess.run([_cli(), "web"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "WEB_THREADS" in done.stderr
