@@ -19,7 +19,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from flask.blueprints import BlueprintSetupState
-from flask.sansio.app import App
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
@@ -72,7 +71,7 @@ class MetricsMiddleware:
             metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
 
 
-def install(app: App) -> None:
+def install(app: Flask) -> None:
     """Wrap ``app`` in ``MetricsMiddleware`` (once)."""
     if not isinstance(app.wsgi_app, MetricsMiddleware):
         app.wsgi_app = MetricsMiddleware(app.wsgi_app)  # type: ignore[method-assign]
@@ -80,6 +79,7 @@ def install(app: App) -> None:
 
 @bp.record_once
 def _on_register(state: BlueprintSetupState) -> None:
+    assert isinstance(state.app, Flask)
     install(state.app)
 
 
