@@ -31,12 +31,14 @@ class Stack:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.port, self.flower_port, self.redis_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
         self.data_dir = data_dir
         self.env = env
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [str(BIN), "dev", "--port", str(self.port), "--flower-port", str(self.flower_port),
              "--redis-port", str(self.redis_port), "--data-dir", str(data_dir),
+             "--worker-metrics-port", str(self.metrics_port),
              "--ready-timeout", "90"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -91,6 +93,7 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_everything(stack: Stack) -> None:
     assert f"http://127.0.0.1:{stack.port}/agora/ncs" in out
     assert f"http://127.0.0.1:{stack.flower_port}" in out
     assert "GENERATED FOR DEV ONLY" in out
+    assert f"http://127.0.0.1:{stack.metrics_port}/metrics" in out
     command = re.search(r"^\s*(agora-callbacks simulate .*)$", out, re.M)
     assert command, out
     secret = (stack.data_dir / "dev-ncs-secret").read_text().strip()
@@ -141,7 +144,7 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_everything(stack: Stack) -> None:
     _gone, alive = psutil.wait_procs([p for p in processes if p.pid != stack.process.pid],
                                     timeout=10)
     assert not alive, [p.pid for p in alive]
-    for port in (stack.port, stack.flower_port, stack.redis_port):
+    for port in (stack.port, stack.flower_port, stack.redis_port, stack.metrics_port):
         assert port_free(port), port
     assert "dev: everything stopped" in stack.output
     assert not (stack.data_dir / "redis.url").exists()

@@ -56,7 +56,7 @@ def _dev_value(path: Path) -> str:
 def web_argv(port: int, workers: int) -> list[str]:
     """The ingress: the `web` command once registered, else gunicorn directly."""
     if "web" in COMMANDS:
-        return [_bin("agora-callbacks"), "web", "--bind", f"127.0.0.1:{port}",
+        return [_bin("agora-callbacks"), "web", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(workers)]
     return [_bin("gunicorn"), "ingress.wsgi:app", "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers), "--access-logfile", "-"]
@@ -83,6 +83,10 @@ def flower_argv(port: int) -> list[str]:
 @click.option("--data-dir", default=lambda: os.environ.get("AGORA_DEV_DIR", DEFAULT_DEV_DIR),
               show_default=DEFAULT_DEV_DIR, type=click.Path(file_okay=False, path_type=Path),
               help="Where the embedded Redis keeps its data (AOF) and dev secrets live.")
+@click.option("--worker-metrics-port",
+              default=lambda: int(os.environ.get("WORKER_METRICS_PORT", "9808")),
+              show_default="$WORKER_METRICS_PORT or 9808", type=click.IntRange(0, 65535),
+              help="Port of the worker's Prometheus endpoint (0: off).")
 @click.option("--redis-port", default=0, type=click.IntRange(0, 65535),
               help="Port of the embedded Redis (default: a free one).")
 @click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1),
@@ -90,8 +94,8 @@ def flower_argv(port: int) -> list[str]:
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @click.option("--ready-timeout", default=60.0, show_default=True, type=float,
               help="Seconds to wait for every process to be ready.")
-def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrency: int,
-        no_flower: bool, ready_timeout: float) -> None:
+def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
+        redis_port: int, concurrency: int, no_flower: bool, ready_timeout: float) -> None:
     """Run the whole stack here: Redis, ingress, worker and Flower.
 
     Without REDIS_URL an embedded Redis-compatible server is started with its data
@@ -106,7 +110,7 @@ def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrenc
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     env: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[tuple[str, str]] = []
     server: ServerProcess | None = None
     url_file = data_dir / URL_FILE
 
@@ -117,10 +121,9 @@ def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrenc
         server.start()
         redis_url = server.url
         url_file.write_text(redis_url + "\n")
-        notes.append(f"Redis         {redis_url}  (embedded; data and AOF in "
-                     f"{data_dir / 'redis'})")
+        notes.append(("Redis", f"{redis_url}  (embedded; data and AOF in {data_dir / 'redis'})"))
     else:
-        notes.append(f"Redis         {safe_url(redis_url)}  (REDIS_URL)")
+        notes.append(("Redis", f"{safe_url(redis_url)}  (REDIS_URL)"))
     env["REDIS_URL"] = redis_url
 
     secret = next((s.strip() for s in os.environ.get("AGORA_NCS_SECRETS", "").split(",")
@@ -128,14 +131,17 @@ def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrenc
     if not secret:
         secret = _dev_value(data_dir / "dev-ncs-secret")
         env["AGORA_NCS_SECRETS"] = secret
-        notes.append(f"NCS secret    {secret}  (GENERATED FOR DEV ONLY; set "
-                     "AGORA_NCS_SECRETS to your console's secret to receive real callbacks)")
+        notes.append(("NCS secret", f"{secret}  (GENERATED FOR DEV ONLY; set AGORA_NCS_SECRETS "
+                                    "to your console's secret to receive real callbacks)"))
     token = os.environ.get("ADMIN_TOKEN", "").strip()
     if not token:
         token = _dev_value(data_dir / "dev-admin-token")
         env["ADMIN_TOKEN"] = token
-        notes.append(f"admin token   {token}  (GENERATED FOR DEV ONLY)")
+        notes.append(("admin token", f"{token}  (GENERATED FOR DEV ONLY)"))
     env.setdefault("LOG_FORMAT", os.environ.get("LOG_FORMAT", "console"))
+    env["WORKER_METRICS_PORT"] = str(worker_metrics_port)
+    if worker_metrics_port:
+        notes.append(("worker metrics", f"http://127.0.0.1:{worker_metrics_port}/metrics"))
 
     base = f"http://127.0.0.1:{port}"
     children = [
@@ -179,16 +185,15 @@ def dev(port: int, flower_port: int, data_dir: Path, redis_port: int, concurrenc
 
 
 def _banner(base: str, flower_port: int | None, secret: str, token: str,
-            notes: list[str]) -> None:
-    lines = [
-        "",
-        "agora-callbacks dev stack is up",
-        f"  callback URL  {base}/agora/ncs",
-    ]
+            notes: list[tuple[str, str]]) -> None:
+    rows = [("callback URL", f"{base}/agora/ncs")]
     if flower_port is not None:
-        lines.append(f"  Flower        http://127.0.0.1:{flower_port}")
-    lines.append(f"  metrics       {base}/metrics")
-    lines += [f"  {note}" for note in notes]
+        rows.append(("Flower", f"http://127.0.0.1:{flower_port}"))
+    rows.append(("web metrics", f"{base}/metrics"))
+    rows += notes
+    width = max(len(name) for name, _ in rows)
+    lines = ["", "agora-callbacks dev stack is up"]
+    lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     lines += [
         "",
         "Send a test recording (another terminal, same directory):",

@@ -1,0 +1,104 @@
+"""compose.yaml is valid (``docker-compose config``) and runs the stack as documented.
+
+No Docker engine is needed: ``docker-compose config`` resolves and validates the
+file. The test skips only where that command is missing (CI installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COMPOSE = shutil.which("docker-compose")
+needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed")
+
+
+def resolved(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("AGORA_NCS_SECRETS", "PORT", "FLOWER_PORT", "WEB_CONCURRENCY")}
+    assert COMPOSE is not None
+    return subprocess.run([COMPOSE, "-f", str(root / "compose.yaml"), "config"],
+                          env={**base, **env}, capture_output=True, text=True, timeout=60,
+                          cwd=root)
+
+
+@pytest.fixture
+def config(project_root: Path) -> dict[str, Any]:
+    result = resolved(project_root, AGORA_NCS_SECRETS="s3cret")
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+@needs_compose
+def test_compose_config_is_valid(project_root: Path) -> None:
+    assert COMPOSE is not None
+    result = subprocess.run([COMPOSE, "-f", str(project_root / "compose.yaml"), "config", "-q"],
+                            env={**os.environ, "AGORA_NCS_SECRETS": "s3cret"},
+                            capture_output=True, text=True, timeout=60, cwd=project_root)
+    assert result.returncode == 0, result.stderr
+
+
+@needs_compose
+def test_the_secret_is_required(project_root: Path) -> None:
+    result = resolved(project_root)
+    assert result.returncode != 0
+    assert "AGORA_NCS_SECRETS" in result.stderr
+
+
+@needs_compose
+def test_services_and_redis_durability(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) == {"redis", "web", "worker", "flower"}
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}"
+              for v in redis["volumes"]]
+    assert any(m.startswith("redis-data:/data") for m in mounts), mounts
+    assert "redis-data" in config["volumes"]
+    for name, service in services.items():
+        assert "healthcheck" in service, name
+
+
+@needs_compose
+def test_app_services_share_image_and_environment(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in ("web", "worker", "flower"):
+        service = services[name]
+        assert service["build"]["context"], name
+        env = service["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["AGORA_NCS_SECRETS"] == "s3cret"
+        assert "redis" in service["depends_on"]
+    assert services["web"]["ports"]
+    # Nothing published by the worker: `--scale worker=N` cannot clash on a port.
+    assert "ports" not in services["worker"]
+    assert "container_name" not in services["worker"]
+    assert services["web"]["command"][:2] == ["agora-callbacks", "web"]
+    assert "workers.app:celery_app" in " ".join(services["worker"]["command"])
+    assert "flower" in services["flower"]["command"]
+
+
+@needs_compose
+def test_ports_follow_the_environment(project_root: Path) -> None:
+    result = resolved(project_root, AGORA_NCS_SECRETS="x", PORT="9090", FLOWER_PORT="6666")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "9090" in str(services["web"]["ports"])
+    assert "6666" in str(services["flower"]["ports"])
+
+
+def test_dockerfile_installs_the_project(project_root: Path) -> None:
+    dockerfile = (project_root / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim" in dockerfile
+    assert "pip install ." in dockerfile and "\nUSER " in dockerfile
+    for package in ("agora_callbacks", "ingress", "workers", "schemas"):
+        assert f"COPY {package} " in dockerfile
