@@ -50,6 +50,14 @@ class Event:
     problems: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
     raw: Mapping[str, Any]
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle and deepcopy as the raw body, parsed again on the other side (the
+        read-only mappings inside cannot be pickled, and the event is a function
+        of ``raw``)."""
+        from schemas.parse import parse_event
+
+        return parse_event, (dict(self.raw),)
+
     @property
     def msg_name(self) -> str | None:
         """``details.msgName``."""

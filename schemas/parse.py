@@ -26,7 +26,7 @@ from schemas.details import DETAILS_TYPES, Details
 from schemas.envelope import Envelope, Payload
 from schemas.errors import INVALID_EVENT, INVALID_JSON, INVALID_UTF8, TOO_DEEP, InvalidEvent
 from schemas.events import CLOUD_RECORDING_PRODUCT_ID, Event
-from schemas.loader import EMPTY, compiled, load, load_values
+from schemas.loader import EMPTY, builder, compiled, load, load_values
 
 MAX_DEPTH = 32
 UNEXPECTED = "unexpected"
@@ -36,6 +36,7 @@ _EMPTY_DETAILS = Details()
 _GENERIC: tuple[type[Details], str] = (Details, "")
 _ENVELOPE = compiled(Envelope)
 _PAYLOAD = compiled(Payload)
+_new_event = builder(Event)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -72,26 +73,27 @@ def _parse(raw: RawBody) -> Event:
     event_type = env["event_type"]
     raw_payload = env["payload"]
     if product_id != CLOUD_RECORDING_PRODUCT_ID:
-        return Event(notice_id=notice_id, product_id=product_id, event_type=event_type,
-                     notify_ms=env.get("notify_ms"), sid=env.get("sid"),
-                     details=_EMPTY_DETAILS, payload=MappingProxyType(raw_payload),
-                     extra=env.get("extra", EMPTY), payload_extra=EMPTY,
-                     problems=_frozen(problems), raw=data)
+        return _new_event({
+            "notice_id": notice_id, "product_id": product_id, "event_type": event_type,
+            "notify_ms": env.get("notify_ms"), "sid": env.get("sid"),
+            "details": _EMPTY_DETAILS, "payload": MappingProxyType(raw_payload),
+            "extra": env.get("extra", EMPTY), "problems": _frozen(problems), "raw": data})
     payload = load_values(_PAYLOAD, raw_payload, "payload.", problems)
     details_type = DETAILS_TYPES.get(event_type, _GENERIC)[0]
     raw_details = payload.get("details")
     details = (details_type() if raw_details is None else
                load(compiled(details_type), raw_details, "payload.details.", problems))
     sid = payload.get("sid")
-    return Event(notice_id=notice_id, product_id=product_id, event_type=event_type,
-                 notify_ms=env.get("notify_ms"), sid=env.get("sid") if sid is None else sid,
-                 cname=payload.get("cname"), uid=payload.get("uid"),
-                 sequence=payload.get("sequence"), sendts=payload.get("sendts"),
-                 service_type=payload.get("service_type"),
-                 service_scene=payload.get("service_scene"), details=details,
-                 payload=MappingProxyType(raw_payload), extra=env.get("extra", EMPTY),
-                 payload_extra=payload.get("extra", EMPTY), problems=_frozen(problems),
-                 raw=data)
+    return _new_event({
+        "notice_id": notice_id, "product_id": product_id, "event_type": event_type,
+        "notify_ms": env.get("notify_ms"), "sid": env.get("sid") if sid is None else sid,
+        "cname": payload.get("cname"), "uid": payload.get("uid"),
+        "sequence": payload.get("sequence"), "sendts": payload.get("sendts"),
+        "service_type": payload.get("service_type"),
+        "service_scene": payload.get("service_scene"), "details": details,
+        "payload": MappingProxyType(raw_payload), "extra": env.get("extra", EMPTY),
+        "payload_extra": payload.get("extra", EMPTY), "problems": _frozen(problems),
+        "raw": data})
 
 
 def _frozen(problems: dict[str, list[str]]) -> Mapping[str, tuple[str, ...]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import schemas.loader
 from agora_callbacks.errors import AgoraCallbacksError
 from schemas import DETAILS_TYPES, MAX_DEPTH, Details, Event, InvalidEvent, parse_event
 from schemas import enums as e
+from schemas.loader import builder
 
 
 def body(event_type: int, details: Any = None, *, envelope: dict[str, Any] | None = None,
@@ -312,6 +315,28 @@ def test_event_is_immutable() -> None:
     with pytest.raises(TypeError):
         event.payload["sid"] = "x"  # type: ignore[index]
     assert isinstance(event.details.file_list, tuple)
+
+
+def test_fast_constructor_equals_the_dataclass_init() -> None:
+    for model, _ in DETAILS_TYPES.values():
+        assert builder(model)({}) == model()
+        assert repr(builder(model)({"msg_name": "m"})) == repr(model(msg_name="m"))
+    event = parse(body(40, {"status": 1}))
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(Event)}
+    assert builder(Event)(fields) == Event(**fields)
+    del fields["raw"]
+    with pytest.raises(TypeError):
+        builder(Event)(fields)
+
+
+def test_event_pickles_and_copies() -> None:
+    event = parse(body(31, {"fileList": [FILE_31], "more": {"a": [1]}}, extraField=1))
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert copy.deepcopy(event) == event
+    assert copy.copy(event) == event
+    error = invalid(b"[]")
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.reason, again.messages) == (error.reason, error.messages)
 
 
 def test_every_input_type_gives_the_same_event() -> None:
