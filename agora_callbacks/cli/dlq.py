@@ -15,6 +15,7 @@ from agora_callbacks import deadletters, replay
 from agora_callbacks.cli import context
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.logs import get_logger
+from agora_callbacks.settings import Settings
 
 log = get_logger("cli.dlq")
 PAGE = 200
@@ -163,12 +164,13 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool) -> None:
       agora-callbacks dlq requeue 1732476245123-0
       agora-callbacks dlq requeue --all
     """
-    client = context.redis_client()
+    current = context.settings()
+    client = context.redis_client(current)
     letters = _selected(client, ids, all_)
     done = failed = 0
     for letter in letters:
         try:
-            target = requeue_one(client, letter)
+            target = requeue_one(current, client, letter)
         except Exception as exc:  # report and go on with the others
             failed += 1
             log.warning("dlq.requeue_failed", dead_letter=letter.id, kind=letter.kind,
@@ -183,15 +185,14 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool) -> None:
         sys.exit(1)
 
 
-def requeue_one(client: redis.Redis, letter: DeadLetter) -> str:
-    """Requeue one dead letter; return where it went (inbox entry id or task id)."""
+def requeue_one(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
+    """Requeue one dead letter; return where it went (inbox entry or handler task)."""
     if letter.kind == deadletters.BODY:
         return f"inbox {deadletters.requeue_body(client, letter)}"
     if letter.kind == deadletters.HANDLER:
-        raise click.ClickException(
-            "re-running a handler from a dead letter is not available yet (it needs the "
-            "workers' handler registry)"
-        )
+        from agora_callbacks.redrive import redrive_handler
+
+        return f"task {letter.handler}[{redrive_handler(settings, client, letter)}]"
     raise click.ClickException(f"unknown dead letter kind {letter.kind!r}")
 
 

@@ -1,0 +1,59 @@
+"""Re-run one handler on one event, from its ``handler`` dead letter.
+
+The handler's Celery task is published again, by name, with the event's raw body,
+dedupe key and late/gap flags as they were. It runs *outside* the recording's
+order: the recording and sequence arguments are left empty, which is how
+``workers.task.HandlerTask`` runs an unordered event (no turn to check or
+finish). The event's turn ended when the handler was dead-lettered, and the
+recording has moved on since; holding its later events back now would be wrong.
+
+The handler gets the same ``key`` as the first time, so it can tell it has seen
+the event before (handlers are asked to be idempotent on it). The dead letter is
+removed once the task is published; if the handler fails again, its new failure
+is dead-lettered again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery
+
+from agora_callbacks import deadletters
+from agora_callbacks.deadletters import DeadLetter
+from agora_callbacks.settings import Settings
+
+
+def producer_app(settings: Settings) -> Celery:
+    """A Celery app that only publishes, configured like the workers' app."""
+    from workers.app import celery_config
+
+    app = Celery("agora_callbacks", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def handler_task_args(letter: DeadLetter) -> list[Any]:
+    """The handler task's arguments for the dead letter's event, outside the order:
+    ``(sid, member, key, late, gap, meta, body)`` with ``sid`` and ``member`` empty."""
+    extra = letter.extra
+    gap = extra.get("gap")
+    meta = {**letter.meta, "origin": f"dlq:{letter.id}"}
+    return ["", "", letter.key, bool(extra.get("late")),
+            list(gap) if isinstance(gap, list | tuple) and len(gap) == 2 else None,
+            meta, letter.body.decode("utf-8", "replace")]
+
+
+def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
+    """Publish the handler task of a ``handler`` dead letter again, then delete the
+    dead letter; return the new task id."""
+    if letter.kind != deadletters.HANDLER or not letter.handler:
+        raise ValueError(f"dead letter {letter.id} is not a handler dead letter")
+    app = producer_app(settings)
+    try:
+        result = app.send_task(letter.handler, args=handler_task_args(letter))
+    finally:
+        app.close()
+    deadletters.delete(client, letter.id)
+    return str(result.id)

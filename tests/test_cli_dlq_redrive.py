@@ -1,0 +1,83 @@
+"""``dlq requeue`` of a handler dead letter re-runs that handler on that event, with a
+real Celery worker: the handler that gave up succeeds on the second try, once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+from conftest import wait_for
+from workers_procs import Worker
+
+from agora_callbacks import deadletters, inbox
+from agora_callbacks.cli import main
+from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.redrive import handler_task_args
+from agora_callbacks.simulate.lifecycles import encode, lifecycle, new_sid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def worker(redis_server: ServerProcess, redis_client: redis.Redis,
+           tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(redis_server.url, "redrive", concurrency=1, log_dir=tmp_path)
+    try:
+        w.wait_ready(redis_client)
+        yield w
+    finally:
+        w.stop()
+
+
+def runs(client: redis.Redis, handler: str) -> list[dict[str, object]]:
+    rows = [json.loads(r) for r in client.lrange("t:runs", 0, -1)]
+    return [r for r in rows if r["handler"] == handler]
+
+
+def test_requeue_reruns_the_dead_lettered_handler(worker: Worker,
+                                                  redis_client: redis.Redis) -> None:
+    sid = new_sid()
+    events = lifecycle("composite", sid)
+    failing = 5
+    redis_client.hset(f"t:ctl:{sid}:{failing}", "always_fail", "1")
+    now = int(time.time() * 1000)
+    for e in events:
+        inbox.store(redis_client, encode(e), inbox.ReceiveMeta(now, "v2", 0, "127.0.0.1", "t"))
+
+    letters = wait_for(lambda: [d for d in deadletters.list_(redis_client)
+                                if d.kind == deadletters.HANDLER],
+                       timeout=60, message="the failing handler to be dead-lettered")
+    assert isinstance(letters, list) and len(letters) == 1
+    letter = letters[0]
+    assert letter.handler == "e2e.every"
+    # The recording went on without it: every other event was handled.
+    wait_for(lambda: len(runs(redis_client, "every")) == len(events) - 1, timeout=60,
+             message="the other events handled", )
+    assert failing not in [r["seq"] for r in runs(redis_client, "every")]
+
+    redis_client.hdel(f"t:ctl:{sid}:{failing}", "always_fail")
+    result = CliRunner().invoke(main, ["dlq", "requeue", letter.id], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 requeued, 0 failed" in result.output and "task e2e.every[" in result.output
+    assert deadletters.get(redis_client, letter.id) is None
+
+    wait_for(lambda: failing in [r["seq"] for r in runs(redis_client, "every")], timeout=60,
+             message="the handler re-run")
+    rerun = [r for r in runs(redis_client, "every") if r["seq"] == failing]
+    assert len(rerun) == 1
+    assert rerun[0]["sid"] == sid and rerun[0]["key"] == letter.key
+    assert deadletters.count(redis_client) == 0, deadletters.list_(redis_client)
+
+
+def test_task_args_keep_key_flags_and_body_outside_the_order() -> None:
+    letter = deadletters.DeadLetter(
+        id="1-0", kind=deadletters.HANDLER, reason="handler_failed", detail="", body=b'{"a":1}',
+        meta={"request_id": "r"}, at_ms=0, key="sid:31:7", handler="h",
+        extra={"sid": "sid", "member": "7", "late": True, "gap": [3, 5]})
+    assert handler_task_args(letter) == [
+        "", "", "sid:31:7", True, [3, 5], {"request_id": "r", "origin": "dlq:1-0"}, '{"a":1}']
