@@ -177,6 +177,18 @@ class RedisCollector(Collector):
 
     def _counters(self, raw: dict[bytes, bytes]) -> Iterator[Metric]:
         values = {k.decode(): v for k, v in raw.items()}
+
+        def number(name: str) -> int:
+            try:
+                return int(values.get(name, 0))
+            except ValueError:
+                return 0
+
+        buffered = number("admitted") - number("dispatched") - number("no_handler")
+        yield GaugeMetricFamily(
+            "acb_events_buffered",
+            "Events admitted but not yet dispatched (waiting for their turn or for a "
+            "missing sequence): admitted - dispatched - no_handler.", value=max(0, buffered))
         names = dict.fromkeys(PIPELINE_COUNTERS)
         names.update(dict.fromkeys(sorted(values)))
         for name in names:

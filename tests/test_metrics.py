@@ -52,6 +52,7 @@ def test_redis_figures_are_read_at_scrape_time(redis_client: redis.Redis) -> Non
     assert value(empty, "acb_inbox_last_stored_timestamp_seconds") == 0
     assert value(empty, "acb_deadletters") == 0
     assert value(empty, "acb_recordings_waiting") == 0
+    assert value(empty, "acb_events_buffered") == 0
     for name in metrics.PIPELINE_COUNTERS:
         assert value(empty, f"acb_pipeline_{name}_total") == 0
 
@@ -64,7 +65,9 @@ def test_redis_figures_are_read_at_scrape_time(redis_client: redis.Redis) -> Non
                         meta={})
     redis_client.zadd(keys.TIMERS, {"sid-a": time.time() * 1000 - 30_000,
                                     "sid-b": time.time() * 1000 + 60_000})
-    redis_client.hset(keys.COUNTERS, mapping={"duplicates": 7, "gaps": 2, "brand_new": 3})
+    redis_client.hset(keys.COUNTERS, mapping={"duplicates": 7, "gaps": 2, "brand_new": 3,
+                                              "admitted": 10, "dispatched": 6,
+                                              "no_handler": 1})
 
     text = scrape(redis_client)
     assert value(text, "acb_inbox_backlog") == 3
@@ -75,7 +78,8 @@ def test_redis_figures_are_read_at_scrape_time(redis_client: redis.Redis) -> Non
     assert 29 <= value(text, "acb_recordings_overdue_seconds") < 90
     assert value(text, "acb_pipeline_duplicates_total") == 7
     assert value(text, "acb_pipeline_gaps_total") == 2
-    assert value(text, "acb_pipeline_admitted_total") == 0
+    assert value(text, "acb_pipeline_admitted_total") == 10
+    assert value(text, "acb_events_buffered") == 10 - 6 - 1
     # A counter the workers add later is exported without a code change here.
     assert value(text, "acb_pipeline_brand_new_total") == 3
 

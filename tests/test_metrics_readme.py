@@ -1,0 +1,73 @@
+"""The README's Monitoring section stays true: its metric table and alert rules
+name metrics the endpoints really expose, and every exposed metric is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import redis
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agora_callbacks import keys, metrics
+
+NAME = re.compile(r"\bacb_[a-z_]+\b")
+
+
+def monitoring_section(root: Path) -> str:
+    readme = (root / "README.md").read_text()
+    start = readme.index("## Monitoring")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:] if end < 0 else readme[start:end]
+
+
+def exposed(client: redis.Redis) -> set[str]:
+    """Family and sample names of a scrape, with every labelled metric touched once."""
+    client.hset(keys.COUNTERS, mapping=dict.fromkeys(metrics.PIPELINE_COUNTERS, 1))
+    metrics.INGRESS_VERIFIED.labels("v2")
+    metrics.INGRESS_REJECTED.labels("empty_body")
+    metrics.INGRESS_RESPONSES.labels("/agora/ncs", "200")
+    metrics.INGRESS_DURATION.labels("/agora/ncs")
+    metrics.HANDLER_DURATION.labels("h")
+    metrics.HANDLER_FAILURES.labels("h")
+    metrics.DEADLETTERED.labels("body", "invalid_json")
+    text = generate_latest(metrics.scrape_registry(client)).decode()
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_alert_rules_parse_and_use_exposed_metrics(project_root: Path,
+                                                   redis_client: redis.Redis) -> None:
+    section = monitoring_section(project_root)
+    block = re.search(r"```yaml\n(.+?)```", section, re.S)
+    assert block, "the Monitoring section has a yaml rules block"
+    rules = yaml.safe_load(block.group(1))["groups"][0]["rules"]
+    assert len(rules) >= 8
+    names = exposed(redis_client)
+    for rule in rules:
+        assert rule["alert"].startswith("AgoraCallbacks")
+        assert rule["annotations"]["summary"]
+        used = set(NAME.findall(rule["expr"]))
+        assert used, rule["alert"]
+        assert used <= names, f"{rule['alert']} uses unknown {used - names}"
+    alerts = " ".join(r["alert"] for r in rules)
+    for topic in ("Backlog", "DeadLetters", "RecordingStuck", "IngressErrors", "NoCallbacks"):
+        assert topic in alerts
+
+
+def test_metric_table_matches_the_endpoints(project_root: Path,
+                                            redis_client: redis.Redis) -> None:
+    section = monitoring_section(project_root)
+    documented = set(re.findall(r"^\| `(acb_[a-z_]+)` \|", section, re.M))
+    names = exposed(redis_client)
+    assert documented <= names, f"documented but not exposed: {documented - names}"
+    families = {n for n in names if n.startswith("acb_")
+                and not n.endswith(("_bucket", "_count", "_sum", "_created"))}
+    undocumented = {n for n in families
+                    if n not in documented and f"{n}_total" not in documented}
+    assert not undocumented, f"exposed but not in the README: {sorted(undocumented)}"
