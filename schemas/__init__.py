@@ -6,24 +6,20 @@ into an immutable ``Event`` with typed ``details`` (one type per documented
 else. Codes carry their documented meaning in ``schemas.enums``.
 """
 
-from schemas import enums
+from schemas import details, enums
 from schemas.details import *  # noqa: F403
-from schemas.details import DETAILS_TYPES, Details, GenericDetails
 from schemas.enums import *  # noqa: F403
-from schemas.enums import decode_leave_code, describe
 from schemas.errors import InvalidEvent
 from schemas.events import Event
 from schemas.parse import MAX_DEPTH, parse_event
 
 __all__ = [
-    "DETAILS_TYPES",
     "MAX_DEPTH",
-    "Details",
     "Event",
-    "GenericDetails",
     "InvalidEvent",
-    "decode_leave_code",
-    "describe",
+    "details",
     "enums",
     "parse_event",
+    *details.__all__,
+    *enums.__all__,
 ]

@@ -33,6 +33,45 @@ class Details(Model):
 GenericDetails = Details
 
 
+__all__ = [
+    "DETAILS_TYPES",
+    "AliVodInfo",
+    "BackupedDetails",
+    "CloudRecordingErrorDetails",
+    "CloudRecordingFileInfosDetails",
+    "CloudRecordingStatusUpdateDetails",
+    "CloudRecordingWarningDetails",
+    "Details",
+    "DownloadFailedDetails",
+    "GenericDetails",
+    "Mp4File",
+    "PostponeTranscodeFinalResultDetails",
+    "RecorderAudioStreamStateChangedDetails",
+    "RecorderLeaveDetails",
+    "RecorderSliceStartDetails",
+    "RecorderSnapshotFileDetails",
+    "RecorderStartedDetails",
+    "RecorderVideoStreamStateChangedDetails",
+    "RtmpPublishStatusDetails",
+    "SessionExitDetails",
+    "SessionFailoverDetails",
+    "TranscoderCompletedDetails",
+    "TranscoderStartedDetails",
+    "UidTranscode",
+    "UploadedDetails",
+    "UploadedFile",
+    "UploaderStartedDetails",
+    "UploadingProgressDetails",
+    "VodStartedDetails",
+    "VodTriggeredDetails",
+    "WebRecordedFile",
+    "WebRecorderCapabilityLimitDetails",
+    "WebRecorderReloadDetails",
+    "WebRecorderStartedDetails",
+    "WebRecorderStoppedDetails",
+]
+
+
 # --- items of arrays and nested objects -------------------------------------------
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,35 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum, StrEnum
 
+__all__ = [
+    "CloudRecordingErrorCode",
+    "DescribedInt",
+    "DescribedStr",
+    "ErrorLevel",
+    "EventType",
+    "ExitStatus",
+    "FinalTranscodeResult",
+    "LeaveReason",
+    "LimitType",
+    "Module",
+    "ProductId",
+    "RecordingMode",
+    "RecordingStatus",
+    "ReloadReason",
+    "RtmpPublishStatus",
+    "ServiceType",
+    "StreamState",
+    "TrackType",
+    "TranscodeResult",
+    "UidTranscodeResult",
+    "UploadErrorCode",
+    "UploadWarningCode",
+    "WebRecorderStopCode",
+    "decode_leave_code",
+    "describe",
+    "member_or_value",
+]
+
 
 class DescribedInt(IntEnum):
     """An integer code with a description."""

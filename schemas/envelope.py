@@ -8,6 +8,8 @@ exactly; numeric strings from the legacy format are accepted). Everything else i
 tolerated: a wrong value reads ``None`` and is reported in ``Event.problems``.
 
 Legacy names: ``notificationId`` for ``noticeId``, ``eventMs`` for ``notifyMs``.
+Numbers, strict ones included, may arrive as integers, integral floats or numeric
+strings (``"12"``): the value is the same integer, so no key changes with the form.
 """
 
 from __future__ import annotations
