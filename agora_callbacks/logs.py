@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 _configured = False
+_generation = 0
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -23,7 +24,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 def configure(level: str = "info", fmt: str = "auto", *, force: bool = False) -> None:
     """Configure structlog (and stdlib logging's level) once; later calls do nothing
     unless ``force`` is set."""
-    global _configured
+    global _configured, _generation
     if _configured and not force:
         return
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
@@ -45,8 +46,27 @@ def configure(level: str = "info", fmt: str = "auto", *, force: bool = False) ->
     )
     logging.basicConfig(level=_LEVELS.get(level, logging.INFO), stream=sys.stderr)
     _configured = True
+    _generation += 1
+
+
+class _NamedLogger:
+    """A logger carrying ``logger=<name>``, bound on first use after each
+    ``configure``: module-level loggers created at import time, before the
+    process configured logging, still follow the configuration (binding a
+    structlog proxy at import would freeze structlog's defaults into it)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bound: Any = None
+        self._generation = -1
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._generation != _generation:
+            self._bound = structlog.get_logger(self._name).bind(logger=self._name)
+            self._generation = _generation
+        return getattr(self._bound, attr)
 
 
 def get_logger(name: str) -> Any:
     """A structlog logger carrying ``logger=<name>`` on every line."""
-    return structlog.get_logger(name).bind(logger=name)
+    return _NamedLogger(name)
