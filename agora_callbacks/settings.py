@@ -149,6 +149,12 @@ VARIABLES: tuple[Variable, ...] = (
         "`@on_event` (besides the `agora_callbacks.handlers` entry-point group).",
     ),
     Variable(
+        "BUILTIN_HANDLERS", "builtin_handlers", _bool, "true",
+        "Run the built-in handlers (the recording state) in every worker. `false` "
+        "for workers that should run only your handlers (and in the workers "
+        "benchmark, which measures one no-op handler).",
+    ),
+    Variable(
         "DEDUPE_KEY", "dedupe_key", _choice("event", "notice"), "event",
         "`event`: an event is unique by (`sid`, `eventType`, `sequence`), with "
         "`noticeId` for events that have no `sid`/`sequence`; `notice`: by `noticeId` only.",
@@ -234,6 +240,7 @@ class Settings:
     web_threads: int
     admin_token: str | None
     callback_handlers: tuple[str, ...]
+    builtin_handlers: bool
     dedupe_key: str
     dedupe_ttl_s: int
     reorder_hold_ms: int

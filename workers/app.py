@@ -63,8 +63,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Task events, so Flower shows every handler task (sent, started, done).
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        # Logging is ours (structlog, agora_callbacks.logs), not Celery's.
+        # Logging is ours (structlog, agora_callbacks.logs), not Celery's; our JSON
+        # lines go to stdout as they are, not re-logged as Celery warnings.
         "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
     }
 
 
@@ -75,7 +77,8 @@ BUILTIN_HANDLERS = ("workers.builtin.recording_state",)
 def handler_modules(settings: Settings) -> list[str]:
     """The built-in handler modules, then those named by ``CALLBACK_HANDLERS``
     (entry points are loaded separately)."""
-    return [*BUILTIN_HANDLERS, *settings.callback_handlers]
+    builtin = BUILTIN_HANDLERS if settings.builtin_handlers else ()
+    return [*builtin, *settings.callback_handlers]
 
 
 def load_handlers(settings: Settings) -> list[str]:
