@@ -37,10 +37,11 @@ class Stack:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [str(BIN), "dev", "--port", str(self.port), "--flower-port", str(self.flower_port),
-             "--redis-port", str(self.redis_port), "--data-dir", str(data_dir),
+             "--redis-port", str(self.redis_port),
              "--worker-metrics-port", str(self.metrics_port),
              "--ready-timeout", "90"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=data_dir.parent,  # the default data dir, .agora-callbacks, relative to it
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -74,9 +75,9 @@ def port_free(port: int) -> bool:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "AGORA_NCS_SECRETS", "ADMIN_TOKEN", "PORT")}
-    env["AGORA_DEV_DIR"] = str(tmp_path / "dev")
+    env.pop("AGORA_DEV_DIR", None)
     env["LOG_FORMAT"] = "json"
-    s = Stack(tmp_path / "dev", env)
+    s = Stack(tmp_path / ".agora-callbacks", env)
     yield s
     if s.process.poll() is None:  # the test failed before stopping it
         for child in s.descendants():

@@ -108,6 +108,8 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     Example:
       agora-callbacks dev --port 8080
     """
+    # Absolute: the server changes into its data dir before opening its log file.
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env: dict[str, str] = {}
     notes: list[tuple[str, str]] = []
@@ -118,7 +120,11 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     if not redis_url:
         server = ServerProcess(data_dir / "redis", port=redis_port or None, appendonly=True)
         click.echo(f"starting the embedded Redis ({server.binary}) on port {server.port}")
-        server.start()
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError) as exc:
+            server.stop()
+            raise click.ClickException(f"the embedded Redis did not start: {exc}") from None
         redis_url = server.url
         url_file.write_text(redis_url + "\n")
         notes.append(("Redis", f"{redis_url}  (embedded; data and AOF in {data_dir / 'redis'})"))
