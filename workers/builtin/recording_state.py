@@ -18,8 +18,8 @@ from typing import Any
 from agora_callbacks.logs import get_logger
 from workers import on_event, runtime
 from workers.builtin import store
-from workers.builtin.fold import fold
-from workers.builtin.record import as_str, field
+from workers.builtin.fold import apply, fold
+from workers.builtin.record import as_str, field, new_record
 
 __all__ = ["HANDLER_NAME", "fold", "recording_state"]
 
@@ -37,9 +37,8 @@ def recording_state(event: Any, key: str, late: bool, gap: tuple[int, int] | Non
     if not sid:
         return
     rt = runtime.get()
-    previous = store.load(rt.client, sid)
-    record = fold(previous, event, late=late, gap=gap, key=key)
-    if record == previous:
+    record = store.load(rt.client, sid) or new_record(sid)
+    if not apply(record, event, late=late, gap=gap, key=key):
         log.info("recording state unchanged: event already applied", sid=sid)
         return
     store.save(rt.client, sid, record, rt.settings.recording_state_ttl_s)
