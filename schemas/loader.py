@@ -7,9 +7,11 @@ the whole event (``strict``) or is tolerated. ``compiled(model)`` builds the
 marshmallow schema from those declarations once; ``load(...)`` turns one JSON
 object into one model:
 
-- fast path: when every present value has the exact documented type, each
-  field's ``fast`` gives what marshmallow would, without marshmallow's per-field
-  overhead (about 4 us a field); any other value sends the object to
+- fast path: when every present value is one its field's ``fast`` knows (the
+  documented JSON type, a numeric string for a Number...), ``fast`` gives what
+  marshmallow would, without marshmallow's per-field overhead (about 4 us a
+  field); model instances are built by ``builder`` (slot setters, a third of the
+  dataclass ``__init__``'s cost). Any other value sends the object to
 - marshmallow (the source of truth), whose errors decide: an error on a strict
   field raises ``InvalidEvent`` with every error of that object; any other error
   is tolerated: that field reads ``None`` and the reasons are recorded in
