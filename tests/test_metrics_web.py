@@ -1,0 +1,90 @@
+"""The ingress's /metrics under its production server (``agora-callbacks web``, two
+worker processes): every scrape reports the whole process tree, whichever worker
+answers it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import SECRET, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from agora_callbacks.embedded_server import ServerProcess, free_port
+from ingress.signature import sign_headers
+
+pytestmark = pytest.mark.slow
+
+
+def request(port: int, method: str, path: str, body: bytes = b"",
+            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request on a fresh connection, so the server may hand it to any worker."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Connection": "close", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def web(redis_server: ServerProcess, redis_client: redis.Redis, tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET,
+                "LOG_LEVEL": "warning", "LOG_FORMAT": "json"})
+    log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
+    cli = os.path.join(os.path.dirname(sys.executable), "agora-callbacks")
+    proc = subprocess.Popen([cli, "web", "--host",
+                             "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def up() -> bool:
+        try:
+            return request(port, "GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, interval=0.1, message="agora-callbacks web to answer")
+        yield port
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def stored(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "acb_ingress_stored_total":
+                return sample.value
+    return 0.0
+
+
+def test_every_scrape_sums_all_worker_processes(web: int) -> None:
+    body = b'{"noticeId":"w1","productId":3,"eventType":40,"notifyMs":1,"payload":{}}'
+    sent = 40
+    for _ in range(sent):
+        status, _ = request(web, "POST", "/agora/ncs", body, sign_headers(body, SECRET))
+        assert status == 200
+    scrapes = []
+    for _ in range(10):
+        status, text = request(web, "GET", "/metrics")
+        assert status == 200
+        scrapes.append(stored(text.decode()))
+    assert scrapes == [sent] * 10
