@@ -11,7 +11,9 @@ This module deliberately imports nothing from prometheus_client.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,8 @@ def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
     """Make sure ``PROMETHEUS_MULTIPROC_DIR`` names an existing, clean directory.
 
     When the variable is unset, a fresh private directory is created for this
-    process tree (``process_type`` is only part of its name). When it is set, the
+    process tree (``process_type`` is only part of its name) and removed when the
+    creating process exits. When it is set, the
     directory is created if missing and, with ``wipe``, emptied of the ``*.db``
     files a previous run left (prometheus_client requires a clean directory at
     start, or old counts would be added to new ones). Returns the directory.
@@ -31,6 +34,7 @@ def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
     if not path:
         path = tempfile.mkdtemp(prefix=f"acb-metrics-{process_type}-")
         os.environ[ENV] = path
+        _remove_at_exit(path)
         return path
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,6 +43,25 @@ def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
             stale.unlink(missing_ok=True)
     os.environ[ENV] = str(directory)
     return str(directory)
+
+
+_created: list[tuple[int, str]] = []
+
+
+def _remove_at_exit(path: str) -> None:
+    _created.append((os.getpid(), path))
+    atexit.register(cleanup)
+
+
+def cleanup() -> None:
+    """Remove the directories this process created (not in forked children, which
+    share them; never after ``exec``, which replaces the process). Runs at exit; call
+    it explicitly where a process ends without running ``atexit`` (Celery's worker)."""
+    pid = os.getpid()
+    for creator, path in list(_created):
+        if creator == pid:
+            shutil.rmtree(path, ignore_errors=True)
+            _created.remove((creator, path))
 
 
 def multiproc_dir() -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import bootsteps, signals
 
-from agora_callbacks import metrics
+from agora_callbacks import metrics, metrics_dir
 from agora_callbacks.logs import get_logger
 from workers import runtime
 
@@ -26,6 +26,11 @@ log = get_logger("workers.metrics_server")
 def _multiprocess(sender: Any = None, **kwargs: Any) -> None:
     path = metrics.use_multiprocess("worker")
     log.info("metrics multi-process mode", directory=path)
+
+
+@signals.worker_shutdown.connect
+def _remove_multiprocess_dir(sender: Any = None, **kwargs: Any) -> None:
+    metrics_dir.cleanup()
 
 
 class MetricsServerStep(bootsteps.StartStopStep):
