@@ -32,7 +32,8 @@ def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
     """
     path = os.environ.get(ENV) or os.environ.get(ENV.lower())
     if not path:
-        path = tempfile.mkdtemp(prefix=f"acb-metrics-{process_type}-")
+        _sweep_dead()
+        path = tempfile.mkdtemp(prefix=f"{_PREFIX}{process_type}-{os.getpid()}-")
         os.environ[ENV] = path
         _remove_at_exit(path)
         return path
@@ -46,6 +47,22 @@ def ensure_multiproc_dir(process_type: str, *, wipe: bool = True) -> str:
 
 
 _created: list[tuple[int, str]] = []
+_PREFIX = "acb-metrics-"
+
+
+def _sweep_dead() -> None:
+    """Remove private directories left by process trees that are gone (``exec``'d
+    servers never run their exit hooks): the creator's pid is in the name."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*-*"):
+        parts = stale.name[len(_PREFIX):].split("-")
+        if len(parts) < 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _remove_at_exit(path: str) -> None:

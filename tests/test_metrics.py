@@ -6,17 +6,19 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import SECRET
 from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agora_callbacks import deadletters, inbox, keys, metrics
+from agora_callbacks import deadletters, inbox, keys, metrics, metrics_dir
 from agora_callbacks.embedded_server import ServerProcess, free_port
 from agora_callbacks.settings import Settings
 from ingress.app import create_app
@@ -196,3 +198,24 @@ def test_multiprocess_mode_sums_children(redis_client: redis.Redis, tmp_path: Pa
     assert value(text, "acb_handler_failures_total", handler="h") == 1 + 2 + 3
     assert value(text, "acb_ingress_stored_total") == 3
     assert value(text, "acb_redis_up") == 1
+
+
+def test_private_directories_are_removed(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"acb-metrics-web-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"")
+    alive = tmp_path / f"acb-metrics-web-{os.getppid()}-def"
+    alive.mkdir()
+    monkeypatch.setenv(metrics_dir.ENV, "placeholder")
+    monkeypatch.delenv(metrics_dir.ENV)
+    path = Path(metrics_dir.ensure_multiproc_dir("worker"))
+    assert os.environ[metrics_dir.ENV] == str(path)
+    assert path.parent == tmp_path and f"-{os.getpid()}-" in path.name
+    assert not stale.exists(), "a dead tree's directory is swept"
+    assert alive.exists(), "a live tree's directory is kept"
+    metrics_dir.cleanup()
+    assert not path.exists()
