@@ -166,3 +166,16 @@ def test_a_child_that_dies_stops_the_stack(stack: Stack) -> None:
     _, alive = psutil.wait_procs(processes, timeout=10)
     assert not alive
     assert port_free(stack.port) and port_free(stack.redis_port)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        result = subprocess.run([str(BIN), "dev", "--port", str(port)], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} is already in use" in result.stderr and "--port" in result.stderr
+    assert not (tmp_path / ".agora-callbacks").exists()

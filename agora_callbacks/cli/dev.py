@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -39,6 +40,12 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _dev_value(path: Path) -> str:
@@ -108,6 +115,14 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     Example:
       agora-callbacks dev --port 8080
     """
+    wanted = {"--port": port, "--redis-port": redis_port,
+              "--worker-metrics-port": worker_metrics_port}
+    if not no_flower:
+        wanted["--flower-port"] = flower_port
+    for option, number in wanted.items():
+        if number and _port_in_use(number):
+            raise click.UsageError(f"port {number} is already in use: choose another with "
+                                   f"{option}")
     # Absolute: the server changes into its data dir before opening its log file.
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
