@@ -134,6 +134,14 @@ def test_individual_with_errors_failover_and_transcoding() -> None:
     assert failover["old_uid"] == failover_event["payload"]["uid"]
     assert failover["sequence"] == failover_event["payload"]["sequence"]
 
+    # The restart after the failover resumed each stream after a discontinuity.
+    resumed = [e for e in slices if details(e)["discontinueUtcMs"] < details(e)["startUtcMs"]]
+    assert resumed
+    assert state["interruptions"] == [
+        {"stream_uid": details(e)["streamUid"], "track_type": details(e)["trackType"],
+         "stopped_ms": details(e)["discontinueUtcMs"], "resumed_ms": details(e)["startUtcMs"],
+         "sequence": e["payload"]["sequence"]} for e in resumed]
+
     # Streams: every user stopped sending at the end.
     users = {details(e)["streamUid"] for e in of_type(events, 43)}
     assert set(state["streams"]) == users
@@ -164,6 +172,7 @@ def test_composite_plain() -> None:
     assert state["mode"] == "composite"
     assert state["status"]["phase"] == "exited"
     assert state["errors"] == [] and state["warnings"] == [] and state["failovers"] == []
+    assert state["interruptions"] == []
     assert state["upload"]["backup_used"] is False
     listed = details(of_type(events, 31)[0])["fileList"]
     assert {f["fileName"] for f in listed} == {f["file_name"] for f in state["files"]}

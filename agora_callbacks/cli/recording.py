@@ -148,6 +148,10 @@ def render(record: dict[str, Any]) -> str:
     _section(lines, "Failovers", [
         f"seq {f['sequence']} {when(f['at_ms'])}: uid {f['old_uid']} -> {f['new_uid']}"
         for f in record["failovers"]])
+    _section(lines, "Interruptions (slices missing between)", [
+        f"seq {i['sequence']}: uid {i['stream_uid']} {i['track_type']}: stopped "
+        f"{when(i['stopped_ms'])}, resumed {when(i['resumed_ms'])}"
+        for i in record.get("interruptions", [])])
     _section(lines, "Transcoding", _transcoding(record))
     _section(lines, "Web page recording", _web(record))
     lines.append(f"Sequences: {_sequences(record)}")

@@ -135,7 +135,15 @@ def recorder_leave(record: dict[str, Any], ctx: Context) -> None:
 
 
 def slice_start(record: dict[str, Any], ctx: Context) -> None:
-    set_time(record, "slice_started_ms", ctx, earliest=True, value=ctx.get("start_utc_ms"))
+    start, stop = as_int(ctx.get("start_utc_ms")), as_int(ctx.get("discontinue_utc_ms"))
+    set_time(record, "slice_started_ms", ctx, earliest=True, value=start)
+    if start is not None and stop is not None and stop < start:
+        # The recording was interrupted (e.g. a failover) and resumed: the slices
+        # between ``stopped_ms`` and ``resumed_ms`` are missing from the files.
+        append_bounded(record, "interruptions", {
+            "stream_uid": as_str(ctx.get("stream_uid")),
+            "track_type": as_str(ctx.get("track_type")), "stopped_ms": stop,
+            "resumed_ms": start, "sequence": ctx.sequence})
     mixed = ctx.get("mixed_all_user")
     if isinstance(mixed, bool):
         set_mode(record, "composite" if mixed else "individual")

@@ -79,6 +79,7 @@ def new_record(sid: str) -> dict[str, Any]:
         "leaves": [],
         "exit": None,
         "failovers": [],
+        "interruptions": [],
         "streams": {},
         "transcoding": {"started_ms": None, "completed": None, "final": None,
                         "download_failures": []},
