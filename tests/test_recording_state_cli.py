@@ -61,7 +61,8 @@ def test_summary_gives_meanings(redis_client: redis.Redis) -> None:
     failover = record["failovers"][0]
     assert f"uid {failover['old_uid']} -> {failover['new_uid']}" in out
     assert "completed: partial_success (Fails to transcode some files.)" in out
-    assert f"Interruptions (slices missing between):\n  seq {record['interruptions'][0]['sequence']}" in out
+    first = record["interruptions"][0]["sequence"]
+    assert f"Interruptions (slices missing between):\n  seq {first}" in out
     assert f"Sequences: last {record['sequences']['last']}; missing none" in out
 
 
