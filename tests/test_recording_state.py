@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ from agora_callbacks.simulate.lifecycles import lifecycle
 from schemas import parse_event
 from workers.builtin import store
 from workers.builtin.fold import fold
-from workers.builtin.record import MAX_ITEMS
+from workers.builtin.meanings import PHASES
+from workers.builtin.record import MAX_ITEMS, new_record
 
 START = 1_700_000_000_000
 SID = "5f" * 16
@@ -351,3 +353,13 @@ def test_late_event_does_not_move_a_running_phase_back() -> None:
     assert state["streams"][uid]["audio"]["receiving"] is False
     state = fold(state, parse_event(first_audio), key="replayed-43", late=True)
     assert state["streams"][uid]["audio"]["receiving"] is False
+
+
+def test_readme_documents_every_phase_and_field(project_root: Path) -> None:
+    readme = (project_root / "README.md").read_text()
+    section = readme[readme.index("### The recording record"):]
+    section = section[:section.index("\n### ", 1)]
+    for phase in PHASES:
+        assert phase == "unknown" or f"`{phase}`" in section, phase
+    for name in new_record("x"):
+        assert name in ("version", "sid", "recent_keys") or f"`{name}`" in section, name
