@@ -17,6 +17,7 @@ from conftest import SECRET, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from workers_procs import Worker
 
+from agora_callbacks import keys
 from agora_callbacks.embedded_server import free_port
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
@@ -112,3 +113,38 @@ def test_lifecycle_is_folded_by_the_worker_and_served(settings: Settings,
     assert ingress[("acb_ingress_stored_total", ())] >= len(order)
     assert ingress[("acb_pipeline_admitted_total", ())] == len(events)
 
+
+
+def test_redis_errors_are_retried_and_no_event_is_missed(settings: Settings,
+                                                         redis_client: redis.Redis,
+                                                         worker: Worker) -> None:
+    sid = "e2e1" * 8
+    events = lifecycle("composite", sid, seed=32)
+    # A value of the wrong type under the state key: every GET of it fails (WRONGTYPE).
+    redis_client.hset(keys.recording_state(sid), "blocked", "1")
+    http = create_app(dataclasses.replace(settings, admin_token=TOKEN)).test_client()
+    for envelope in events:
+        raw = encode(envelope)
+        assert http.post("/agora/ncs", data=raw,
+                         headers=sign_headers(raw, SECRET)).status_code == 200
+    port = worker.metrics_port  # type: ignore[attr-defined]
+
+    def failures() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            found = samples(r.read().decode())
+        return found.get(("acb_handler_failures_total", (("handler", HANDLER_NAME),)), 0)
+
+    wait_for(lambda: failures() >= 1, timeout=30, message="a failed attempt")
+    redis_client.delete(keys.recording_state(sid))
+
+    def complete() -> dict[str, Any] | None:
+        response = http.get(f"/recordings/{sid}", headers={"Authorization": f"Bearer {TOKEN}"})
+        body = response.get_json() if response.status_code == 200 else None
+        return body if body and body["event_count"] == len(events) else None
+
+    record = wait_for(complete, timeout=90, message=f"the full record\n{worker.log()}")
+    assert isinstance(record, dict)
+    assert record["status"]["phase"] == "exited"
+    assert record["sequences"]["seen"] == [[0, len(events) - 1]]
+    assert record["sequences"]["late"] == []
+    assert redis_client.xlen(keys.DEADLETTERS) == 0

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from agora_callbacks.logs import get_logger
 from workers import on_event, runtime
 from workers.builtin import store
@@ -30,7 +32,10 @@ HANDLER_NAME = "agora_callbacks.recording_state"
 log = get_logger("workers.builtin.recording_state")
 
 
-@on_event("*", name=HANDLER_NAME)
+# A Redis hiccup is retried (the turn stays open meanwhile), so the record does not
+# miss an event; after the last retry the run is dead-lettered like any handler's.
+@on_event("*", name=HANDLER_NAME, autoretry_for=(redis.RedisError, OSError),
+          retry_backoff=1, retry_backoff_max=30, retry_jitter=True, max_retries=8)
 def recording_state(event: Any, key: str, late: bool, gap: tuple[int, int] | None) -> None:
     """Fold ``event`` into its recording's stored record (events without a sid: skipped)."""
     sid = as_str(field(event, "sid"))
