@@ -108,7 +108,7 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_everything(stack: Stack) -> None:
 
     # The printed command, as the user would run it, with a seed to know the sid.
     sent = stack.cli(*command.group(1).split()[1:], "--kind", "individual", "--seed", "3",
-                     "--json")
+                     "--json", "--timeout", "30")
     assert sent.returncode == 0, sent.stdout + sent.stderr
     figures = json.loads(sent.stdout)
     (sid,) = figures["sids"]
@@ -144,9 +144,9 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_everything(stack: Stack) -> None:
     assert stack.process.wait(timeout=60) == 0, stack.output
     _gone, alive = psutil.wait_procs([p for p in processes if p.pid != stack.process.pid],
                                     timeout=10)
-    assert not alive, [p.pid for p in alive]
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
     for port in (stack.port, stack.flower_port, stack.redis_port, stack.metrics_port):
-        assert port_free(port), port
+        assert port_free(port), (port, stack.output[-3000:])
     assert "dev: everything stopped" in stack.output
     assert not (stack.data_dir / "redis.url").exists()
     # The data stays for the next start (AOF on).
