@@ -363,3 +363,18 @@ def test_readme_documents_every_phase_and_field(project_root: Path) -> None:
         assert phase == "unknown" or f"`{phase}`" in section, phase
     for name in new_record("x"):
         assert name in ("version", "sid", "recent_keys") or f"`{name}`" in section, name
+
+
+def test_snapshots_are_kept_in_arrival_order_and_bounded() -> None:
+    events = lifecycle("individual", SID, start_ms=START, seed=14)
+    base = of_type(events, 40)[0]
+    state = None
+    for n in range(MAX_ITEMS + 5):
+        snap = {**base, "eventType": 45, "payload": {
+            **base["payload"], "sequence": n, "serviceType": 1,
+            "details": {"msgName": "recorder_snapshot_file", "fileName": f"p/{999 - n}.jpg"}}}
+        state = fold(state, parse_event(snap))
+    assert state is not None
+    assert state["snapshots"][0] == f"p/{999 - 5}.jpg"
+    assert state["snapshots"][-1] == f"p/{999 - MAX_ITEMS - 4}.jpg"
+    assert state["dropped"] == {"snapshots": 5}

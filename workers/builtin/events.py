@@ -171,8 +171,8 @@ def stream(kind: str) -> Rule:
 def snapshot(record: dict[str, Any], ctx: Context) -> None:
     name = as_str(ctx.get("file_name"))
     if name is not None and name not in record["snapshots"]:
-        items = sorted([*record["snapshots"], name])
-        record["snapshots"] = items[-100:]
+        # In arrival order: when capped, the oldest screenshots are the ones dropped.
+        append_bounded(record, "snapshots", name)
 
 
 def web_started(record: dict[str, Any], ctx: Context) -> None:

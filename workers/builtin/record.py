@@ -136,7 +136,7 @@ def set_mode_from_code(record: dict[str, Any], code: Any) -> None:
         set_mode(record, "composite")
 
 
-def append_bounded(record: dict[str, Any], name: str, item: dict[str, Any],
+def append_bounded(record: dict[str, Any], name: str, item: Any,
                    container: dict[str, Any] | None = None) -> None:
     """Append to a list, keeping its last ``MAX_ITEMS`` and counting what is dropped."""
     target = record if container is None else container
