@@ -62,10 +62,8 @@ def web_stop(code: Any) -> dict[str, Any] | None:
     if code is None:
         return None
     member = enums.member_or_value(enums.WebRecorderStopCode, plain(code))
-    out = coded(member)
-    assert out is not None
-    out["documented_message"] = getattr(member, "message", None)
-    return out
+    return {"code": plain(member), "meaning": enums.describe(member),
+            "documented_message": getattr(member, "message", None)}
 
 
 #: Lifecycle phases the fold derives from events (ours, not Agora codes).
