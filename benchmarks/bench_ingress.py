@@ -38,6 +38,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,18 @@ def server_command(kind: str, app: str, port: int, workers: int, threads: int) -
 class Served:
     process: subprocess.Popen[bytes]
     url: str
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server and its worker processes so far."""
+        total = 0.0
+        try:
+            root = psutil.Process(self.process.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+        return total
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -215,19 +228,22 @@ def main() -> int:
                     run_wrk(served.url, body_path, headers, 2, args.connections,
                             args.wrk_threads, workdir)  # warm-up
                     client.delete(keys.INBOX)
+                    cpu_before = served.cpu_seconds()
                     figures[label] = run_wrk(served.url, body_path, headers, args.duration,
                                              args.connections, args.wrk_threads, workdir)
+                    figures[label]["cpu_us"] = ((served.cpu_seconds() - cpu_before)
+                                                / max(figures[label]["requests"], 1) * 1e6)
                     if label == "ingress":
                         stored = int(client.xlen(keys.INBOX))
                         figures[label]["stored"] = float(stored)
                         client.delete(keys.INBOX)
-                        steady = constant_rate(served.url, BODY, headers, args.rate,
-                                               args.rate_duration)
-                        figures["steady"] = steady.summary()
-                        detail = {**{str(k): v for k, v in steady.statuses.items()},
-                                  **dict(steady.errors)}
+                        load = constant_rate(served.url, BODY, headers, args.rate,
+                                             args.rate_duration)
+                        figures["steady"] = load.summary()
+                        detail = {**{str(k): v for k, v in load.statuses.items()},
+                                  **dict(load.errors)}
                         print(f"{kind}: steady run outcomes {detail}, "
-                              f"{steady.connections_opened} connections", file=sys.stderr)
+                              f"{load.connections_opened} connections", file=sys.stderr)
                         client.delete(keys.INBOX)
                 finally:
                     served.stop()
@@ -241,7 +257,7 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, steady {args.rate:g} req/s for {args.rate_duration:g}s\n")
     header = (f"{'server':<17}{'bare rps':>10}{'p50':>8}{'p99':>8}{'ingress rps':>13}"
               f"{'p50':>8}{'p99':>8}{'ratio':>7}{'@rate p50':>11}{'p99':>8}{'p99.9':>8}"
-              f"{'max':>8}{'errors':>8}")
+              f"{'max':>8}{'errors':>8}{'cpu us/req':>15}{'cpu ratio':>10}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -253,9 +269,14 @@ def main() -> int:
               f"{bare['p99_ms']:>8.2f}{real['rps']:>13.0f}{real['p50_ms']:>8.2f}"
               f"{real['p99_ms']:>8.2f}{real['rps'] / bare['rps']:>7.2f}"
               f"{steady['p50_ms']:>11.2f}{steady['p99_ms']:>8.2f}{steady['p999_ms']:>8.2f}"
-              f"{steady['max_ms']:>8.2f}{errors:>8.0f}")
+              f"{steady['max_ms']:>8.2f}{errors:>8.0f}"
+              f"{bare['cpu_us']:>7.0f}/{real['cpu_us']:<7.0f}"
+              f"{bare['cpu_us'] / real['cpu_us']:>10.2f}")
     print("\nlatencies in ms; ratio = ingress rps / bare rps (goal >= 0.5); "
-          f"@rate = steady {args.rate:g} req/s from intended send time (goal p99 < 10 ms)")
+          f"@rate = steady {args.rate:g} req/s from intended send time (goal p99 < 10 ms);\n"
+          "cpu us/req = CPU of the server's processes per request, bare/ingress (Redis "
+          "and wrk excluded); cpu ratio = bare/ingress: what the rps ratio would be if the "
+          "server had the CPUs to itself (less sensitive to other load than rps)")
     for row in rows:
         real = row["ingress"]
         assert isinstance(real, dict)
