@@ -33,8 +33,9 @@ def body_summary(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         return {}
-    payload = value.get("payload") if isinstance(value.get("payload"), dict) else {}
-    assert isinstance(payload, dict)
+    payload = value.get("payload")
+    if not isinstance(payload, dict):
+        payload = {}
     out = {"sid": payload.get("sid", value.get("sid")), "sequence": payload.get("sequence"),
            "event_type": value.get("eventType")}
     return {k: v for k, v in out.items() if v is not None}

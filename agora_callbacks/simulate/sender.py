@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import http.client
-import json
 import queue
 import random
 import socket
@@ -294,7 +293,3 @@ def summary(plan: Plan, report: Report) -> dict[str, Any]:
         "latency_ms_p99": round(report.percentile(99), 2),
         "sids": plan.sids,
     }
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=False)
