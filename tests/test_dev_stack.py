@@ -17,9 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from conftest import wait_for
 
-from agora_callbacks.embedded_server import free_port
+from agora_callbacks.embedded_server import ServerProcess, free_port
 
 BIN = Path(sys.executable).parent / "agora-callbacks"
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 class Stack:
     """A running ``agora-callbacks dev`` with its output collected."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], *extra: str) -> None:
         self.port, self.flower_port, self.redis_port = free_port(), free_port(), free_port()
         self.metrics_port = free_port()
         self.data_dir = data_dir
@@ -39,7 +40,7 @@ class Stack:
             [str(BIN), "dev", "--port", str(self.port), "--flower-port", str(self.flower_port),
              "--redis-port", str(self.redis_port),
              "--worker-metrics-port", str(self.metrics_port),
-             "--ready-timeout", "90"],
+             "--ready-timeout", "90", *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=data_dir.parent,  # the default data dir, .agora-callbacks, relative to it
         )
@@ -179,3 +180,29 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
     assert result.returncode == 2
     assert f"port {port} is already in use" in result.stderr and "--port" in result.stderr
     assert not (tmp_path / ".agora-callbacks").exists()
+
+
+def test_with_redis_url_it_uses_that_server(tmp_path: Path, redis_server: ServerProcess,
+                                            redis_client: redis.Redis) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("AGORA_NCS_SECRETS", "PORT")}
+    env["REDIS_URL"] = redis_server.url
+    env["LOG_FORMAT"] = "json"
+    stack = Stack(tmp_path / ".agora-callbacks", env, "--no-flower")
+    try:
+        wait_for(lambda: "dev stack is up" in stack.output or stack.process.poll() is not None,
+                 timeout=120, message="the dev stack to be up")
+        assert stack.process.poll() is None, stack.output
+        assert f"{redis_server.url}  (REDIS_URL)" in stack.output
+        assert "embedded" not in stack.output and "Flower" not in stack.output
+        assert not (stack.data_dir / "redis.url").exists()
+        names = " ".join(" ".join(p.cmdline()) for p in stack.descendants())
+        assert "valkey-server" not in names and "redis-server" not in names
+        os.killpg(stack.process.pid, signal.SIGINT)
+        assert stack.process.wait(timeout=60) == 0
+        assert redis_client.ping()  # the server it was given is left running
+    finally:
+        if stack.process.poll() is None:
+            for child in stack.descendants():
+                child.kill()
+            stack.process.kill()
+            stack.process.wait()
