@@ -165,7 +165,7 @@ def test_a_pool_process_killed_mid_handler_loses_nothing(
     wait_for(lambda: len(runs_of(redis_client)) == 6, timeout=60, message="all handled")
     assert_once_in_order_without_overlap(redis_client, {sid: list(range(6))})
     starts = [r for r in rows(redis_client, "t:starts") if r["seq"] == 2]
-    assert len(starts) == 2 and starts[1]["pid"] != victim
+    assert len(starts) == 2 and starts[1]["pid"] != victim, starts
 
 
 def test_a_worker_killed_while_taking_in_bodies_loses_nothing(

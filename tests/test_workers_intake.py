@@ -90,8 +90,22 @@ def test_ordered_events_are_admitted_deduped_and_dispatched_in_turn(
     counters = redis_client.hgetall(keys.COUNTERS)
     assert counters[b"admitted"] == b"2" and counters[b"duplicates"] == b"1"
     # The handler of event 0 finishes: event 1 is dispatched from there.
+    assert redis_client.hget(keys.recording_order("s1"), "state") == b"dispatched"
     Dispatcher(runtime.get()).handler_done("s1", member, "test_intake.every")
     assert [a[2] for _, a in published(redis_client)] == ["s1:40:0", "s1:40:1"]
+    # Event 1's turn was committed in the same round trip as its publish.
+    order = redis_client.hgetall(keys.recording_order("s1"))
+    assert order[b"cur"].startswith(b"1|") and order[b"state"] == b"dispatched"
+
+
+def test_the_commit_rides_along_with_the_publish(intake: Intake) -> None:
+    from workers.dispatch import _ride_along
+
+    ran: list[str] = []
+    with celery_app.producer_or_acquire() as producer, producer.batch() as batch:
+        every.task.apply_async(args=["s", "m", "k", False, None, {}, "{}"], producer=producer)
+        assert _ride_along(batch, [lambda p: ran.append("queued") or p.ping()])
+    assert ran == ["queued"]
 
 
 def test_all_matching_handlers_are_published(intake: Intake, redis_client: redis.Redis) -> None:

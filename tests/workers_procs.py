@@ -20,7 +20,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 FAST_ENV = {
     "REORDER_HOLD_MS": "1000",
     "CLAIM_IDLE_MS": "1000",
-    "HANDLER_VISIBILITY_TIMEOUT_S": "4",
+    "HANDLER_VISIBILITY_TIMEOUT_S": "10",
     "DISPATCH_LEASE_MS": "1000",
     "HANDLER_DEADLINE_S": "30",
     "LOG_FORMAT": "json",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -54,6 +55,18 @@ def task_args(sid: str, member: str, record: Record, late: bool,
     """Arguments of a handler task (see ``workers.task.HandlerTask.run_handler``)."""
     return [sid, member, record.key, late, list(gap) if gap else None, record.meta,
             record.body.decode("utf-8", "replace")]
+
+
+@contextmanager
+def batch_producer() -> Iterator[Any]:
+    """A Celery producer whose publishes are sent together, in one round trip,
+    when the block exits (kombu's ``Producer.batch``; immediate on transports
+    without batches). If sending fails, the block raises: nothing that depends
+    on the publishes (commit, acknowledgement) runs."""
+    from workers.app import celery_app
+
+    with celery_app.producer_or_acquire() as producer, producer.batch():
+        yield producer
 
 
 def publish(names: Sequence[str], args: list[Any], producer: Any = None) -> None:
@@ -151,10 +164,31 @@ class Dispatcher:
             return
         from workers.app import celery_app
 
-        with celery_app.producer_or_acquire() as producer:
+        with celery_app.producer_or_acquire() as producer, producer.batch() as batch:
             calls = self.settle(sid, finished.turn, counts, producer)
-        calls.append(lambda p: q_counters(p, counts))
-        scripts.run(self.rt.client, calls)
+            calls.append(lambda p: q_counters(p, counts))
+            riding = _ride_along(batch, calls)
+        # The publishes are sent now (with the commit riding along, if it could).
+        if not riding:
+            scripts.run(self.rt.client, calls)
+
+
+def _ride_along(batch: Any, calls: Sequence[Call]) -> bool:
+    """Queue ``calls`` after the buffered publishes of a kombu publish batch, so
+    they go out in the same round trip as the publishes, after them. Returns
+    False (the caller then runs them itself) when the batch has no Redis
+    pipeline to ride: another transport, nothing published, or a kombu whose
+    internals differ. If the flush fails, the block raises and ``calls`` (the
+    commit) may not have run: the turn's lease then runs out and the turn is
+    taken again, which publishes again what has not finished."""
+    session: Any = getattr(getattr(batch, "state", None), "session", None)
+    pipe = getattr(session, "pipeline", None)
+    if pipe is None or not hasattr(session, "_buffered") or not session._buffered:
+        return False
+    for call in calls:
+        call(pipe)
+    session._buffered += len(calls)
+    return True
 
 
 def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: Any,

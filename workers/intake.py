@@ -31,7 +31,7 @@ from agora_callbacks.inbox import InboxEntry
 from agora_callbacks.logs import get_logger
 from workers import scripts, timers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from workers.dispatch import Dispatcher, publish, q_counters, task_args
+from workers.dispatch import Dispatcher, batch_producer, publish, q_counters, task_args
 from workers.ordering import Record, claim_notice, parse_admit
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
@@ -169,9 +169,7 @@ class Intake:
         results = scripts.run(self.client, calls)
         done: list[str] = []
         after: list[Call] = []
-        from workers.app import celery_app
-
-        with celery_app.producer_or_acquire() as producer:
+        with batch_producer() as producer:
             for item, result in zip(items, results, strict=True):
                 if isinstance(result, Exception):
                     log.error("could not settle a body, left for a retry",

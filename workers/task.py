@@ -50,7 +50,8 @@ class HandlerTask(Task):
         seq = sequence_of(member) if member else None
         structlog.contextvars.bind_contextvars(sid=sid or None, sequence=seq, key=key,
                                                handler=self.name)
-        if sid and not rt.ordering.start(rt.client, sid, member, self.name):
+        if sid and self._maybe_done() and not rt.ordering.start(rt.client, sid, member,
+                                                                 self.name):
             self.request.agora_skipped = True
             log.info("handler skipped: already finished for this event")
             return None
@@ -67,6 +68,15 @@ class HandlerTask(Task):
             metrics.HANDLER_DURATION.labels(self.name).observe(time.monotonic() - started)
         log.info("handler done", ms=round((time.monotonic() - started) * 1000, 2))
         return result
+
+    def _maybe_done(self) -> bool:
+        """Could this handler already have finished for this event? Only for a
+        message the broker delivers again (its worker died before acknowledging it)
+        or a retry (the turn may have been declared lost meanwhile); a first
+        delivery skips the check (one round trip less per event). The check also
+        pushes the turn's deadline back, which is what a retry needs."""
+        info = self.request.delivery_info or {}
+        return bool(info.get("redelivered") or self.request.retries)
 
     def _finish(self, args: tuple[Any, ...]) -> None:
         sid, member = args[0], args[1]

@@ -15,7 +15,7 @@ from typing import Any
 
 from agora_callbacks import keys
 from workers import scripts
-from workers.dispatch import Dispatcher, q_counters
+from workers.dispatch import Dispatcher, batch_producer, q_counters
 from workers.ordering import parse_turn
 from workers.scripts import Call, Pipe
 
@@ -24,7 +24,7 @@ def q_timer_set(pipe: Pipe, sid: str, read_score: float, due_ms: int) -> object:
     return scripts.evalsha(pipe, "timer_set", [keys.TIMERS], [sid, int(read_score), due_ms])
 
 
-def sweep(dispatcher: Dispatcher, limit: int = 100, producer: Any = None) -> int:
+def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
     """Act on up to ``limit`` due recordings; return how many were due."""
     rt = dispatcher.rt
     client = rt.client
@@ -38,12 +38,14 @@ def sweep(dispatcher: Dispatcher, limit: int = 100, producer: Any = None) -> int
     replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid, _ in sids])
     counts: Counter[str] = Counter()
     calls: list[Call] = []
-    for (sid, score), reply in zip(sids, replies, strict=True):
-        if isinstance(reply, Exception):
-            continue
-        turn = parse_turn(reply)
-        calls.extend(dispatcher.settle(sid, turn, counts, producer))
-        calls.append(partial(q_timer_set, sid=sid, read_score=score, due_ms=turn.due_ms))
+    # Publishes go out together when the block ends; commits run after them.
+    with batch_producer() as producer:
+        for (sid, score), reply in zip(sids, replies, strict=True):
+            if isinstance(reply, Exception):
+                continue
+            turn = parse_turn(reply)
+            calls.extend(dispatcher.settle(sid, turn, counts, producer))
+            calls.append(partial(q_timer_set, sid=sid, read_score=score, due_ms=turn.due_ms))
     calls.append(lambda p: q_counters(p, counts))
     scripts.run(client, calls)
     return len(sids)

@@ -1,0 +1,241 @@
+"""Workers benchmark: stored raw bodies -> parse, dedupe, order, dispatch -> one
+no-op handler, against bare Celery running the same number of no-op tasks on the
+same worker pool, in the same run.
+
+    python benchmarks/bench_workers.py                      # full: 1,000 recordings x 20 events
+    python benchmarks/bench_workers.py --recordings 200     # reduced, on a busy machine
+
+Starts a private Redis (embedded valkey-server) and one ``celery worker -P prefork
+-c 2`` (the intake runs inside it), both as child processes, and stops them at
+the end. Prints a table:
+
+- events/s: bare Celery no-op tasks (published from this process), and our
+  pipeline from bodies already in the inbox; the ratio (goal >= 0.8);
+- receive-to-handler latency p50/p99: during the burst above (a backlog of every
+  body at once, so it mostly measures queueing), and at a steady rate of half
+  the measured pipeline throughput (``--steady-s`` seconds, events in order, so
+  no hold-window wait), which is the figure a production receiver sees;
+- Redis memory per recording: while active (every event admitted and waiting
+  behind a turn, raw bodies included: the worst case), and retained once every
+  event is handled (the dedupe window's state, expiring after DEDUPE_TTL_S).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "tests")]
+
+from agora_callbacks.embedded_server import ServerProcess  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def shuffled_bodies(recordings: int, events: int, rng: random.Random,
+                    swap: float = 0.3) -> list[tuple[str, bytes]]:
+    """(key, body) for every event, recordings interleaved, each recording's events
+    shuffled a little (neighbours swapped with probability ``swap``: well inside
+    the hold window)."""
+    from workers_support import body
+
+    per_sid = []
+    for r in range(recordings):
+        sid = f"bench{r:05d}"
+        seqs = list(range(events))
+        for i in range(0, events - 1, 2):
+            if rng.random() < swap:
+                seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]
+        per_sid.append([(f"{sid}:40:{q}", body(sid, q, 40)) for q in seqs])
+    out = []
+    for i in range(events):
+        row = [lst[i] for lst in per_sid]
+        rng.shuffle(row)
+        out.extend(row)
+    return out
+
+
+def store_all(client: object, items: list[tuple[str, bytes]], received: dict[str, float]) -> None:
+    from agora_callbacks import keys
+    from agora_callbacks.inbox import ReceiveMeta, fields_for
+
+    pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    for n, (key, raw) in enumerate(items):
+        now = time.time()
+        received[key] = now
+        meta = ReceiveMeta(received_ms=int(now * 1000), signature="v2", secret_index=0,
+                           remote_addr="127.0.0.1", request_id=str(n))
+        pipe.xadd(keys.INBOX, fields_for(raw, meta))
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+
+
+def wait_count(client: object, target: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = int(client.get("bench:count") or 0)  # type: ignore[attr-defined]
+        if done >= target:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done}/{target} handled after {timeout}s")
+        time.sleep(0.005)
+
+
+def latencies(client: object, sent: dict[str, float]) -> list[float]:
+    out = []
+    for row in client.lrange("bench:starts", 0, -1):  # type: ignore[attr-defined]
+        key, _, started = row.decode().partition(" ")
+        if key in sent:
+            out.append((float(started) - sent[key]) * 1000)
+    return out
+
+
+def reset(client: object) -> None:
+    client.delete("bench:count", "bench:starts")  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recordings", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--steady-s", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    n = args.recordings * args.events
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        server = ServerProcess(Path(tmp) / "redis")
+        server.start()
+        os.environ["REDIS_URL"] = server.url
+        os.environ.setdefault("LOG_LEVEL", "warning")
+        import redis
+
+        from agora_callbacks import keys
+        from workers.ordering import Ordering, Record
+        from workers_procs import Worker
+
+        client = redis.Redis.from_url(server.url)
+        worker = Worker(server.url, "bench", concurrency=args.concurrency,
+                        handlers="bench_workers_handlers", log_dir=Path(tmp),
+                        env={"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "tests")]),
+                             "LOG_LEVEL": "warning", "BUILTIN_HANDLERS": "false", "REORDER_HOLD_MS": "15000",
+                             "CLAIM_IDLE_MS": "5000", "HANDLER_VISIBILITY_TIMEOUT_S": "600",
+                             "DISPATCH_LEASE_MS": "5000", "HANDLER_DEADLINE_S": "3600"})
+        try:
+            worker.wait_ready(client, timeout=60)
+            import bench_workers_handlers
+
+            items = shuffled_bodies(args.recordings, args.events, rng)
+
+            # (a) bare Celery: n no-op tasks on the same pool.
+            reset(client)
+            sent: dict[str, float] = {}
+            t0 = time.monotonic()
+            with bench_workers_handlers.celery_app.producer_or_acquire() as producer:
+                for key, _ in items:
+                    sent[key] = time.time()
+                    bench_workers_handlers.noop.apply_async((key,), producer=producer)
+            t1 = wait_count(client, n, timeout=600)
+            celery_rate = n / (t1 - t0)
+            celery_lat = latencies(client, sent)
+
+            # (b) ours: the same number of stored bodies through the whole pipeline.
+            reset(client)
+            mem_before = int(client.info("memory")["used_memory"])
+            received: dict[str, float] = {}
+            t0 = time.monotonic()
+            store_all(client, items, received)
+            t1 = wait_count(client, n, timeout=600)
+            ours_rate = n / (t1 - t0)
+            ours_lat = latencies(client, received)
+            deadline = time.monotonic() + 30
+            while client.xlen(keys.INBOX) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            retained = (int(client.info("memory")["used_memory"]) - mem_before) / args.recordings
+
+            # (c) steady rate, half the pipeline's throughput: latency without backlog.
+            reset(client)
+            rate = max(50.0, ours_rate / 2)
+            steady_recordings = max(1, int(rate * args.steady_s / args.events) + 1)
+            steady = [(k.replace("bench", "steady", 1), b.replace(b'"bench', b'"steady'))
+                      for k, b in shuffled_bodies(steady_recordings, args.events, rng, swap=0)]
+            steady = steady[: int(rate * args.steady_s)]
+            received_steady: dict[str, float] = {}
+            start = time.monotonic()
+            for i in range(0, len(steady), 10):
+                due = start + i / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                store_all(client, steady[i:i + 10], received_steady)
+            wait_count(client, len(steady), timeout=120)
+            steady_lat = latencies(client, received_steady)
+
+            # (d) memory of active recordings: every event admitted, waiting behind a
+            # turn held by event 0 (no handler runs: admitted directly, no worker).
+            worker.stop()
+            client.flushall()
+            mem0 = int(client.info("memory")["used_memory"])
+            ordering = Ordering(ttl_s=86400, hold_ms=15000, lease_ms=5000,
+                                deadline_ms=3_600_000)
+            sample = shuffled_bodies(args.recordings, args.events, rng)
+            pipe = client.pipeline(transaction=False)
+            for i, (key, raw) in enumerate(sample):
+                sid, et, seq = key.split(":")
+                rec = Record(handlers=("bench.handler",), key=key,
+                             meta={"received_ms": 1, "signature": "v2", "secret_index": 0,
+                                   "remote_addr": "127.0.0.1", "request_id": str(i)},
+                             entry_id=f"{i}-0", body=raw)
+                ordering.q_admit(pipe, sid, f"{et}:{seq}", int(seq), f"{i}-0", rec)
+                if i % 500 == 499:
+                    pipe.execute()
+            pipe.execute()
+            active = (int(client.info("memory")["used_memory"]) - mem0) / args.recordings
+        finally:
+            worker.stop()
+            server.stop()
+
+    body_size = statistics.mean(len(b) for _, b in items)
+    print(f"workers benchmark: {args.recordings} recordings x {args.events} events = {n} "
+          f"events, prefork -c {args.concurrency}, bodies ~{body_size:.0f} B")
+    print()
+    print(f"| {'figure':<58} | {'value':>12} |")
+    print(f"|{'-' * 60}|{'-' * 14}|")
+    rows = [
+        ("bare Celery no-op tasks, events/s (baseline)", f"{celery_rate:,.0f}"),
+        ("ours: body -> parse, dedupe, order, dispatch -> handler, events/s",
+         f"{ours_rate:,.0f}"),
+        ("ratio ours / baseline (goal >= 0.8)", f"{ours_rate / celery_rate:.2f}"),
+        ("baseline publish-to-start latency p50 / p99, ms (burst)",
+         f"{percentile(celery_lat, .5):,.0f} / {percentile(celery_lat, .99):,.0f}"),
+        ("ours receive-to-handler latency p50 / p99, ms (burst)",
+         f"{percentile(ours_lat, .5):,.0f} / {percentile(ours_lat, .99):,.0f}"),
+        (f"ours receive-to-handler p50 / p99, ms (steady {rate:,.0f}/s)",
+         f"{percentile(steady_lat, .5):,.1f} / {percentile(steady_lat, .99):,.1f}"),
+        (f"Redis bytes per active recording ({args.events} events buffered)",
+         f"{active:,.0f}"),
+        ("Redis bytes per handled recording (dedupe window state)", f"{retained:,.0f}"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<58} | {value:>12} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
