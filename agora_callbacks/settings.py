@@ -190,10 +190,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "HANDLER_DEADLINE_S", "handler_deadline_s", _positive_int, "3600",
-        "Safety net: a recording whose current handlers neither finish nor start an "
-        "attempt for this long has them dead-lettered as `lost` and moves on. Each "
-        "attempt restarts it, so it must exceed one attempt's wait in the queue plus "
-        "its run, its retry countdown and `HANDLER_VISIBILITY_TIMEOUT_S`.",
+        "Safety net: a recording whose current handlers have not all reported this "
+        "long after they were published (or after their last retry) has them "
+        "dead-lettered as `lost` and moves on. It must exceed the longest wait in the "
+        "queue plus one attempt's run, its retry countdown and "
+        "`HANDLER_VISIBILITY_TIMEOUT_S`.",
     ),
     Variable(
         "INTAKE_BATCH", "intake_batch", _positive_int, "100",
