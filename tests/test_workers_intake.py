@@ -181,3 +181,50 @@ def test_an_entry_left_by_a_dead_consumer_is_taken_over(
         time.sleep(0.02)
     assert [a[2] for _, a in published(redis_client)] == ["s6:40:0"]
     assert redis_client.xlen(keys.INBOX) == 0
+
+
+def _fast_runtime(settings: Settings, **env: str) -> runtime.Runtime:
+    s = Settings.from_env({"REDIS_URL": settings.redis_url, "LOG_FORMAT": "json", **env})
+    runtime.configure(s)
+    return runtime.get()
+
+
+def _sweep_until(dispatcher: Dispatcher, done: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        sweep(dispatcher)
+        time.sleep(0.02)
+
+
+def test_a_turn_taken_by_a_dispatcher_that_died_is_taken_again(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    rt = _fast_runtime(settings, DISPATCH_LEASE_MS="100")
+    from workers.dispatch import now_ms, q_timer
+    from workers.ordering import Record
+
+    # A worker admitted event 0 (its turn is now "taking") and died before
+    # publishing; only the timer it armed first is left.
+    record = Record(handlers=("test_intake.every",), key="s7:40:0", meta={}, entry_id="1-0",
+                    body=body("s7", 0))
+    q_timer(redis_client, "s7", now_ms() + 100)
+    assert rt.ordering.admit(redis_client, "s7", "40:0", 0, "1-0", record).turn.dispatch  # type: ignore[union-attr]
+    assert published(redis_client) == []
+    _sweep_until(Dispatcher(rt), lambda: published(redis_client))
+    assert [a[2] for _, a in published(redis_client)] == ["s7:40:0"]
+    assert redis_client.hget(keys.recording_order("s7"), "state") == b"dispatched"
+
+
+def test_handlers_that_never_report_are_dead_lettered_as_lost(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    rt = _fast_runtime(settings, HANDLER_DEADLINE_S="1")
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s8", 0))
+    store(redis_client, body("s8", 1))
+    it.process(it.read(block_ms=10))
+    assert [a[2] for _, a in published(redis_client)] == ["s8:40:0"]
+    # Event 0's handler task is never run: after the deadline it is lost.
+    _sweep_until(Dispatcher(rt), lambda: len(published(redis_client)) == 2, timeout=10)
+    assert [a[2] for _, a in published(redis_client)] == ["s8:40:0", "s8:40:1"]
+    letters = deadletters.list_(redis_client)
+    assert [(d.kind, d.reason, d.handler, d.key) for d in letters] == [
+        ("handler", "lost", "test_intake.every", "s8:40:0")]

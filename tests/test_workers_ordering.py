@@ -210,3 +210,17 @@ def test_notice_claim(redis_client: redis.Redis) -> None:
 def test_scripts_are_reloaded_after_a_flush(redis_client: redis.Redis) -> None:
     redis_client.script_flush()
     assert admit(redis_client, 0, T0).status == "admitted"
+
+
+def test_the_sweep_does_not_undo_a_timer_moved_meanwhile(redis_client: redis.Redis) -> None:
+    from workers.timers import q_timer_set
+
+    redis_client.zadd(keys.TIMERS, {"s": 1000})
+    # Someone moved it earlier after the sweep read 1000: the sweep leaves it.
+    redis_client.zadd(keys.TIMERS, {"s": 900}, lt=True)
+    scripts.run(redis_client, [lambda p: q_timer_set(p, "s", 1000, 5000)])
+    assert redis_client.zscore(keys.TIMERS, "s") == 900
+    scripts.run(redis_client, [lambda p: q_timer_set(p, "s", 900, 5000)])
+    assert redis_client.zscore(keys.TIMERS, "s") == 5000
+    scripts.run(redis_client, [lambda p: q_timer_set(p, "s", 5000, 0)])
+    assert redis_client.zscore(keys.TIMERS, "s") is None
