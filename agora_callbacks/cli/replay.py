@@ -79,11 +79,11 @@ def _replay_file(path: str, dry_run: bool) -> None:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    with stream:
-        bodies = list(replaying.read_bodies(stream))
-    if dry_run:
-        click.echo(f"{len(bodies)} bodies would be replayed from {name}")
-        return
-    entries = replaying.inject(context.redis_client(), bodies, origin=f"replay:{name}")
+    with stream:  # read as a stream: a large file is injected batch by batch
+        bodies = replaying.read_bodies(stream)
+        if dry_run:
+            click.echo(f"{sum(1 for _ in bodies)} bodies would be replayed from {name}")
+            return
+        entries = replaying.inject(context.redis_client(), bodies, origin=f"replay:{name}")
     log.info("replay.file", file=name, bodies=len(entries))
     click.echo(f"{len(entries)} bodies replayed from {name} into the inbox")
