@@ -150,8 +150,26 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_everything(stack: Stack) -> None:
         assert port_free(port), (port, stack.output[-3000:])
     assert "dev: everything stopped" in stack.output
     assert not (stack.data_dir / "redis.url").exists()
-    # The data stays for the next start (AOF on).
+    # The data stays for the next start (AOF on): the recording is still there, and
+    # the same dev secret is used again.
     assert list((stack.data_dir / "redis").glob("appendonlydir/*"))
+    again = Stack(stack.data_dir, stack.env, "--no-flower")
+    try:
+        wait_for(lambda: "dev stack is up" in again.output or again.process.poll() is not None,
+                 timeout=120, message="the dev stack to be up again")
+        assert again.process.poll() is None, again.output
+        assert f"--secret {secret}" in again.output
+        kept = again.cli("recording", sid, "--json")
+        assert kept.returncode == 0, kept.stderr
+        assert json.loads(kept.stdout)["event_count"] == events
+        os.killpg(again.process.pid, signal.SIGINT)
+        assert again.process.wait(timeout=60) == 0, again.output
+    finally:
+        if again.process.poll() is None:
+            for child in again.descendants():
+                child.kill()
+            again.process.kill()
+            again.process.wait()
 
 
 def test_a_child_that_dies_stops_the_stack(stack: Stack) -> None:
