@@ -70,8 +70,7 @@ def web_argv(port: int, workers: int) -> list[str]:
 
 
 def worker_argv(concurrency: int) -> list[str]:
-    if "worker" in COMMANDS:
-        return [_bin("agora-callbacks"), "worker", "--concurrency", str(concurrency)]
+    """A worker, as the Procfile's ``worker`` line runs it."""
     return [_bin("celery"), "-A", CELERY_APP, "worker", "--concurrency", str(concurrency),
             "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
