@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from agora_callbacks.cli import COMMANDS
 from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, safe_url
 from agora_callbacks.devstack import Child, ChildExited, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
@@ -61,12 +60,9 @@ def _dev_value(path: Path) -> str:
 
 
 def web_argv(port: int, workers: int) -> list[str]:
-    """The ingress: the `web` command once registered, else gunicorn directly."""
-    if "web" in COMMANDS:
-        return [_bin("agora-callbacks"), "web", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers)]
-    return [_bin("gunicorn"), "ingress.wsgi:app", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), "--access-logfile", "-"]
+    """The ingress, as the Procfile's ``web`` line runs it, on the loopback."""
+    return [_bin("agora-callbacks"), "web", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]
 
 
 def worker_argv(concurrency: int) -> list[str]:
