@@ -2,7 +2,7 @@
 
 Each child runs in its own session (so its own process group): a Ctrl-C in the
 terminal reaches only the supervisor, which then stops the children in reverse
-start order, the whole process group of each (gunicorn's and Celery's own
+start order, the whole process group of each (the web server's and Celery's own
 children included): SIGTERM, then SIGKILL for whatever is left after the grace
 period. A child that exits on its own stops the whole stack. Each child's output
 is echoed line by line, prefixed with its name, as honcho does.
