@@ -18,7 +18,7 @@ from workers_support import body, store
 
 from agora_callbacks import deadletters, keys
 from agora_callbacks.settings import Settings
-from workers import REGISTRY, on_event, runtime
+from workers import REGISTRY, on_event, runtime, scripts
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.intake import Intake
@@ -93,19 +93,21 @@ def test_ordered_events_are_admitted_deduped_and_dispatched_in_turn(
     assert redis_client.hget(keys.recording_order("s1"), "state") == b"dispatched"
     Dispatcher(runtime.get()).handler_done("s1", member, "test_intake.every")
     assert [a[2] for _, a in published(redis_client)] == ["s1:40:0", "s1:40:1"]
-    # Event 1's turn was committed in the same round trip as its publish.
+    # Event 1's turn was committed in the same transaction as its publish.
     order = redis_client.hgetall(keys.recording_order("s1"))
     assert order[b"cur"].startswith(b"1|") and order[b"state"] == b"dispatched"
 
 
-def test_the_commit_rides_along_with_the_publish(intake: Intake) -> None:
-    from workers.dispatch import _ride_along
+def test_publishes_are_collected_for_the_callers_transaction(intake: Intake,
+                                                              redis_client: redis.Redis) -> None:
+    from workers.outbox import publishing
 
-    ran: list[str] = []
-    with celery_app.producer_or_acquire() as producer, producer.batch() as batch:
+    with publishing() as (producer, outbox):
         every.task.apply_async(args=["s", "m", "k", False, None, {}, "{}"], producer=producer)
-        assert _ride_along(batch, [lambda p: ran.append("queued") or p.ping()])
-    assert ran == ["queued"]
+        assert published(redis_client) == []  # not sent yet: collected
+    assert [name for name, _ in outbox.commands] == ["lpush"]
+    scripts.run(redis_client, outbox.calls(), atomic=True)
+    assert [n for n, _ in published(redis_client)] == ["test_intake.every"]
 
 
 def test_all_matching_handlers_are_published(intake: Intake, redis_client: redis.Redis) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -23,6 +22,7 @@ from agora_callbacks import deadletters, keys
 from agora_callbacks.logs import get_logger
 from workers import scripts
 from workers.ordering import Record, Turn, parse_finish
+from workers.outbox import publishing
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
 from workers.scripts import Call, Pipe
@@ -57,29 +57,24 @@ def task_args(sid: str, member: str, record: Record, late: bool,
             record.body.decode("utf-8", "replace")]
 
 
-@contextmanager
-def batch_producer() -> Iterator[Any]:
-    """A Celery producer whose publishes are sent together, in one round trip,
-    when the block exits (kombu's ``Producer.batch``; immediate on transports
-    without batches). If sending fails, the block raises: nothing that depends
-    on the publishes (commit, acknowledgement) runs."""
-    from workers.app import celery_app
-
-    with celery_app.producer_or_acquire() as producer, producer.batch():
-        yield producer
-
-
 def publish(names: Sequence[str], args: list[Any], producer: Any = None) -> None:
     """Publish one Celery task per handler name."""
     from workers.app import celery_app
 
+    # The task's args as Flower and the logs show them: the recording, the event's
+    # place and key, not the raw body (and Celery need not repr the body: that
+    # was a third of the cost of a publish).
+    shown = f"(sid={args[0]!r}, member={args[1]!r}, key={args[2]!r}, late={args[3]}, " \
+            f"gap={args[4]})"
     for name in names:
         handler = REGISTRY.get(name)
         if handler is not None:
-            handler.task.apply_async(args=args, producer=producer)
+            handler.task.apply_async(args=args, producer=producer, argsrepr=shown,
+                                     kwargsrepr="{}")
         else:
             log.warning("handler not registered here, sent by name", handler=name)
-            celery_app.send_task(name, args=args, producer=producer)
+            celery_app.send_task(name, args=args, producer=producer, argsrepr=shown,
+                                 kwargsrepr="{}")
 
 
 class Dispatcher:
@@ -162,33 +157,11 @@ class Dispatcher:
         finished = parse_finish(first[1])
         if finished.status != "next":
             return
-        from workers.app import celery_app
-
-        with celery_app.producer_or_acquire() as producer, producer.batch() as batch:
+        with publishing() as (producer, outbox):
             calls = self.settle(sid, finished.turn, counts, producer)
-            calls.append(lambda p: q_counters(p, counts))
-            riding = _ride_along(batch, calls)
-        # The publishes are sent now (with the commit riding along, if it could).
-        if not riding:
-            scripts.run(self.rt.client, calls)
-
-
-def _ride_along(batch: Any, calls: Sequence[Call]) -> bool:
-    """Queue ``calls`` after the buffered publishes of a kombu publish batch, so
-    they go out in the same round trip as the publishes, after them. Returns
-    False (the caller then runs them itself) when the batch has no Redis
-    pipeline to ride: another transport, nothing published, or a kombu whose
-    internals differ. If the flush fails, the block raises and ``calls`` (the
-    commit) may not have run: the turn's lease then runs out and the turn is
-    taken again, which publishes again what has not finished."""
-    session: Any = getattr(getattr(batch, "state", None), "session", None)
-    pipe = getattr(session, "pipeline", None)
-    if pipe is None or not hasattr(session, "_buffered") or not session._buffered:
-        return False
-    for call in calls:
-        call(pipe)
-    session._buffered += len(calls)
-    return True
+        calls.append(lambda p: q_counters(p, counts))
+        # The publishes and the commit of the turn: together or not at all.
+        scripts.run(self.rt.client, [*outbox.calls(), *calls], atomic=True)
 
 
 def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: Any,

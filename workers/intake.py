@@ -31,8 +31,9 @@ from agora_callbacks.inbox import InboxEntry
 from agora_callbacks.logs import get_logger
 from workers import scripts, timers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from workers.dispatch import Dispatcher, batch_producer, publish, q_counters, task_args
+from workers.dispatch import Dispatcher, publish, q_counters, task_args
 from workers.ordering import Record, claim_notice, parse_admit
+from workers.outbox import publishing
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
 from workers.scripts import Call
@@ -169,7 +170,7 @@ class Intake:
         results = scripts.run(self.client, calls)
         done: list[str] = []
         after: list[Call] = []
-        with batch_producer() as producer:
+        with publishing() as (producer, outbox):
             for item, result in zip(items, results, strict=True):
                 if isinstance(result, Exception):
                     log.error("could not settle a body, left for a retry",
@@ -184,7 +185,8 @@ class Intake:
         if done:
             after.append(lambda p: p.xack(keys.INBOX, keys.INBOX_GROUP, *done))
             after.append(lambda p: p.xdel(keys.INBOX, *done))
-        scripts.run(self.client, after)
+        # Publishes, commits, timers, counts and acknowledgements: all or nothing.
+        scripts.run(self.client, [*outbox.calls(), *after], atomic=True)
         return len(done)
 
     def _admitted(self, item: _Item, reply: Any, counts: Counter[str],

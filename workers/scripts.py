@@ -54,13 +54,14 @@ def evalsha(pipe: Pipe, name: str, keys: Sequence[str], args: Sequence[Any]) -> 
     return pipe.evalsha(sha(name), len(keys), *keys, *args)
 
 
-def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
-    """Run ``calls`` in one pipeline; return their results in order.
+def run(client: redis.Redis, calls: Sequence[Call], atomic: bool = False) -> list[Any]:
+    """Run ``calls`` in one pipeline (``atomic``: in one MULTI/EXEC transaction);
+    return their results in order.
 
     Errors are returned in place (not raised), except ``NOSCRIPT``: the scripts are
     then loaded and the failed calls run again. Connection errors are raised.
     """
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=atomic)
     for call in calls:
         call(pipe)
     results: list[Any] = pipe.execute(raise_on_error=False)

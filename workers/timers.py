@@ -15,8 +15,9 @@ from typing import Any
 
 from agora_callbacks import keys
 from workers import scripts
-from workers.dispatch import Dispatcher, batch_producer, q_counters
+from workers.dispatch import Dispatcher, q_counters
 from workers.ordering import parse_turn
+from workers.outbox import publishing
 from workers.scripts import Call, Pipe
 
 
@@ -38,8 +39,8 @@ def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
     replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid, _ in sids])
     counts: Counter[str] = Counter()
     calls: list[Call] = []
-    # Publishes go out together when the block ends; commits run after them.
-    with batch_producer() as producer:
+    # Publishes are sent with the commits and timers, in one transaction.
+    with publishing() as (producer, outbox):
         for (sid, score), reply in zip(sids, replies, strict=True):
             if isinstance(reply, Exception):
                 continue
@@ -47,5 +48,5 @@ def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
             calls.extend(dispatcher.settle(sid, turn, counts, producer))
             calls.append(partial(q_timer_set, sid=sid, read_score=score, due_ms=turn.due_ms))
     calls.append(lambda p: q_counters(p, counts))
-    scripts.run(client, calls)
+    scripts.run(client, [*outbox.calls(), *calls], atomic=True)
     return len(sids)
