@@ -68,7 +68,7 @@ class ServerProcess:
         self.binary = binary or find_server_binary()
         self.host = host
         self.port = port or free_port(host)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
