@@ -7,6 +7,7 @@ Redis with short timeouts (``workers_procs.FAST_ENV``); the handlers of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -224,3 +225,22 @@ def test_runs_of_one_recording_never_overlap_while_recordings_run_in_parallel(
 
     across = any(overlap(x, y) for x in all_runs for y in all_runs if x["sid"] != y["sid"])
     assert across, "recordings did not run in parallel: the check above proves nothing"
+
+
+def test_the_intake_process_exits_with_its_worker(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    """The intake runs in a child of the worker; SIGKILL of the worker's main
+    process alone does not leave it running."""
+    import psutil
+
+    worker = start_worker("a")
+    kids = psutil.Process(worker.pid).children()
+    intake = [k for k in kids if "spawn" in " ".join(k.cmdline())]
+    assert len(intake) == 1, [k.cmdline() for k in kids]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.proc.wait()
+    wait_for(lambda: not intake[0].is_running() or intake[0].status() == psutil.STATUS_ZOMBIE,
+             timeout=10, message="intake process gone")
+    for kid in kids:  # the pool processes: psutil checks they are still ours
+        with contextlib.suppress(psutil.NoSuchProcess):
+            kid.kill()
