@@ -200,6 +200,8 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--rate-duration", type=float, default=20.0)
+    parser.add_argument("--redis-unix", action="store_true",
+                        help="reach Redis over a Unix socket instead of TCP loopback")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -209,11 +211,14 @@ def main() -> int:
     body_path = workdir / "body.json"
     body_path.write_bytes(BODY)
     headers = {"Content-Type": "application/json", **sign_headers(BODY, SECRET)}
-    redis_server = ServerProcess(workdir / "redis")
+    sock = workdir / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700") if args.redis_unix else ()
+    redis_server = ServerProcess(workdir / "redis", extra_args=extra)
     redis_server.start()
-    client = redis.Redis.from_url(redis_server.url)
+    redis_url = f"unix://{sock}" if args.redis_unix else redis_server.url
+    client = redis.Redis.from_url(redis_url)
     env = {**os.environ, "AGORA_NCS_SECRETS": SECRET,
-           "REDIS_URL": redis_server.url, "LOG_FORMAT": "json", "LOG_LEVEL": "info",
+           "REDIS_URL": redis_url, "LOG_FORMAT": "json", "LOG_LEVEL": "info",
            "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     rows: list[dict[str, object]] = []
@@ -254,7 +259,8 @@ def main() -> int:
 
     print(f"\nIngress benchmark: {args.workers} workers, wrk -t{args.wrk_threads} "
           f"-c{args.connections} -d{args.duration:g}s, body {len(BODY)} B, "
-          f"{os.cpu_count()} CPUs, steady {args.rate:g} req/s for {args.rate_duration:g}s\n")
+          f"{os.cpu_count()} CPUs, steady {args.rate:g} req/s for {args.rate_duration:g}s, "
+          f"Redis over {'a Unix socket' if args.redis_unix else 'TCP loopback'}\n")
     header = (f"{'server':<17}{'bare rps':>10}{'p50':>8}{'p99':>8}{'ingress rps':>13}"
               f"{'p50':>8}{'p99':>8}{'ratio':>7}{'@rate p50':>11}{'p99':>8}{'p99.9':>8}"
               f"{'max':>8}{'errors':>8}{'cpu us/req':>15}{'cpu ratio':>10}")
