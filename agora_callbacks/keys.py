@@ -12,6 +12,13 @@ Bounds (guarantee 6), stated where each key is named:
 - ``notice_dedupe``: expires after ``DEDUPE_TTL_S``.
 - ``recording_state``: expires ``RECORDING_STATE_TTL_S`` after the last event.
 - ``TIMERS``: one member per recording with pending work, removed when none is left.
+- ``COUNTERS``: a hash with one field per counter name (a fixed, small set): bounded
+  by construction, no TTL (the counts are cumulative, like Prometheus counters).
+- per-recording keys, in detail: ``dedupe`` (one short field per event seen),
+  ``order`` (a handful of fields), ``buffer``/``events`` (events admitted and not
+  yet through their turn; an event's raw body is deleted when its turn ends),
+  ``turn`` (handler names of the current event); each script run refreshes the
+  expiry of all five.
 """
 
 from __future__ import annotations

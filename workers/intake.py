@@ -1,6 +1,6 @@
 """Intake: from the inbox stream to admitted events, in batches.
 
-Runs in a thread of every worker's main process (``workers.bootstep``). Each
+Runs in a process next to every worker (``workers.bootstep``). Each
 round reads up to ``INTAKE_BATCH`` stored bodies through the consumer group,
 parses them, and settles every one in one pipeline: dead letter (invalid, stale),
 ``admit`` (ordered events: dedupe, buffer, take) or ``claim_notice`` (unordered
