@@ -3,6 +3,7 @@ sockets, keep-alive, chunked bodies, start-up errors, shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from conftest import wait_for
@@ -57,7 +59,7 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis,
         [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--threads", "2"],
         env=_env(redis_server.url), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
@@ -65,10 +67,21 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis,
         assert process.poll() is None, (tmp_path / "web.log").read_text()
         yield process, port
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        _stop(process)
         log.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (granian stops its workers), then SIGKILL to the whole process group:
+    killing only the master would leave its worker processes running."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(10)
 
 
 def _post(conn: http.client.HTTPConnection, body: bytes, chunked: bool = False,
@@ -160,10 +173,15 @@ def test_bad_signature_over_the_wire(web: tuple[subprocess.Popen[bytes], int],
     assert redis_client.xlen(keys.INBOX) == 0
 
 
-def test_sigterm_stops_the_server(web: tuple[subprocess.Popen[bytes], int]) -> None:
+def test_sigterm_stops_the_server_and_its_workers(
+        web: tuple[subprocess.Popen[bytes], int]) -> None:
     process, port = web
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "granian runs its worker in a child process"
     process.send_signal(signal.SIGTERM)
     assert process.wait(40) == 0
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers left running after SIGTERM: {alive}"
     assert not _healthy(port)
 
 
