@@ -25,6 +25,7 @@ Quick check on a busy machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -116,13 +117,16 @@ class Served:
         return total
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the server's process group (its own session): killing
+        only the master would leave its worker processes running."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(5)
 
 
 def start_server(kind: str, app: str, workers: int, threads: int, env: dict[str, str],
@@ -132,11 +136,13 @@ def start_server(kind: str, app: str, workers: int, threads: int, env: dict[str,
     with log_path.open("ab") as log:
         process = subprocess.Popen(server_command(kind, app, port, workers, threads),
                                    cwd=ROOT, env=env, stdout=log, stderr=log,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    served = Served(process, base + PATH)
     deadline = time.monotonic() + 30
     while True:
         if process.poll() is not None:
+            served.stop()
             raise RuntimeError(f"{kind} exited at start-up; see {log_path}")
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
@@ -145,10 +151,10 @@ def start_server(kind: str, app: str, workers: int, threads: int, env: dict[str,
         except OSError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
+            served.stop()
             raise TimeoutError(f"{kind} did not answer /healthz within 30 s")
         time.sleep(0.05)
-    return Served(process, base + PATH)
+    return served
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
