@@ -109,14 +109,17 @@ class Dispatcher:
         seq = sequence_of(turn.member)
         publish(turn.handlers, task_args(sid, turn.member, turn.record, turn.late, turn.gap),
                 producer)
+        # Explicit fields: the context bound at hand is the finishing handler's event's.
+        notice = turn.record.notice_id or None
         counts["dispatched"] += 1
         if turn.late:
             counts["late"] += 1
-            log.info("late event dispatched", sid=sid, sequence=seq, handlers=turn.handlers)
+            log.info("late event dispatched", sid=sid, sequence=seq, notice_id=notice,
+                     handlers=turn.handlers)
         if turn.gap:
             counts["gaps"] += turn.gap[1] - turn.gap[0] + 1
-            log.info("gap skipped", sid=sid, sequence=seq, gap=list(turn.gap))
-        log.info("dispatched", sid=sid, sequence=seq, key=turn.record.key,
+            log.info("gap skipped", sid=sid, sequence=seq, notice_id=notice, gap=list(turn.gap))
+        log.info("dispatched", sid=sid, sequence=seq, notice_id=notice, key=turn.record.key,
                  handlers=turn.handlers, late=turn.late, gap=list(turn.gap) if turn.gap else None)
 
     def _lost(self, sid: str, turn: Turn, counts: Counter[str]) -> Turn | None:

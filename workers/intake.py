@@ -146,7 +146,8 @@ class Intake:
                 return item
             item.handlers = REGISTRY.names_for(event.event_type, event.msg_name)
             record = Record(handlers=item.handlers, key=item.key, meta=meta,
-                            entry_id=entry.entry_id, body=entry.body)
+                            entry_id=entry.entry_id, body=entry.body,
+                            notice_id=event.notice_id)
             if is_ordered(event):
                 item.outcome = "ordered"
                 item.sid = str(event.sid)

@@ -47,13 +47,14 @@ class Record:
     meta: dict[str, Any]
     entry_id: str
     body: bytes
+    notice_id: str = ""
 
     def encode(self) -> bytes:
         for name in self.handlers:
             if "," in name or "\n" in name:
                 raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
-        header = json.dumps({"k": self.key, "m": self.meta, "e": self.entry_id},
-                            separators=(",", ":"))
+        header = json.dumps({"k": self.key, "m": self.meta, "e": self.entry_id,
+                             "n": self.notice_id}, separators=(",", ":"))
         return ",".join(self.handlers).encode() + b"\n" + header.encode() + b"\n" + self.body
 
     @classmethod
@@ -63,6 +64,7 @@ class Record:
         return cls(
             handlers=tuple(n for n in names.decode().split(",") if n),
             key=head["k"], meta=head["m"], entry_id=head["e"], body=body,
+            notice_id=head.get("n", ""),
         )
 
 
