@@ -230,3 +230,60 @@ def test_handlers_that_never_report_are_dead_lettered_as_lost(
     letters = deadletters.list_(redis_client)
     assert [(d.kind, d.reason, d.handler, d.key) for d in letters] == [
         ("handler", "lost", "test_intake.every", "s8:40:0")]
+
+
+def test_a_pool_process_that_died_after_ending_a_turn_is_replaced_by_the_sweep(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    # finish_handler ended event 0's turn and took event 1 (the task is then
+    # acknowledged); the process died before its after-handler thread published
+    # event 1: the sweep publishes it after the lease.
+    rt = _fast_runtime(settings, DISPATCH_LEASE_MS="100")
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s9", 0))
+    store(redis_client, body("s9", 1))
+    it.process(it.read(block_ms=10))
+    member = published(redis_client)[0][1][1]
+    turn = Dispatcher(rt).finish_handler("s9", member, "test_intake.every")
+    assert turn is not None and turn.member.startswith("1|")
+    assert len(published(redis_client)) == 1
+    _sweep_until(Dispatcher(rt), lambda: len(published(redis_client)) == 2)
+    assert [a[2] for _, a in published(redis_client)] == ["s9:40:0", "s9:40:1"]
+    assert redis_client.hget(keys.recording_order("s9"), "state") == b"dispatched"
+
+
+def test_the_after_handler_thread_publishes_the_next_event(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    import threading
+
+    from workers.task import _AfterHandler
+
+    rt = _fast_runtime(settings)
+    it = Intake(rt, consumer="test")
+    for seq in range(3):
+        store(redis_client, body("s10", seq))
+    it.process(it.read(block_ms=10))
+    dispatcher = Dispatcher(rt)
+    threads: list[str] = []
+    real = dispatcher.dispatch_next
+
+    def noting(sid: str, turn: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(sid, turn)
+
+    dispatcher.dispatch_next = noting  # type: ignore[method-assign]
+    after = _AfterHandler()
+    # Off (not a pool process): settled inline.
+    turn = dispatcher.finish_handler("s10", published(redis_client)[0][1][1], "test_intake.every")
+    assert turn is not None
+    after.submit(dispatcher, "s10", turn)
+    assert threads == [threading.current_thread().name]
+    assert len(published(redis_client)) == 2
+    # On: settled by its thread; drain waits for it.
+    after.enable()
+    turn = dispatcher.finish_handler("s10", published(redis_client)[1][1][1], "test_intake.every")
+    assert turn is not None
+    after.submit(dispatcher, "s10", turn)
+    after.drain()
+    assert threads[1].startswith("agora-after-handler")
+    assert [a[2] for _, a in published(redis_client)] == ["s10:40:0", "s10:40:1", "s10:40:2"]
+    assert redis_client.hget(keys.recording_order("s10"), "state") == b"dispatched"

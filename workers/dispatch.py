@@ -147,8 +147,17 @@ class Dispatcher:
     def handler_done(self, sid: str, member: str, name: str) -> None:
         """A handler of ``member`` finished (or was dead-lettered): end its part of the
         turn and dispatch the recording's next event if the turn is over."""
+        turn = self.finish_handler(sid, member, name)
+        if turn is not None:
+            self.dispatch_next(sid, turn)
+
+    def finish_handler(self, sid: str, member: str, name: str) -> Turn | None:
+        """End the handler's part of the turn (one round trip); return the recording's
+        next turn when this one is over (to be settled with ``dispatch_next``), else
+        None. Once it returns, the handler's outcome is in Redis: if nobody settles
+        the returned turn (this process dies), the timer sweep takes it again after
+        ``DISPATCH_LEASE_MS``."""
         ordering = self.rt.ordering
-        counts: Counter[str] = Counter()
         # The timer is armed first: if this process dies between finish (which may
         # take the next event) and publishing it, the sweep re-takes it.
         first = scripts.run(self.rt.client, [
@@ -158,10 +167,14 @@ class Dispatcher:
         if isinstance(first[1], Exception):
             raise first[1]
         finished = parse_finish(first[1])
-        if finished.status != "next":
-            return
+        return finished.turn if finished.status == "next" else None
+
+    def dispatch_next(self, sid: str, turn: Turn | None) -> None:
+        """Settle the turn ``finish_handler`` returned: publish its handler tasks
+        with the turn's commit, in one transaction (one round trip)."""
+        counts: Counter[str] = Counter()
         with publishing() as (producer, outbox):
-            calls = self.settle(sid, finished.turn, counts, producer)
+            calls = self.settle(sid, turn, counts, producer)
         calls.append(lambda p: q_counters(p, counts))
         # The publishes and the commit of the turn: together or not at all.
         scripts.run(self.rt.client, [*outbox.calls(), *calls], atomic=True)

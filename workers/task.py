@@ -13,23 +13,86 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
   the last one, the recording's next event is dispatched from this process. A
   final failure is dead-lettered first (kind ``handler``). A retry
   (``self.retry``, ``autoretry_for``) does not end the turn.
+- In a pool process, the task returns (and is acknowledged) as soon as its
+  handler's part of the turn has ended; publishing the next event with its
+  commit is handed to a thread of the process (``_AfterHandler``), so that this
+  round trip overlaps the next task instead of delaying it. Nothing depends on
+  that thread: ``finish`` took the next event under a ``DISPATCH_LEASE_MS`` lease
+  with the recording's timer armed, so if the process dies first, the timer
+  sweep takes the event again and publishes it, as after any crash there.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from celery import Task
+from celery import Task, signals
 
 from agora_callbacks import metrics
 from agora_callbacks.logs import get_logger
 from workers import runtime
 from workers.dispatch import Dispatcher, dead_letter_handler, sequence_of
+from workers.ordering import Turn
 from workers.registry import Handler
 
 log = get_logger("workers.task")
+
+
+class _AfterHandler:
+    """One thread per pool process that publishes the next event of recordings
+    whose turn a handler ended (see the module docstring). Off (work done inline)
+    outside pool processes: eager tasks, tests, the worker's main process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    def enable(self) -> None:
+        with self._lock:
+            self._pid = os.getpid()
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="agora-after-handler")
+
+    def drain(self) -> None:
+        """Wait for what was handed over (the pool process is about to exit)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None and self._pid == os.getpid():
+            executor.shutdown(wait=True)
+
+    def submit(self, dispatcher: Dispatcher, sid: str, turn: Turn) -> None:
+        executor = self._executor
+        if executor is None or self._pid != os.getpid():
+            dispatcher.dispatch_next(sid, turn)
+            return
+        executor.submit(self._run, dispatcher, sid, turn)
+
+    @staticmethod
+    def _run(dispatcher: Dispatcher, sid: str, turn: Turn) -> None:
+        try:
+            dispatcher.dispatch_next(sid, turn)
+        except Exception:
+            # The turn stays taken under its lease: the timer sweep publishes it.
+            log.exception("next event not published; the timer sweep will", sid=sid,
+                          member=turn.member)
+
+
+AFTER_HANDLER = _AfterHandler()
+
+
+@signals.worker_process_init.connect
+def _enable_after_handler(**kwargs: Any) -> None:
+    AFTER_HANDLER.enable()
+
+
+@signals.worker_process_shutdown.connect
+def _drain_after_handler(**kwargs: Any) -> None:
+    AFTER_HANDLER.drain()
 
 
 class HandlerTask(Task):
@@ -81,7 +144,10 @@ class HandlerTask(Task):
     def _finish(self, args: tuple[Any, ...]) -> None:
         sid, member = args[0], args[1]
         if sid and member:
-            Dispatcher(runtime.get()).handler_done(sid, member, self.name)
+            dispatcher = Dispatcher(runtime.get())
+            turn = dispatcher.finish_handler(sid, member, self.name)
+            if turn is not None:
+                AFTER_HANDLER.submit(dispatcher, sid, turn)
 
     def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> None:
