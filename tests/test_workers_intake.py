@@ -287,3 +287,24 @@ def test_the_after_handler_thread_publishes_the_next_event(
     assert threads[1].startswith("agora-after-handler")
     assert [a[2] for _, a in published(redis_client)] == ["s10:40:0", "s10:40:1", "s10:40:2"]
     assert redis_client.hget(keys.recording_order("s10"), "state") == b"dispatched"
+
+
+def test_a_dispatched_turn_leaves_its_timer_at_the_handler_deadline(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    # While handlers run within their deadline, the sweep has nothing to look at.
+    rt = _fast_runtime(settings)
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s11", 0))
+    store(redis_client, body("s11", 1))
+    it.process(it.read(block_ms=10))
+    seconds, micros = redis_client.time()
+    now = seconds * 1000 + micros // 1000
+    deadline = rt.ordering.deadline_ms
+    score = redis_client.zscore(keys.TIMERS, "s11")
+    assert score is not None and now - 5000 < score - deadline <= now
+    member = published(redis_client)[0][1][1]
+    Dispatcher(rt).handler_done("s11", member, "test_intake.every")
+    assert [a[2] for _, a in published(redis_client)] == ["s11:40:0", "s11:40:1"]
+    score = redis_client.zscore(keys.TIMERS, "s11")
+    assert score is not None and now - 5000 < score - deadline <= now + 5000
+    assert sweep(Dispatcher(rt)) == 0

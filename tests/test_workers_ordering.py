@@ -224,3 +224,22 @@ def test_the_sweep_does_not_undo_a_timer_moved_meanwhile(redis_client: redis.Red
     assert redis_client.zscore(keys.TIMERS, "s") == 5000
     scripts.run(redis_client, [lambda p: q_timer_set(p, "s", 5000, 0)])
     assert redis_client.zscore(keys.TIMERS, "s") is None
+
+
+def test_a_commit_within_its_lease_moves_the_timer_to_the_deadline(
+        redis_client: redis.Redis) -> None:
+    from workers.dispatch import q_timer_commit
+
+    lease = T0 + LEASE
+    redis_client.zadd(keys.TIMERS, {"s": T0 + 10})
+    # Committed before the lease ran out: only the handler deadline is due.
+    scripts.run(redis_client, [lambda p: q_timer_commit(p, "s", lease, DEADLINE, T0 + 1)])
+    assert redis_client.zscore(keys.TIMERS, "s") == T0 + 1 + DEADLINE
+    # The lease had run out (the commit may have failed): no later than the lease.
+    scripts.run(redis_client, [lambda p: q_timer_commit(p, "s", lease, DEADLINE, lease)])
+    assert redis_client.zscore(keys.TIMERS, "s") == lease
+    scripts.run(redis_client, [lambda p: q_timer_commit(p, "s", lease, DEADLINE, lease + 5)])
+    assert redis_client.zscore(keys.TIMERS, "s") == lease
+    redis_client.zadd(keys.TIMERS, {"s": lease - 3})
+    scripts.run(redis_client, [lambda p: q_timer_commit(p, "s", lease, DEADLINE, lease + 5)])
+    assert redis_client.zscore(keys.TIMERS, "s") == lease - 3

@@ -4,7 +4,10 @@
 handler tasks of an ``event`` turn (then ``commit`` it), dead-letter the handlers
 of a ``lost`` turn and move on, and keep the recording's timer (``keys.TIMERS``)
 no later than its next due time. Timers are only ever moved earlier here
-(``ZADD LT``); the sweep (``workers.timers``) is the only one to move them later.
+(``ZADD LT``), except by the commit of a turn taken under a lease that has not
+run out (``timer_commit.lua``: the turn is then ours and only its handler
+deadline is due); otherwise the sweep (``workers.timers``) is the only one to
+move them later.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ def sequence_of(member: str) -> int | None:
 def q_timer(pipe: Pipe, sid: str, due_ms: int) -> object:
     """Queue: look at ``sid`` again no later than ``due_ms``."""
     return pipe.zadd(keys.TIMERS, {sid: due_ms}, lt=True)
+
+
+def q_timer_commit(pipe: Pipe, sid: str, lease_ms: int, deadline_ms: int,
+                   now_ms: int = 0) -> object:
+    """Queue, right after the commit of a turn taken under the lease ``lease_ms``:
+    the recording's timer at the handler deadline if that lease had not run out
+    (``timer_commit.lua``), else no later than the lease."""
+    return scripts.evalsha(pipe, "timer_commit", [keys.TIMERS],
+                           [sid, lease_ms, deadline_ms, now_ms])
 
 
 def q_counters(pipe: Pipe, counts: Counter[str]) -> None:
@@ -94,7 +106,8 @@ class Dispatcher:
             if turn.kind == "event":
                 self._publish(sid, turn, counts, producer)
                 calls.append(partial(self.rt.ordering.q_commit, sid=sid, member=turn.member))
-                calls.append(partial(q_timer, sid=sid, due_ms=turn.due_ms))
+                calls.append(partial(q_timer_commit, sid=sid, lease_ms=turn.due_ms,
+                                     deadline_ms=self.rt.ordering.deadline_ms))
                 return calls
             if turn.kind == "lost":
                 turn = self._lost(sid, turn, counts)

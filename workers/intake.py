@@ -31,7 +31,7 @@ from agora_callbacks.inbox import InboxEntry
 from agora_callbacks.logs import get_logger
 from workers import scripts, timers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from workers.dispatch import Dispatcher, publish, q_counters, task_args
+from workers.dispatch import Dispatcher, publish, q_counters, q_timer_commit, task_args
 from workers.ordering import Record, claim_notice, parse_admit
 from workers.outbox import publishing
 from workers.registry import REGISTRY
@@ -182,6 +182,10 @@ class Intake:
                 elif item.outcome == "unordered":
                     self._claimed(item, result, counts, producer)
                 done.append(item.entry.entry_id)
+        # The timers of committed turns last: a "busy" reply later in the batch
+        # (another event of a recording whose turn this batch took) would move
+        # its timer back to the lease the commit made moot.
+        after.sort(key=lambda call: getattr(call, "func", None) is q_timer_commit)
         after.append(lambda p: q_counters(p, counts))
         if done:
             after.append(lambda p: p.xack(keys.INBOX, keys.INBOX_GROUP, *done))
