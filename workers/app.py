@@ -43,7 +43,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         # Each pool process reserves one message at a time: a message reserved by a
         # process that is busy for long cannot wait behind it, and a killed
-        # worker holds (and delays) as few messages as possible.
+        # worker holds (and delays) as few messages as possible: its reserved,
+        # unacknowledged messages come back only after the visibility timeout.
+        # Per-recording order does not depend on it (a recording's next handler
+        # tasks are published only once its turn ended). A multiplier of 4 was
+        # measured (benchmarks/bench_workers.py): bare Celery gained, our
+        # pipeline did not, so the crash-safety of 1 costs nothing here.
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             # Unacknowledged messages of a dead worker are restored after this long.
