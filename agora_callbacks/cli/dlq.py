@@ -52,9 +52,12 @@ def iter_all(client: redis.Redis) -> Iterator[DeadLetter]:
         after = page[-1].id
 
 
-def _selected(client: redis.Redis, ids: tuple[str, ...], all_: bool) -> list[DeadLetter]:
+def selected(client: redis.Redis, ids: tuple[str, ...], all_: bool,
+             usage: str = "give dead letter IDs or --all (not both)") -> list[DeadLetter]:
+    """The dead letters named by ``ids``, or every one with ``all_`` (exactly one of
+    the two); a click error for an unknown id."""
     if all_ == bool(ids):
-        raise click.UsageError("give dead letter IDs or --all (not both)")
+        raise click.UsageError(usage)
     if all_:
         return list(iter_all(client))
     letters = []
@@ -167,7 +170,7 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool) -> None:
     """
     current = context.settings()
     client = context.redis_client(current)
-    letters = _selected(client, ids, all_)
+    letters = selected(client, ids, all_)
     done = failed = 0
     for letter in letters:
         try:
@@ -210,5 +213,5 @@ def export_cmd(file: Any, ids: tuple[str, ...], all_: bool) -> None:
       agora-callbacks dlq export dead.jsonl --all
     """
     client = context.redis_client()
-    n = replay.write_export(_selected(client, ids, all_), file)
+    n = replay.write_export(selected(client, ids, all_), file)
     click.echo(f"{n} dead letter(s) exported", err=True)

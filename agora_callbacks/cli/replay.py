@@ -10,7 +10,7 @@ import click
 from agora_callbacks import deadletters
 from agora_callbacks import replay as replaying
 from agora_callbacks.cli import context
-from agora_callbacks.cli.dlq import iter_all
+from agora_callbacks.cli.dlq import selected
 from agora_callbacks.logs import get_logger
 
 log = get_logger("cli.replay")
@@ -43,19 +43,9 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) 
             raise click.UsageError("give one FILE, or --from-dlq with dead letter IDs or --all")
         _replay_file(sources[0], dry_run)
         return
-    ids = sources
-    if all_ == bool(ids):
-        raise click.UsageError("with --from-dlq, give dead letter IDs or --all")
     client = context.redis_client()
-    if all_:
-        letters = list(iter_all(client))
-    else:
-        letters = []
-        for i in ids:
-            found = deadletters.get(client, i)
-            if found is None:
-                raise click.ClickException(f"no dead letter {i}")
-            letters.append(found)
+    letters = selected(client, sources, all_,
+                       usage="with --from-dlq, give dead letter IDs or --all")
     bodies = [letter for letter in letters if letter.kind == deadletters.BODY]
     skipped = [letter for letter in letters if letter.kind != deadletters.BODY]
     for letter in skipped:
@@ -68,7 +58,7 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) 
         entry = deadletters.requeue_body(client, letter)
         log.info("replay.dead_letter", dead_letter=letter.id, entry_id=entry)
     click.echo(f"{len(bodies)} dead letter(s) replayed into the inbox, {len(skipped)} skipped")
-    if ids and skipped:
+    if sources and skipped:
         sys.exit(1)
 
 
