@@ -210,8 +210,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "WORKER_METRICS_PORT", "worker_metrics_port", _non_negative_int, "9808",
-        "Port of a worker's Prometheus scrape endpoint (`/metrics` on all interfaces); "
-        "0 turns it off. The ingress serves its own on `GET /metrics`.",
+        "First port of a worker's Prometheus scrape endpoint (`/metrics` on all "
+        "interfaces): each worker on a host takes the first free one of this port and "
+        "the 15 after it; 0 turns it off. The ingress serves its own on `GET /metrics`.",
     ),
     Variable(
         "LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
