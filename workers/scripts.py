@@ -56,21 +56,41 @@ def evalsha(pipe: Pipe, name: str, keys: Sequence[str], args: Sequence[Any]) -> 
 
 def run(client: redis.Redis, calls: Sequence[Call], atomic: bool = False) -> list[Any]:
     """Run ``calls`` in one pipeline (``atomic``: in one MULTI/EXEC transaction);
-    return their results in order.
+    return one result per call, in order: the reply of the command it queued
+    (None if it queued none, the list of replies if it queued several).
 
     Errors are returned in place (not raised), except ``NOSCRIPT``: the scripts are
-    then loaded and the failed calls run again. Connection errors are raised.
+    then loaded and the calls that failed run again (whole). Connection errors are
+    raised.
     """
     pipe = client.pipeline(transaction=atomic)
-    for call in calls:
-        call(pipe)
-    results: list[Any] = pipe.execute(raise_on_error=False)
-    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    spans = _queue(pipe, calls)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    results = [_result(replies, span) for span in spans]
+    missing = [i for i, span in enumerate(spans)
+               if any(isinstance(r, NoScriptError) for r in replies[span[0]:span[1]])]
     if missing:
         load_all(client)
         retry = client.pipeline(transaction=False)
-        for i in missing:
-            calls[i](retry)
-        for i, value in zip(missing, retry.execute(raise_on_error=False), strict=True):
-            results[i] = value
+        again = _queue(retry, [calls[i] for i in missing])
+        retried: list[Any] = retry.execute(raise_on_error=False)
+        for i, span in zip(missing, again, strict=True):
+            results[i] = _result(retried, span)
     return results
+
+
+def _queue(pipe: Any, calls: Sequence[Call]) -> list[tuple[int, int]]:
+    """Queue ``calls`` on ``pipe``; return the span of its commands each one queued."""
+    spans = []
+    for call in calls:
+        start = len(pipe.command_stack)
+        call(pipe)
+        spans.append((start, len(pipe.command_stack)))
+    return spans
+
+
+def _result(replies: list[Any], span: tuple[int, int]) -> Any:
+    first, end = span
+    if end - first == 1:
+        return replies[first]
+    return replies[first:end] if end > first else None
