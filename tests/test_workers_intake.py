@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import wait_for
 from workers_support import body, store
 
 from agora_callbacks import deadletters, keys
@@ -308,3 +309,178 @@ def test_a_dispatched_turn_leaves_its_timer_at_the_handler_deadline(
     score = redis_client.zscore(keys.TIMERS, "s11")
     assert score is not None and now - 5000 < score - deadline <= now + 5000
     assert sweep(Dispatcher(rt)) == 0
+
+
+class _Delayed:
+    """Runs ``fn`` on a thread whose transactions (``scripts.run(atomic=True)``: the
+    publish-with-commit) wait until ``release``, as if that thread were delayed;
+    every other thread's calls run as usual."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fn: Any) -> None:
+        import threading
+
+        self.waiting = threading.Event()
+        self._go = threading.Event()
+        self.error: BaseException | None = None
+        real = scripts.run
+
+        def run(client: redis.Redis, calls: Any, atomic: bool = False) -> list[Any]:
+            if atomic and threading.current_thread() is self._thread:
+                self.waiting.set()
+                assert self._go.wait(20), "never released"
+            return real(client, calls, atomic)
+
+        def main() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # pragma: no cover - reported by release
+                self.error = exc
+
+        monkeypatch.setattr(scripts, "run", run)
+        self._thread = threading.Thread(target=main, name="delayed", daemon=True)
+        self._thread.start()
+        wait_for(self.waiting.is_set, timeout=5, message="the delayed transaction")
+
+    def release(self) -> None:
+        """Let the delayed transaction go, and wait for the thread to end."""
+        self._go.set()
+        self._thread.join(20)
+        assert not self._thread.is_alive() and self.error is None, self.error
+
+
+def _copies(client: redis.Redis, key: str) -> int:
+    return [a[2] for _, a in published(client)].count(key)
+
+
+def _counter(client: redis.Redis, name: str) -> int:
+    return int(client.hget(keys.COUNTERS, name) or 0)
+
+
+def test_a_publish_delayed_past_its_lease_does_not_dispatch_the_event_twice(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A handler of event 0 finished and took event 1 under its lease; the thread
+    # publishing event 1 is delayed past DISPATCH_LEASE_MS, the sweep takes event 1
+    # again and publishes it; then the delayed transaction arrives.
+    rt = _fast_runtime(settings, DISPATCH_LEASE_MS="100")
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s12", 0))
+    store(redis_client, body("s12", 1))
+    it.process(it.read(block_ms=10))
+    member = published(redis_client)[0][1][1]
+    dispatcher = Dispatcher(rt)
+    turn = dispatcher.finish_handler("s12", member, "test_intake.every")
+    assert turn is not None and turn.member.startswith("1|")
+    delayed = _Delayed(monkeypatch, lambda: dispatcher.dispatch_next("s12", turn))
+    assert _copies(redis_client, "s12:40:1") == 0
+    wait_for(lambda: sweep(Dispatcher(rt)) and _copies(redis_client, "s12:40:1"),
+             timeout=5, message="the sweep to publish event 1 again")
+    delayed.release()
+    assert _copies(redis_client, "s12:40:1") == 1
+    assert redis_client.hget(keys.recording_order("s12"), "state") == b"dispatched"
+    assert _counter(redis_client, "dispatched") == 2  # events 0 and 1, once each
+
+
+def test_an_intake_publish_delayed_past_its_lease_does_not_dispatch_the_event_twice(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An intake admitted event 0 (its turn taken) and its settling transaction is
+    # delayed past the lease and CLAIM_IDLE_MS: another worker takes the entry over,
+    # takes the turn again and publishes event 0; then the transaction arrives.
+    rt = _fast_runtime(settings, DISPATCH_LEASE_MS="100", CLAIM_IDLE_MS="50")
+    slow = Intake(rt, consumer="slow")
+    store(redis_client, body("s13", 0))
+    delayed = _Delayed(monkeypatch, lambda: slow.process(slow.read(block_ms=10)))
+    assert _copies(redis_client, "s13:40:0") == 0
+    taker = Intake(rt, consumer="taker")
+
+    def taken_over() -> int:
+        taker.process(taker.autoclaim())
+        sweep(taker.dispatcher)
+        return _copies(redis_client, "s13:40:0")
+
+    wait_for(taken_over, timeout=5, message="another worker to publish event 0")
+    delayed.release()
+    assert _copies(redis_client, "s13:40:0") == 1
+    assert redis_client.xlen(keys.INBOX) == 0
+    assert redis_client.hget(keys.recording_order("s13"), "state") == b"dispatched"
+    assert _counter(redis_client, "dispatched") == 1
+
+
+def test_a_sweep_delayed_past_its_lease_does_not_dispatch_the_event_twice(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dispatcher took event 0 and died; a sweep takes it again and is delayed
+    # past the lease before its transaction; another sweep takes and publishes it.
+    rt = _fast_runtime(settings, DISPATCH_LEASE_MS="100")
+    from workers.dispatch import now_ms, q_timer
+    from workers.ordering import Record
+
+    record = Record(handlers=("test_intake.every",), key="s14:40:0", meta={}, entry_id="1-0",
+                    body=body("s14", 0))
+    q_timer(redis_client, "s14", now_ms() + 100)
+    assert rt.ordering.admit(redis_client, "s14", "40:0", 0, "1-0", record).turn.dispatch  # type: ignore[union-attr]
+
+    def sweep_once_taken() -> None:
+        while not sweep(Dispatcher(rt)):
+            time.sleep(0.01)
+
+    delayed = _Delayed(monkeypatch, sweep_once_taken)
+    assert _copies(redis_client, "s14:40:0") == 0
+    # The delayed sweep's transaction did not move the timer: it fires again.
+    wait_for(lambda: sweep(Dispatcher(rt)) and _copies(redis_client, "s14:40:0"),
+             timeout=5, message="another sweep to publish event 0")
+    delayed.release()
+    assert _copies(redis_client, "s14:40:0") == 1
+    assert redis_client.hget(keys.recording_order("s14"), "state") == b"dispatched"
+    assert _counter(redis_client, "dispatched") == 1
+
+
+def test_without_the_publish_batch_hook_publishes_are_sent_at_once(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fallback (a kombu without the hook): each publish is sent as it is made,
+    # the commit (with its token) follows; nothing is collected.
+    from contextlib import contextmanager
+
+    from workers import dispatch
+    from workers.outbox import Outbox
+
+    @contextmanager
+    def at_once() -> Iterator[tuple[Any, Outbox]]:
+        with celery_app.producer_or_acquire() as producer:
+            yield producer, Outbox()
+
+    rt = _fast_runtime(settings)
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s15", 0))
+    store(redis_client, body("s15", 1))
+    it.process(it.read(block_ms=10))
+    member = published(redis_client)[0][1][1]
+    dispatcher = Dispatcher(rt)
+    turn = dispatcher.finish_handler("s15", member, "test_intake.every")
+    assert turn is not None
+    monkeypatch.setattr(dispatch, "publishing", at_once)
+    delayed = _Delayed(monkeypatch, lambda: dispatcher.dispatch_next("s15", turn))
+    assert _copies(redis_client, "s15:40:1") == 1  # sent before the commit
+    delayed.release()
+    assert _copies(redis_client, "s15:40:1") == 1
+    assert redis_client.hget(keys.recording_order("s15"), "state") == b"dispatched"
+
+
+def test_a_publish_with_commit_survives_a_flushed_script_cache(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    rt = _fast_runtime(settings)
+    it = Intake(rt, consumer="test")
+    store(redis_client, body("s16", 0))
+    store(redis_client, body("s16", 1))
+    it.process(it.read(block_ms=10))
+    member = published(redis_client)[0][1][1]
+    dispatcher = Dispatcher(rt)
+    turn = dispatcher.finish_handler("s16", member, "test_intake.every")
+    assert turn is not None
+    redis_client.script_flush()  # Redis restarted: the transaction meets NOSCRIPT
+    dispatcher.dispatch_next("s16", turn)
+    assert _copies(redis_client, "s16:40:1") == 1
+    assert redis_client.hget(keys.recording_order("s16"), "state") == b"dispatched"
+    assert _counter(redis_client, "dispatched") == 2

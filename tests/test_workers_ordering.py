@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from agora_callbacks import keys
@@ -157,10 +158,10 @@ def test_a_dispatcher_that_died_while_taking_is_replaced_after_the_lease(
 
 def test_commit_then_lost_handlers_are_reported_and_the_turn_moves_on(
         redis_client: redis.Redis) -> None:
-    admit(redis_client, 0, T0)
+    token = admit(redis_client, 0, T0).turn.token  # type: ignore[union-attr]
     admit(redis_client, 1, T0 + 1)
-    assert ORD.commit(redis_client, SID, m(0), now_ms=T0 + 2) == T0 + 2 + DEADLINE
-    assert ORD.commit(redis_client, SID, m(0), now_ms=T0 + 3) == 0  # not taking any more
+    assert ORD.commit(redis_client, SID, m(0), token, now_ms=T0 + 2) == T0 + 2 + DEADLINE
+    assert ORD.commit(redis_client, SID, m(0), token, now_ms=T0 + 3) == 0  # not taking any more
     assert ORD.take(redis_client, SID, now_ms=T0 + 2 + LEASE).kind == "busy"
     lost = ORD.take(redis_client, SID, now_ms=T0 + 2 + DEADLINE)
     assert lost.kind == "lost" and lost.member == m(0) and lost.handlers == ("h",)
@@ -169,10 +170,51 @@ def test_commit_then_lost_handlers_are_reported_and_the_turn_moves_on(
     assert nxt is not None and nxt.kind == "event" and nxt.member == m(1)
 
 
+def test_only_the_latest_take_of_a_turn_commits_and_pushes_its_messages(
+        redis_client: redis.Redis) -> None:
+    first = admit(redis_client, 0, T0).turn
+    assert first is not None and first.kind == "event" and first.token > 0
+    # The first taker is delayed past its lease: the turn is taken again.
+    again = ORD.take(redis_client, SID, now_ms=T0 + LEASE)
+    assert again.kind == "event" and again.member == m(0) and again.token > first.token
+    # The late commit of the first take is refused and pushes nothing.
+    assert ORD.commit(redis_client, SID, m(0), first.token, [("lpush", "q", "first")],
+                      now_ms=T0 + LEASE + 1) == 0
+    assert redis_client.lrange("q", 0, -1) == []
+    assert redis_client.hget(keys.recording_order(SID), "state") == b"taking"
+    # The second take's commit pushes its messages, once.
+    pushes = [("lpush", "q", "second"), ("pexpire", "q", 60_000)]
+    assert ORD.commit(redis_client, SID, m(0), again.token, pushes,
+                      now_ms=T0 + LEASE + 2) == T0 + LEASE + 2 + DEADLINE
+    assert ORD.commit(redis_client, SID, m(0), again.token, pushes,
+                      now_ms=T0 + LEASE + 3) == 0
+    assert redis_client.lrange("q", 0, -1) == [b"second"]
+    assert 0 < redis_client.pttl("q") <= 60_000
+    # A commit within the lease, nobody else having taken the turn: accepted,
+    # however late (the token, not the clock, decides).
+    admit(redis_client, 1, T0 + LEASE + 4)
+    nxt = finish(redis_client, 0, T0 + LEASE + 5).turn
+    assert nxt is not None and nxt.member == m(1) and nxt.token > again.token
+    assert ORD.commit(redis_client, SID, m(1), nxt.token, [("lpush", "q", "next")],
+                      now_ms=T0 + 10 * LEASE) == T0 + 10 * LEASE + DEADLINE
+    assert redis_client.lrange("q", 0, -1) == [b"next", b"second"]
+
+
+def test_a_commit_with_a_command_it_cannot_send_pushes_nothing(
+        redis_client: redis.Redis) -> None:
+    turn = admit(redis_client, 0, T0).turn
+    assert turn is not None
+    with pytest.raises(redis.ResponseError, match="unsupported command"):
+        ORD.commit(redis_client, SID, m(0), turn.token,
+                   [("lpush", "q", "a"), ("del", "other", "x")], now_ms=T0 + 1)
+    assert redis_client.lrange("q", 0, -1) == []
+    assert redis_client.hget(keys.recording_order(SID), "state") == b"taking"
+
+
 def test_start_allows_a_pending_handler_once_and_extends_the_deadline(
         redis_client: redis.Redis) -> None:
-    admit(redis_client, 0, T0, handlers=("a", "b"))
-    ORD.commit(redis_client, SID, m(0), now_ms=T0)
+    token = admit(redis_client, 0, T0, handlers=("a", "b")).turn.token  # type: ignore[union-attr]
+    ORD.commit(redis_client, SID, m(0), token, now_ms=T0)
     assert ORD.start(redis_client, SID, m(0), "a", now_ms=T0 + 1000)
     assert int(redis_client.hget(keys.recording_order(SID), "lease") or 0) == T0 + 1000 + DEADLINE
     finish(redis_client, 0, T0 + 1001, handlers=("a",))

@@ -1,7 +1,9 @@
 """Publishing handler tasks for a recording's turn, and what follows from it.
 
 ``Dispatcher.settle`` turns what ``take`` decided into actions: publish the
-handler tasks of an ``event`` turn (then ``commit`` it), dead-letter the handlers
+handler tasks of an ``event`` turn with its ``commit`` (the messages are pushed by
+the commit script, only if the turn is still that take's: see
+``workers.outbox``), dead-letter the handlers
 of a ``lost`` turn and move on, and keep the recording's timer (``keys.TIMERS``)
 no later than its next due time. Timers are only ever moved earlier here
 (``ZADD LT``), except by the commit of a turn taken under a lease that has not
@@ -24,8 +26,8 @@ import structlog
 from agora_callbacks import deadletters, keys
 from agora_callbacks.logs import get_logger
 from workers import scripts
-from workers.ordering import Record, Turn, parse_finish
-from workers.outbox import publishing
+from workers.ordering import Ordering, Push, Record, Turn, parse_finish
+from workers.outbox import Outbox, publishing
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
 from workers.scripts import Call, Pipe
@@ -89,6 +91,22 @@ def publish(names: Sequence[str], args: list[Any], producer: Any = None) -> None
                                  kwargsrepr="{}")
 
 
+class Commit:
+    """The call that commits an ``event`` turn and sends its publishes (``pushes``),
+    with what was counted for it (taken back if the commit is refused)."""
+
+    __slots__ = ("counted", "ordering", "pushes", "sid", "turn")
+
+    def __init__(self, ordering: Ordering, sid: str, turn: Turn, pushes: tuple[Push, ...],
+                 counted: Counter[str]) -> None:
+        self.ordering, self.sid, self.turn = ordering, sid, turn
+        self.pushes, self.counted = pushes, counted
+
+    def __call__(self, pipe: Pipe) -> object:
+        return self.ordering.q_commit(pipe, self.sid, self.turn.member, self.turn.token,
+                                      self.pushes)
+
+
 class Dispatcher:
     """Acts on ``take`` results for one process."""
 
@@ -96,16 +114,22 @@ class Dispatcher:
         self.rt = rt
 
     def settle(self, sid: str, turn: Turn | None, counts: Counter[str],
-               producer: Any = None) -> list[Call]:
+               producer: Any = None, outbox: Outbox | None = None) -> list[Call]:
         """Act on ``turn``; return the Redis calls that complete it (commit, timer),
-        to be run in the caller's next pipeline."""
+        to be run in the caller's next pipeline. The publishes of an ``event``
+        turn collected in ``outbox`` are taken out of it and handed to the turn's
+        commit, which sends them only if the turn is still this take's."""
         calls: list[Call] = []
         while turn is not None:
             if turn.skipped:
                 counts["no_handler"] += turn.skipped
             if turn.kind == "event":
-                self._publish(sid, turn, counts, producer)
-                calls.append(partial(self.rt.ordering.q_commit, sid=sid, member=turn.member))
+                mark = outbox.mark() if outbox is not None else 0
+                counted: Counter[str] = Counter()
+                self._publish(sid, turn, counted, producer)
+                counts.update(counted)
+                pushes = outbox.pushes_since(mark) if outbox is not None else []
+                calls.append(Commit(self.rt.ordering, sid, turn, tuple(pushes), counted))
                 calls.append(partial(q_timer_commit, sid=sid, lease_ms=turn.due_ms,
                                      deadline_ms=self.rt.ordering.deadline_ms))
                 return calls
@@ -116,6 +140,27 @@ class Dispatcher:
                 calls.append(partial(q_timer, sid=sid, due_ms=turn.due_ms))
             return calls
         return calls
+
+    def after_commits(self, calls: Sequence[Call], results: Sequence[Any]) -> None:
+        """After the transaction that ran ``calls`` (``results`` in the same order):
+        a commit that was refused (the turn had been taken again meanwhile, by a
+        worker that publishes it itself) pushed nothing; take back what was
+        counted for it. One more round trip, only then."""
+        undo: Counter[str] = Counter()
+        for call, result in zip(calls, results, strict=True):
+            if not isinstance(call, Commit) or (
+                    not isinstance(result, Exception) and int(result or 0) > 0):
+                continue
+            undo.subtract(call.counted)
+            turn = call.turn
+            if isinstance(result, Exception):
+                log.error("commit failed, nothing published; the timer sweep will",
+                          sid=call.sid, sequence=sequence_of(turn.member), error=str(result))
+            else:
+                log.warning("publish dropped: the turn was taken again meanwhile",
+                            sid=call.sid, sequence=sequence_of(turn.member), token=turn.token)
+        if undo:
+            scripts.run(self.rt.client, [lambda p: q_counters(p, undo)])
 
     def _publish(self, sid: str, turn: Turn, counts: Counter[str], producer: Any) -> None:
         assert turn.record is not None
@@ -187,10 +232,12 @@ class Dispatcher:
         with the turn's commit, in one transaction (one round trip)."""
         counts: Counter[str] = Counter()
         with publishing() as (producer, outbox):
-            calls = self.settle(sid, turn, counts, producer)
+            calls = self.settle(sid, turn, counts, producer, outbox)
         calls.append(lambda p: q_counters(p, counts))
-        # The publishes and the commit of the turn: together or not at all.
-        scripts.run(self.rt.client, [*outbox.calls(), *calls], atomic=True)
+        # The publishes go with the commit of the turn (commit.lua): together, and
+        # only if the turn is still this take's.
+        sent = [*outbox.calls(), *calls]
+        self.after_commits(sent, scripts.run(self.rt.client, sent, atomic=True))
 
 
 def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: Any,

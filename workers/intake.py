@@ -33,7 +33,7 @@ from workers import scripts, timers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
 from workers.dispatch import Dispatcher, publish, q_counters, q_timer_commit, task_args
 from workers.ordering import Record, claim_notice, parse_admit
-from workers.outbox import publishing
+from workers.outbox import Outbox, publishing
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
 from workers.scripts import Call
@@ -178,7 +178,7 @@ class Intake:
                               entry=item.entry.entry_id, error=str(result))
                     continue
                 if item.outcome == "ordered":
-                    after.extend(self._admitted(item, result, counts, producer))
+                    after.extend(self._admitted(item, result, counts, producer, outbox))
                 elif item.outcome == "unordered":
                     self._claimed(item, result, counts, producer)
                 done.append(item.entry.entry_id)
@@ -190,12 +190,15 @@ class Intake:
         if done:
             after.append(lambda p: p.xack(keys.INBOX, keys.INBOX_GROUP, *done))
             after.append(lambda p: p.xdel(keys.INBOX, *done))
-        # Publishes, commits, timers, counts and acknowledgements: all or nothing.
-        scripts.run(self.client, [*outbox.calls(), *after], atomic=True)
+        # Publishes, commits, timers, counts and acknowledgements: all or nothing
+        # (an ordered event's publishes are sent by its turn's commit, and only if
+        # the turn is still this take's; the rest of the outbox is unordered events).
+        sent = [*outbox.calls(), *after]
+        self.dispatcher.after_commits(sent, scripts.run(self.client, sent, atomic=True))
         return len(done)
 
     def _admitted(self, item: _Item, reply: Any, counts: Counter[str],
-                  producer: Any) -> list[Call]:
+                  producer: Any, outbox: Outbox) -> list[Call]:
         event = item.event
         admitted = parse_admit(reply)
         with structlog.contextvars.bound_contextvars(
@@ -209,7 +212,7 @@ class Intake:
                 log.info("admitted", key=item.key, handlers=item.handlers)
             else:
                 log.info("admitted again after a redelivery", key=item.key)
-        return self.dispatcher.settle(item.sid, admitted.turn, counts, producer)
+        return self.dispatcher.settle(item.sid, admitted.turn, counts, producer, outbox)
 
     def _claimed(self, item: _Item, reply: Any, counts: Counter[str], producer: Any) -> None:
         status = reply.decode() if isinstance(reply, bytes) else str(reply)

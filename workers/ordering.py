@@ -21,6 +21,10 @@ from agora_callbacks import keys
 from workers import scripts
 from workers.scripts import Pipe
 
+#: One final Redis command of a publish: (command, key, value), e.g. ("lpush",
+#: queue, message); see ``workers.outbox``.
+Push = tuple[str, Any, Any]
+
 
 def recording_keys(sid: str) -> list[str]:
     """KEYS of the per-recording scripts, in the order ``_lib.lua`` expects."""
@@ -75,7 +79,9 @@ class Turn:
     ``kind``: ``event`` (dispatch ``handlers`` for ``member``), ``lost`` (the turn's
     handlers never reported: dead-letter them, then ``finish`` them), ``busy``,
     ``wait`` or ``none``. ``due_ms``: when to look at the recording again (0: no
-    need). ``skipped``: events taken that had no handler.
+    need). ``skipped``: events taken that had no handler. ``token``: of an
+    ``event`` turn, this take's token, which its ``commit`` must present (a later
+    take of the same turn has another one).
     """
 
     kind: str
@@ -86,6 +92,7 @@ class Turn:
     gap: tuple[int, int] | None = None
     skipped: int = 0
     handlers: tuple[str, ...] = ()
+    token: int = 0
 
     @property
     def dispatch(self) -> bool:
@@ -116,7 +123,8 @@ def parse_turn(reply: Sequence[Any]) -> Turn:
         late=_text(reply[4]) == "1",
         gap=parse_gap(_text(reply[5])),
         skipped=int(reply[6]),
-        handlers=tuple(sorted(_text(h) for h in reply[7:])),
+        token=int(reply[7]),
+        handlers=tuple(sorted(_text(h) for h in reply[8:])),
     )
 
 
@@ -168,9 +176,17 @@ class Ordering:
     def q_take(self, pipe: Pipe, sid: str, now_ms: int = 0) -> object:
         return scripts.evalsha(pipe, "take", recording_keys(sid), self._common(now_ms))
 
-    def q_commit(self, pipe: Pipe, sid: str, member: str, now_ms: int = 0) -> object:
-        args = [*self._common(now_ms), member, self.deadline_ms]
-        return scripts.evalsha(pipe, "commit", recording_keys(sid), args)
+    def q_commit(self, pipe: Pipe, sid: str, member: str, token: int,
+                 pushes: Sequence[Push] = (), now_ms: int = 0) -> object:
+        """Queue the commit of the turn of ``member`` taken with ``token``; the
+        ``pushes`` (the final commands of its handler tasks' publishes, see
+        ``workers.outbox``) are sent by the same script if, and only if, the commit
+        is accepted (reply: the new deadline, or 0)."""
+        args: list[Any] = [*self._common(now_ms), member, self.deadline_ms, token]
+        for name, _, value in pushes:
+            args += [name, value]
+        return scripts.evalsha(pipe, "commit",
+                               [*recording_keys(sid), *(key for _, key, _ in pushes)], args)
 
     def q_start(self, pipe: Pipe, sid: str, member: str, handler: str,
                 now_ms: int = 0) -> object:
@@ -191,8 +207,10 @@ class Ordering:
     def take(self, client: redis.Redis, sid: str, now_ms: int = 0) -> Turn:
         return parse_turn(_one(client, lambda p: self.q_take(p, sid, now_ms)))
 
-    def commit(self, client: redis.Redis, sid: str, member: str, now_ms: int = 0) -> int:
-        return int(_one(client, lambda p: self.q_commit(p, sid, member, now_ms)))
+    def commit(self, client: redis.Redis, sid: str, member: str, token: int,
+               pushes: Sequence[Push] = (), now_ms: int = 0) -> int:
+        return int(_one(client, lambda p: self.q_commit(p, sid, member, token, pushes,
+                                                        now_ms)))
 
     def start(self, client: redis.Redis, sid: str, member: str, handler: str,
               now_ms: int = 0) -> bool:

@@ -39,14 +39,16 @@ def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
     replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid, _ in sids])
     counts: Counter[str] = Counter()
     calls: list[Call] = []
-    # Publishes are sent with the commits and timers, in one transaction.
+    # Publishes are sent by the commits of their turns (only if still theirs),
+    # with the timers, in one transaction.
     with publishing() as (producer, outbox):
         for (sid, score), reply in zip(sids, replies, strict=True):
             if isinstance(reply, Exception):
                 continue
             turn = parse_turn(reply)
-            calls.extend(dispatcher.settle(sid, turn, counts, producer))
+            calls.extend(dispatcher.settle(sid, turn, counts, producer, outbox))
             calls.append(partial(q_timer_set, sid=sid, read_score=score, due_ms=turn.due_ms))
     calls.append(lambda p: q_counters(p, counts))
-    scripts.run(client, [*outbox.calls(), *calls], atomic=True)
+    sent = [*outbox.calls(), *calls]
+    dispatcher.after_commits(sent, scripts.run(client, sent, atomic=True))
     return len(sids)

@@ -4,7 +4,8 @@
 --
 -- KEYS (all of one recording, sharing the hash tag {sid}):
 --   1 dedupe  hash  dedupe field ("<eventType>:<sequence>" or "n:<noticeId>") -> inbox entry id
---   2 order   hash  next, since, cur, state, lease, clate, cgap (the ordering cursor)
+--   2 order   hash  next, since, cur, state, lease, clate, cgap (the ordering cursor),
+--                   tk (take token: counts the takes that returned an event turn)
 --   3 buffer  zset  member -> sequence: admitted events not yet taken
 --   4 events  hash  member -> record ("<handler,names>\n<header json>\n<raw body>")
 --   5 turn    set   handlers of the current event that have not finished yet
@@ -16,6 +17,10 @@
 -- "dispatched" (published; lease = HANDLER_DEADLINE, pushed back at each
 -- handler start), "lost" (lease ran out while dispatched; its handlers are being
 -- dead-lettered by the worker that found it).
+-- order.tk: every take that returns an event turn increments it and returns it;
+-- commit.lua accepts only the token of the latest take, so that of two takes of
+-- the same turn (the second after the first one's lease ran out) at most one
+-- publishes its handler tasks. It is kept across turns (never reset but by expiry).
 
 local K_DEDUPE, K_ORDER, K_BUFFER, K_EVENTS, K_TURN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
@@ -46,15 +51,17 @@ local function handlers_of(record)
   return out
 end
 
--- Reply of take: {kind, due_ms, member, record, late, gap, skipped, handler...}
---   kind "event": dispatch `handler...` for `member`; due = lease deadline
+-- Reply of take: {kind, due_ms, member, record, late, gap, skipped, token, handler...}
+--   kind "event": dispatch `handler...` for `member`; due = lease deadline; token =
+--                 this take's order.tk, to be given to commit (0 for other kinds)
 --   kind "lost":  the turn's lease ran out while dispatched; dead-letter `handler...`
 --   kind "busy":  a turn is in progress; due = its lease deadline
 --   kind "wait":  holding for a missing sequence (or the start); due = end of hold
 --   kind "none":  nothing buffered; due = 0
 -- `skipped` counts events taken with no handler to run (finished at once).
-local function reply(kind, due, member, record, late, gap, skipped, handlers)
-  local out = {kind, due, member or '', record or '', late or '0', gap or '', skipped or 0}
+local function reply(kind, due, member, record, late, gap, skipped, handlers, token)
+  local out = {kind, due, member or '', record or '', late or '0', gap or '', skipped or 0,
+               token or 0}
   if handlers then
     for i = 1, #handlers do out[#out + 1] = handlers[i] end
   end
@@ -84,7 +91,8 @@ local function take()
       -- The dispatcher died before publishing everything: publish again what has
       -- not finished (a handler already started skips itself if it finished).
       redis.call('HSET', K_ORDER, 'lease', NOW + LEASE)
-      return reply('event', NOW + LEASE, cur, record, cl[1], cl[2], 0, pending)
+      local token = redis.call('HINCRBY', K_ORDER, 'tk', 1)
+      return reply('event', NOW + LEASE, cur, record, cl[1], cl[2], 0, pending, token)
     else
       -- Published, but the handlers never reported back: they are lost. The caller
       -- dead-letters them, then finishes them; if it dies first, this comes back.
@@ -148,7 +156,8 @@ local function take()
       redis.call('SADD', K_TURN, unpack(handlers))
       redis.call('HSET', K_ORDER, 'cur', member, 'state', 'taking', 'lease', NOW + LEASE,
                  'clate', late, 'cgap', gap)
-      return reply('event', NOW + LEASE, member, record, late, gap, skipped, handlers)
+      local token = redis.call('HINCRBY', K_ORDER, 'tk', 1)
+      return reply('event', NOW + LEASE, member, record, late, gap, skipped, handlers, token)
     end
     -- No handler registered for it: its turn is over at once.
     redis.call('HDEL', K_EVENTS, member)
