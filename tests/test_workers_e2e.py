@@ -151,6 +151,32 @@ def test_gap_late_retry_and_dead_lettered_handler(
     assert done[5]["start"] > four_last
 
 
+def test_a_handler_that_ignores_or_rejects_its_event_ends_its_turn(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    """Celery's Ignore and Reject are the handler's explicit choice: the recording
+    moves on at once (not after HANDLER_DEADLINE_S as a lost handler); Ignore is
+    done, Reject is a dead letter ``rejected``, Reject(requeue=True) runs again."""
+    sid = "choices"
+    redis_client.hset(f"t:ctl:{sid}:1", "ignore", 1)
+    redis_client.hset(f"t:ctl:{sid}:2", "reject", 1)
+    redis_client.hset(f"t:ctl:{sid}:3", "requeue_times", 1)
+    start_worker("a")
+    for seq in range(5):
+        store(redis_client, body(sid, seq))
+    # Well within FAST_ENV's HANDLER_DEADLINE_S (30 s), after which a handler that
+    # never reports is lost.
+    wait_for(lambda: len(runs_of(redis_client)) == 3, timeout=15, message="0, 3 and 4 handled")
+    assert [r["seq"] for r in runs_of(redis_client)] == [0, 3, 4]
+    starts = [r for r in rows(redis_client, "t:starts") if r["handler"] == "every"]
+    assert [r["seq"] for r in starts] == [0, 1, 2, 3, 3, 4]  # 3 ran again once
+    letters = deadletters.list_(redis_client)
+    assert [(d.kind, d.reason, d.handler, d.key) for d in letters] == [
+        ("handler", "rejected", "e2e.every", f"{sid}:40:2")]
+    assert "Reject" in letters[0].exception and "not an event for us" in letters[0].exception
+    assert json.loads(letters[0].body)["payload"]["sequence"] == 2
+    assert int(redis_client.hget(keys.COUNTERS, "deadletters_handler") or 0) == 1
+
+
 def test_a_pool_process_killed_mid_handler_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     sid = "killed-child"

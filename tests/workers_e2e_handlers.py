@@ -4,7 +4,9 @@ Every run is recorded in Redis (``t:starts`` when it starts, ``t:runs`` when it
 ends) with its pid, times, sid, sequence, key, late and gap, so the tests can
 check order, non-overlap and once. Per-event behaviour is read from the hash
 ``t:ctl:<sid>:<sequence>``: ``sleep_ms``, ``fail_times`` (fail that many attempts,
-then succeed), ``always_fail``.
+then succeed), ``always_fail``, ``ignore`` (raise Celery's ``Ignore``), ``reject``
+(raise ``Reject``), ``requeue_times`` (raise ``Reject(requeue=True)`` that many
+attempts, then succeed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 import redis
+from celery.exceptions import Ignore, Reject
 
 from workers import on_event
 
@@ -48,6 +51,12 @@ def _run(name: str, event: Any, key: str, late: bool, gap: Any) -> None:
             raise Flaky(f"attempt {attempt}")
         if ctl.get("always_fail"):
             raise Flaky("this handler never succeeds")
+        if ctl.get("ignore"):
+            raise Ignore()
+        if ctl.get("reject"):
+            raise Reject("not an event for us", requeue=False)
+        if r.incr(f"t:requeues:{key}") <= int(ctl.get("requeue_times", 0)):
+            raise Reject("not now", requeue=True)
     row["end"] = time.time()
     r.rpush("t:runs", json.dumps(row))
 

@@ -241,13 +241,15 @@ class Dispatcher:
 
 
 def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: Any,
-                        args: Sequence[Any], retries: int) -> None:
-    """Write the dead letter of a handler that failed for good."""
+                        args: Sequence[Any], retries: int,
+                        reason: str = "handler_failed") -> None:
+    """Write the dead letter of a handler that failed for good (``reason``
+    ``handler_failed``) or rejected its event (``rejected``)."""
     sid, member, key, late, gap, meta, body = args
     tb = str(getattr(einfo, "traceback", "") or "".join(traceback.format_exception(exc)))
     pipe = rt.client.pipeline(transaction=False)
     deadletters.add(
-        pipe, rt.settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="handler_failed",
+        pipe, rt.settings.deadletter_maxlen, kind=deadletters.HANDLER, reason=reason,
         detail=tb[-8000:], body=str(body).encode(), meta=dict(meta or {}), key=str(key),
         handler=name, exception=f"{type(exc).__name__}: {exc}",
         extra={"sid": sid, "member": member, "late": late, "gap": gap, "retries": retries},
@@ -255,5 +257,6 @@ def dead_letter_handler(rt: Runtime, *, name: str, exc: BaseException, einfo: An
     pipe.hincrby(keys.COUNTERS, "deadletters_handler", 1)
     pipe.execute()
     structlog.get_logger("workers.task").warning(
-        "handler failed, dead-lettered", handler=name, exception=type(exc).__name__,
+        "handler rejected the event, dead-lettered" if reason == "rejected"
+        else "handler failed, dead-lettered", handler=name, exception=type(exc).__name__,
         retries=retries)

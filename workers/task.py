@@ -13,6 +13,11 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
   the last one, the recording's next event is dispatched from this process. A
   final failure is dead-lettered first (kind ``handler``). A retry
   (``self.retry``, ``autoretry_for``) does not end the turn.
+- A handler may also end its part of the turn by raising Celery's ``Ignore``
+  (done, as on success, no dead letter) or ``Reject`` (a dead letter with reason
+  ``rejected``, as on final failure); Celery calls neither ``on_success`` nor
+  ``on_failure`` for them, so ``run_handler`` does it. ``Reject(requeue=True)``
+  sends the message back to the queue: the handler runs again and the turn waits.
 - In a pool process, the task returns (and is acknowledged) as soon as its
   handler's part of the turn has ended; publishing the next event with its
   commit is handed to a thread of the process (``_AfterHandler``), so that this
@@ -32,6 +37,7 @@ from typing import Any
 
 import structlog
 from celery import Task, signals
+from celery.exceptions import Ignore, Reject
 
 from agora_callbacks import metrics
 from agora_callbacks.logs import get_logger
@@ -121,9 +127,28 @@ class HandlerTask(Task):
         event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
         started = time.monotonic()
+        args = (sid, member, key, late, gap, meta, body)
         try:
             result = self.agora_handler.call(event, key=key, late=bool(late),
                                              gap=(gap[0], gap[1]) if gap else None)
+        except Ignore:
+            # The handler's choice: done with this event, nothing to report. Celery
+            # calls neither on_success nor on_failure for it: end the turn here.
+            log.info("handler ignored the event")
+            self._finish(args)
+            raise
+        except Reject as exc:
+            if exc.requeue:
+                # Back to the queue: the handler runs again, the turn waits for it.
+                log.info("handler rejected the event with requeue; it will run again")
+                raise
+            # The handler refused the event for good: a dead letter, then the
+            # recording moves on (Celery calls no on_failure for a Reject either).
+            metrics.HANDLER_FAILURES.labels(self.name).inc()
+            dead_letter_handler(runtime.get(), name=self.name, exc=exc, einfo=None, args=args,
+                                retries=int(self.request.retries or 0), reason="rejected")
+            self._finish(args)
+            raise
         except BaseException:
             metrics.HANDLER_FAILURES.labels(self.name).inc()
             raise
