@@ -223,6 +223,13 @@ VARIABLES: tuple[Variable, ...] = (
         "`json` lines, readable `console` output, or `auto`: console on a terminal, "
         "JSON otherwise.",
     ),
+    Variable(
+        "LOG_BUFFER_MS", "log_buffer_ms", _non_negative_int, "100",
+        "Ingress only, JSON output only: info lines are written in batches at most this "
+        "many milliseconds apart instead of one `write` per line (a warning or error is "
+        "written at once, after the lines before it). Lines still buffered when the "
+        "process is killed with SIGKILL are lost; 0 writes every line at once.",
+    ),
 )
 
 
@@ -256,6 +263,7 @@ class Settings:
     worker_metrics_port: int
     log_level: str
     log_format: str
+    log_buffer_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, redis_client: redis.Redis | 
     or when ``AGORA_NCS_SECRETS`` is empty."""
     settings = settings if settings is not None else Settings.from_env()
     settings.require_secrets()
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, buffer_ms=settings.log_buffer_ms)
 
     app = Flask(__name__)
     app.extensions[EXTENSION] = build_state(settings, redis_client)

@@ -185,6 +185,44 @@ def test_sigterm_stops_the_server_and_its_workers(
     assert not _healthy(port)
 
 
+@pytest.mark.parametrize(("buffer_ms", "stop_first"), [("50", False), ("600000", True)])
+def test_log_lines_reach_the_output_and_none_is_lost_at_sigterm(
+        redis_server: ServerProcess, tmp_path: Path, buffer_ms: str, stop_first: bool) -> None:
+    """With LOG_BUFFER_MS the worker writes info lines in batches: within the interval
+    while it runs, and what is still buffered when SIGTERM stops it."""
+    port = free_port()
+    log_path = tmp_path / "web.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--threads", "2"],
+            env=_env(redis_server.url, LOG_BUFFER_MS=buffer_ms), stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: _healthy(port), timeout=30, message="the ingress up")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            assert [_post(conn, BODY).status for _ in range(3)] == [200] * 3
+        finally:
+            conn.close()
+        if stop_first:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(40) == 0
+
+        def stored_lines() -> list[str]:
+            return [line for line in log_path.read_text().splitlines()
+                    if '"ncs.stored"' in line]
+
+        wait_for(lambda: len(stored_lines()) == 3, timeout=10,
+                 message=f"3 ncs.stored lines with LOG_BUFFER_MS={buffer_ms}")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(40)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_refuses_to_start_without_a_secret(redis_server: ServerProcess) -> None:
     env = _env(redis_server.url, AGORA_NCS_SECRETS="")
     done = subprocess.run([_cli(), "web", "--port", str(free_port())], env=env,

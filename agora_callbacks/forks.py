@@ -1,0 +1,21 @@
+"""Which fork of the process this is: a cheap "has this process forked since?" test
+for per-process resources (connections, threads) on hot paths, where calling
+``os.getpid()`` (a system call) on every request would cost more than the check.
+
+``generation`` starts at 0 and goes up by one in every child ``os.fork`` creates
+(multiprocessing's fork workers, granian's and Celery's pool processes included).
+"""
+
+from __future__ import annotations
+
+import os
+
+generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global generation
+    generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
