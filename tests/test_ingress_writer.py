@@ -3,15 +3,20 @@ safe across threads and forks, recovering from a Redis restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import threading
+import time
 
+import pytest
 import redis
+from redis.exceptions import InvalidResponse
 
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import InboxWriter
+from ingress.inbox_writer import FIELDS, InboxWriter, pack_xadd, parse_reply
 from ingress.state import ingress_redis
 
 
@@ -88,3 +93,59 @@ def test_reconnects_after_a_redis_restart(settings: Settings, redis_client: redi
         assert [e.body for e in _entries(check)] == [b"after"]
     finally:
         check.close()
+
+
+def test_packed_command_is_what_redis_py_sends() -> None:
+    """The one-step packing of the usual fields, and the general path (``origin``),
+    give the very bytes redis-py would send for ``inbox.fields_for``'s entry."""
+    conn = redis.Connection()
+    body = b'{"sid": "\xe6\x9c\xa8"}\r\n\x00'
+    for meta in (_meta(7), inbox.ReceiveMeta(1, "replay", -1, "", "r", origin="dlq:1-0")):
+        args: list[object] = ["XADD", keys.INBOX, "*"]
+        for name, value in inbox.fields_for(body, meta).items():
+            args += [name, value]
+        assert pack_xadd(body, meta) == b"".join(conn.pack_command(*args))
+    assert tuple(inbox.fields_for(body, _meta(7))) == FIELDS
+
+
+def test_reply_parsing() -> None:
+    assert parse_reply(b"$3\r\n1-0\r\n") == (9, "1-0")
+    assert parse_reply(b"$3\r\n1-") == (0, None)
+    assert parse_reply(b"") == (0, None)
+    with pytest.raises(redis.ResponseError, match="OOM command not allowed"):
+        parse_reply(b"-OOM command not allowed\r\n")
+    with pytest.raises(InvalidResponse):
+        parse_reply(b":1\r\n")
+    with pytest.raises(InvalidResponse):
+        parse_reply(b"$-1\r\n")
+
+
+def test_an_error_reply_is_raised_and_the_connection_stays_usable(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    writer = InboxWriter(ingress_redis(settings))
+    redis_client.set(keys.INBOX, "not a stream")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        writer.store(b"refused", _meta(0))
+    redis_client.delete(keys.INBOX)
+    conn = writer._connection()
+    writer.store(b"stored", _meta(1))
+    assert writer._connection() is conn
+    assert [e.body for e in _entries(redis_client)] == [b"stored"]
+
+
+def test_a_stalled_redis_times_out_once_then_recovers(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess) -> None:
+    writer = InboxWriter(ingress_redis(dataclasses.replace(settings, redis_timeout_s=0.3)))
+    writer.store(b"warm", _meta(0))
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            writer.store(b"stalled", _meta(1))
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    assert elapsed < 1.0, f"a timeout is not retried: {elapsed:.2f}s"
+    writer.store(b"after", _meta(2))  # on a fresh connection
+    assert [e.body for e in _entries(redis_client)][-1] == b"after"
