@@ -48,6 +48,22 @@ class MetricsMiddleware:
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
+        # Label children by (route, status) / route: a dict lookup per request instead
+        # of prometheus_client's locked ``labels()`` (the series are bounded anyway).
+        self._responses: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def _record(self, path: str, status: str, seconds: float) -> None:
+        route = route_of(path)
+        counter = self._responses.get((route, status))
+        if counter is None:
+            counter = self._responses[route, status] = metrics.INGRESS_RESPONSES.labels(
+                route, status)
+        histogram = self._durations.get(route)
+        if histogram is None:
+            histogram = self._durations[route] = metrics.INGRESS_DURATION.labels(route)
+        counter.inc()
+        histogram.observe(seconds)
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -66,9 +82,7 @@ class MetricsMiddleware:
         try:
             return self.app(environ, start)
         finally:
-            route = route_of(path)
-            metrics.INGRESS_RESPONSES.labels(route, seen[0] if seen else "500").inc()
-            metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
+            self._record(path, seen[0] if seen else "500", time.perf_counter() - started)
 
 
 def install(app: Flask) -> None:

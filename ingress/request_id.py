@@ -8,6 +8,7 @@ pages included) and costs a fraction of the hooks' dispatch on the hot path.
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,12 @@ HEADER = "X-Request-Id"
 ENVIRON_KEY = "agora_callbacks.request_id"
 _SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 
+#: Request ids need to be unique, not secret: a PRNG seeded from the OS (and seeded
+#: again in each forked worker, so two workers never share a sequence) instead of an
+#: ``os.urandom`` system call per request.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+
 _bind = structlog.contextvars.bind_contextvars
 _clear = structlog.contextvars.clear_contextvars
 
@@ -27,7 +34,7 @@ def choose(incoming: str | None) -> str:
     """``incoming`` if it is 1-128 plain characters, else 32 fresh random hex digits."""
     if incoming and _SANE.fullmatch(incoming):
         return incoming
-    return os.urandom(16).hex()
+    return f"{_random.getrandbits(128):032x}"
 
 
 def current() -> str:

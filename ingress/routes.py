@@ -18,12 +18,14 @@ from agora_callbacks import inbox, metrics
 from agora_callbacks.logs import get_logger
 from ingress import request_id, responses
 from ingress.body import BodyError, read_body
-from ingress.signature import Rejected, verify
+from ingress.signature import V1, V2, Rejected, verify
 from ingress.state import get_state
 
 PATH = "/agora/ncs"
 
 bp = Blueprint("ncs", __name__)
+#: ``INGRESS_VERIFIED`` by signature version, resolved once.
+_VERIFIED = {name: metrics.INGRESS_VERIFIED.labels(name) for name in (V1, V2)}
 log = get_logger("ingress.ncs")
 
 
@@ -31,9 +33,10 @@ log = get_logger("ingress.ncs")
 def receive() -> Response:
     state = get_state()
     settings = state.settings
+    environ = request.environ
     metrics.INGRESS_RECEIVED.inc()
     try:
-        body = read_body(request.environ, settings.max_body_bytes)
+        body = read_body(environ, settings.max_body_bytes)
     except BodyError as exc:
         metrics.INGRESS_REJECTED.labels(exc.reason).inc()
         log.warning("ncs.rejected", reason=exc.reason, status=exc.status,
@@ -52,13 +55,13 @@ def receive() -> Response:
                     signature=outcome.signature or None, bytes=len(body))
         return responses.unauthorized()
 
-    metrics.INGRESS_VERIFIED.labels(outcome.signature).inc()
+    _VERIFIED[outcome.signature].inc()
     meta = inbox.ReceiveMeta(
         received_ms=int(time.time() * 1000),
         signature=outcome.signature,
         secret_index=outcome.secret_index,
-        remote_addr=request.remote_addr or "",
-        request_id=request_id.current(),
+        remote_addr=environ.get("REMOTE_ADDR") or "",  # what request.remote_addr reads
+        request_id=environ.get(request_id.ENVIRON_KEY, ""),
     )
     try:
         entry_id = state.writer.store(body, meta)

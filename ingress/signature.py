@@ -142,7 +142,7 @@ def verify(body: bytes, headers: Headers, secrets: Sequence[str | bytes],
         return Rejected(MALFORMED, signature)
     matched = -1
     for index, key in enumerate(keys):
-        if hmac.compare_digest(hmac.new(key, body, algorithm).digest(), expected) and matched < 0:
+        if hmac.compare_digest(hmac.digest(key, body, algorithm), expected) and matched < 0:
             matched = index
     if matched < 0:
         return Rejected(MISMATCH, signature)
