@@ -27,8 +27,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from agora_callbacks import keys
+from agora_callbacks import forks, keys
 from agora_callbacks.metrics_dir import ensure_multiproc_dir, multiproc_dir
+
+
+def _multiprocess_value_class() -> Any:
+    """prometheus_client's multi-process value, asking ``forks`` for the process id:
+    its default calls ``os.getpid()`` (a system call) on every increment, and the
+    ingress makes six per request."""
+    return values.MultiProcessValue(process_identifier=forks.process_id)
+
+
+if values.ValueClass is not values.MutexValue:  # PROMETHEUS_MULTIPROC_DIR was set
+    values.ValueClass = _multiprocess_value_class()
 
 # --- ingress ---------------------------------------------------------------------
 
@@ -217,7 +228,7 @@ def use_multiprocess(process_type: str) -> str:
     """
     path = ensure_multiproc_dir(process_type)
     if values.ValueClass is values.MutexValue:
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = _multiprocess_value_class()
     return path
 
 

@@ -53,8 +53,7 @@ class RequestIdMiddleware:
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         rid = choose(environ.get("HTTP_X_REQUEST_ID"))
         environ[ENVIRON_KEY] = rid
-        _clear()
-        _bind(request_id=rid)
+        _bind(request_id=rid)  # the thread's context is clean: every request clears it
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             headers.append((HEADER, rid))
