@@ -78,6 +78,24 @@ def render_json(_logger: Any, _method: str, event_dict: EventDict) -> str:
     return _ENCODER.encode(event_dict)
 
 
+_add_level = structlog.processors.add_log_level
+_stack_info = structlog.processors.StackInfoRenderer()
+_exc_info = structlog.processors.format_exc_info
+
+
+def json_line(logger: Any, method: str, event_dict: EventDict) -> str:
+    """``add_log_level``, ``timestamp_utc``, ``StackInfoRenderer``, ``format_exc_info``
+    and ``render_json`` in one processor: the same line, one call instead of five
+    (the stack and exception renderers run only when asked for)."""
+    _add_level(logger, method, event_dict)
+    timestamp_utc(logger, method, event_dict)
+    if "stack_info" in event_dict:
+        _stack_info(logger, method, event_dict)
+    if "exc_info" in event_dict:
+        _exc_info(logger, method, event_dict)
+    return _ENCODER.encode(event_dict)
+
+
 # -- output ---------------------------------------------------------------------------
 
 
@@ -207,13 +225,11 @@ def configure(level: str = "info", fmt: str = "auto", *, buffer_ms: int = 0,
     if _configured and not force:
         return
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-    ]
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
     logger_factory: Any
     if use_console:
         processors += [
+            structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
@@ -221,12 +237,7 @@ def configure(level: str = "info", fmt: str = "auto", *, buffer_ms: int = 0,
         ]
         logger_factory = structlog.PrintLoggerFactory(file=sys.stdout)
     else:
-        processors += [
-            timestamp_utc,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            render_json,
-        ]
+        processors.append(json_line)
         writer = line_writer(sys.stdout, buffer_ms / 1000) if buffer_ms > 0 else None
         logger_factory = (structlog.PrintLoggerFactory(file=sys.stdout) if writer is None
                           else _Always(writer))

@@ -154,3 +154,37 @@ def test_configured_process_writes_json_lines_and_flushes_at_exit(tmp_path: Path
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(x["event"], x["n"], x["request_id"], x["logger"], x["level"]) for x in lines] == [
         ("first", 1, "r1", "t", "info"), ("second", 2, "r1", "t", "info")]
+
+
+def test_json_line_gives_the_line_of_structlogs_processor_chain() -> None:
+    chain = [structlog.processors.add_log_level, logs.timestamp_utc,
+             structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info,
+             logs.render_json]
+
+    def through_chain(method: str, event: dict[str, object]) -> dict[str, object]:
+        value: object = dict(event)
+        for processor in chain:
+            value = processor(None, method, value)  # type: ignore[arg-type]
+        return _without_timestamp(str(value))
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        events = [("info", {"event": "e", "n": 1}),
+                  ("exception", {"event": "e", "exc_info": True}),
+                  ("warning", {"event": "e", "stack_info": True})]
+        for method, event in events:
+            ours = _without_timestamp(logs.json_line(None, method, dict(event)))
+            assert ours == through_chain(method, event)
+            assert "timestamp" not in event  # the caller's dict is a copy
+        line = logs.json_line(None, "exception", {"event": "e", "exc_info": True})
+    rendered = json.loads(line)
+    assert rendered["level"] == "error" and "ValueError: boom" in rendered["exception"]
+
+
+def _without_timestamp(line: str) -> dict[str, object]:
+    value = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", value.pop("timestamp"))
+    if "stack" in value:  # the frames differ by the line that called the renderer
+        value["stack"] = bool(value["stack"])
+    return value
