@@ -4,17 +4,15 @@ Serves this process tree's metrics (every worker process of the WSGI server, in
 multi-process mode) together with the pipeline-wide figures read from Redis at
 scrape time (``agora_callbacks.metrics.scrape_registry``).
 
-Registering the blueprint also wraps the app in ``MetricsMiddleware``, which
-times every request and counts responses by route and status (a WSGI middleware
-rather than Flask hooks: it sees error pages too and costs less per request), so
-the NCS route only counts what it decides (received, verified, rejected, stored,
-store failed).
+Registering the blueprint also has ``ResponseMetrics`` told of every response by
+the request-id middleware, the app's one WSGI layer: it times every request and
+counts responses by route and status (error pages too, and cheaper per request than
+Flask hooks or a second middleware), so the NCS route only counts what it decides
+(received, verified, rejected, stored, store failed).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -22,6 +20,7 @@ from flask.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
+from ingress import request_id
 from ingress.state import get_state
 
 PATH = "/metrics"
@@ -43,17 +42,20 @@ def route_of(path: str) -> str:
     return "other"
 
 
-class MetricsMiddleware:
-    """Time each request and count its response by route and status code."""
+class ResponseMetrics:
+    """Counts each response by route and status code and times it (an observer of
+    ``request_id.RequestIdMiddleware``); the scrape endpoint itself is left out."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # Label children by (route, status) / route: a dict lookup per request instead
         # of prometheus_client's locked ``labels()`` (the series are bounded anyway).
         self._responses: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
 
-    def _record(self, path: str, status: str, seconds: float) -> None:
+    def __call__(self, environ: dict[str, Any], status: str, seconds: float) -> None:
+        path = environ.get("PATH_INFO", "")
+        if path == PATH:
+            return
         route = route_of(path)
         counter = self._responses.get((route, status))
         if counter is None:
@@ -65,30 +67,12 @@ class MetricsMiddleware:
         counter.inc()
         histogram.observe(seconds)
 
-    def __call__(self, environ: dict[str, Any],
-                 start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == PATH:
-            return self.app(environ, start_response)
-        started = time.perf_counter()
-        seen: list[str] = []
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen.append(status[:3])
-            if exc_info is None:
-                return start_response(status, headers)
-            return start_response(status, headers, exc_info)
-
-        try:
-            return self.app(environ, start)
-        finally:
-            self._record(path, seen[0] if seen else "500", time.perf_counter() - started)
-
 
 def install(app: Flask) -> None:
-    """Wrap ``app`` in ``MetricsMiddleware`` (once)."""
-    if not isinstance(app.wsgi_app, MetricsMiddleware):
-        app.wsgi_app = MetricsMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    """Count and time every response of ``app`` (once)."""
+    layer = request_id.install(app)
+    if not any(isinstance(o, ResponseMetrics) for o in layer.observers):
+        layer.observers.append(ResponseMetrics())
 
 
 @bp.record_once

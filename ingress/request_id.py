@@ -2,7 +2,10 @@
 new one; bound to structlog's contextvars for the request and echoed in the response.
 
 A WSGI middleware rather than three Flask hooks: it wraps the whole app (error
-pages included) and costs a fraction of the hooks' dispatch on the hot path.
+pages included) and costs a fraction of the hooks' dispatch on the hot path. It is
+the ingress's one such layer: whatever else must see every response (the metrics'
+count and timing) registers an observer with ``observe`` instead of wrapping the app
+again (each layer is a call and a ``start_response`` closure per request).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,19 +47,30 @@ def current() -> str:
     return value
 
 
+#: Told of every response once the app returned it: the WSGI environ, the status
+#: code ("200"; "500" if the app raised before starting a response) and the seconds
+#: the app took.
+Observer = Callable[[dict[str, Any], str, float], None]
+
+
 class RequestIdMiddleware:
-    """Choose the id, bind it for the request's log lines, echo it in the response."""
+    """Choose the id, bind it for the request's log lines, echo it in the response,
+    and tell the observers how the request ended."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
+        self.observers: list[Observer] = []
 
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
         rid = choose(environ.get("HTTP_X_REQUEST_ID"))
         environ[ENVIRON_KEY] = rid
         _bind(request_id=rid)  # the thread's context is clean: every request clears it
+        seen: list[str] = []
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen.append(status[:3])
             headers.append((HEADER, rid))
             if exc_info is None:
                 return start_response(status, headers)
@@ -65,7 +80,23 @@ class RequestIdMiddleware:
             return self.app(environ, start)
         finally:
             _clear()
+            if self.observers:
+                seconds = time.perf_counter() - started
+                status = seen[-1] if seen else "500"
+                for observer in self.observers:
+                    observer(environ, status, seconds)
 
 
-def install(app: Flask) -> None:
-    app.wsgi_app = RequestIdMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+def install(app: Flask) -> RequestIdMiddleware:
+    """Wrap ``app`` in the middleware (once); return it."""
+    layer = app.wsgi_app
+    if not isinstance(layer, RequestIdMiddleware):
+        layer = RequestIdMiddleware(app.wsgi_app)
+        app.wsgi_app = layer  # type: ignore[method-assign]
+    return layer
+
+
+def observe(app: Flask, observer: Observer) -> None:
+    """Have ``observer`` told of every response of ``app`` (installs the middleware if
+    the app has not got it yet)."""
+    install(app).observers.append(observer)
