@@ -484,3 +484,92 @@ def test_a_publish_with_commit_survives_a_flushed_script_cache(
     assert _copies(redis_client, "s16:40:1") == 1
     assert redis_client.hget(keys.recording_order("s16"), "state") == b"dispatched"
     assert _counter(redis_client, "dispatched") == 2
+
+
+def _owner(client: redis.Redis, entry_id: str) -> str | None:
+    rows: Any = client.xpending_range(keys.INBOX, keys.INBOX_GROUP, entry_id, entry_id, 1)
+    return rows[0]["consumer"].decode() if rows else None
+
+
+def test_an_unordered_entry_settled_by_a_consumer_that_lost_it_is_dispatched_once(
+        settings: Settings, intake: Intake, redis_client: redis.Redis) -> None:
+    # Unordered events (no sid) have no turn: their publishes go with the settling
+    # of their inbox entry. A consumer read the entry and was delayed past
+    # CLAIM_IDLE_MS; another took it over; the first one now settles it, then the
+    # one that took it over does.
+    rt = _fast_runtime(settings, CLAIM_IDLE_MS="50")
+    slow, taker = Intake(rt, consumer="slow"), Intake(rt, consumer="taker")
+    entry_id = store(redis_client, body(None, None, 40, notice_id="n-late"))
+    entries = slow.read(block_ms=10)
+    assert [e.entry_id for e in entries] == [entry_id]
+    taken: Any = wait_for(taker.autoclaim, timeout=5, message="the entry to be taken over")
+    assert _owner(redis_client, entry_id) == "taker"
+    slow.process(entries)
+    # The late consumer no longer owns the entry: it neither publishes nor
+    # acknowledges it (the owner settles it).
+    assert _copies(redis_client, "notice:n-late") == 0
+    assert _owner(redis_client, entry_id) == "taker"
+    taker.process(taken)
+    assert _copies(redis_client, "notice:n-late") == 1
+    assert redis_client.xlen(keys.INBOX) == 0 and _owner(redis_client, entry_id) is None
+    assert _counter(redis_client, "admitted") == 1
+    assert _counter(redis_client, "dispatched") == 1
+
+
+def test_an_unordered_publish_delayed_past_claim_idle_does_not_dispatch_the_event_twice(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The other order: the delayed consumer's settling transaction arrives after
+    # the worker that took the entry over published and settled it. A redundant
+    # copy of the notice (another entry) arrives meanwhile: dropped, not lost.
+    rt = _fast_runtime(settings, CLAIM_IDLE_MS="50")
+    slow, taker = Intake(rt, consumer="slow"), Intake(rt, consumer="taker")
+    store(redis_client, body(None, None, 40, notice_id="n-slow"))
+    delayed = _Delayed(monkeypatch, lambda: slow.process(slow.read(block_ms=10)))
+    assert _copies(redis_client, "notice:n-slow") == 0
+    store(redis_client, body(None, None, 40, notice_id="n-slow"))
+
+    def taken_over() -> int:
+        taker.process(taker.autoclaim())
+        taker.process(taker.read(block_ms=10))
+        return _copies(redis_client, "notice:n-slow")
+
+    wait_for(taken_over, timeout=5, message="another worker to publish the event")
+    delayed.release()
+    assert _copies(redis_client, "notice:n-slow") == 1
+    assert redis_client.xlen(keys.INBOX) == 0
+    assert redis_client.xpending(keys.INBOX, keys.INBOX_GROUP)["pending"] == 0
+    assert _counter(redis_client, "admitted") == 1
+    assert _counter(redis_client, "dispatched") == 1
+    assert _counter(redis_client, "duplicates") == 1
+
+
+def test_without_the_publish_batch_hook_an_unordered_entry_is_still_acknowledged_once(
+        settings: Settings, intake: Intake, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fallback: publishes are sent as they are made, before the settling
+    # script, so a consumer that lost its entry has already sent its copy (at
+    # least once); the entry is still settled (counted, acknowledged) once.
+    from contextlib import contextmanager
+
+    from workers import intake as intake_module
+    from workers.outbox import Outbox
+
+    @contextmanager
+    def at_once() -> Iterator[tuple[Any, Outbox]]:
+        with celery_app.producer_or_acquire() as producer:
+            yield producer, Outbox()
+
+    monkeypatch.setattr(intake_module, "publishing", at_once)
+    rt = _fast_runtime(settings, CLAIM_IDLE_MS="50")
+    slow, taker = Intake(rt, consumer="slow"), Intake(rt, consumer="taker")
+    entry_id = store(redis_client, body(None, None, 40, notice_id="n-hookless"))
+    entries = slow.read(block_ms=10)
+    taken: Any = wait_for(taker.autoclaim, timeout=5, message="the entry to be taken over")
+    slow.process(entries)
+    assert _copies(redis_client, "notice:n-hookless") == 1  # sent, not settled
+    assert _owner(redis_client, entry_id) == "taker"
+    assert taker.process(taken) == 1
+    assert _copies(redis_client, "notice:n-hookless") == 2
+    assert redis_client.xlen(keys.INBOX) == 0
+    assert _counter(redis_client, "dispatched") == 1

@@ -7,7 +7,14 @@ import redis
 
 from agora_callbacks import keys
 from workers import scripts
-from workers.ordering import Ordering, Record, claim_notice, member_of, recording_keys
+from workers.ordering import (
+    Ordering,
+    Record,
+    claim_notice,
+    member_of,
+    recording_keys,
+    settle_entry,
+)
 
 HOLD = 1_000
 LEASE = 5_000
@@ -247,6 +254,36 @@ def test_notice_claim(redis_client: redis.Redis) -> None:
     assert claim("1-0") == b"again"
     assert claim("2-0") == b"dup"
     assert 0 < redis_client.ttl(keys.notice_dedupe("n1")) <= 60
+
+
+def test_an_unordered_entry_is_settled_only_by_the_consumer_that_owns_it(
+        redis_client: redis.Redis) -> None:
+    redis_client.xgroup_create(keys.INBOX, keys.INBOX_GROUP, id="0", mkstream=True)
+    entry = redis_client.xadd(keys.INBOX, {"b": "x"}).decode()
+    redis_client.xreadgroup(keys.INBOX_GROUP, "a", {keys.INBOX: ">"})
+
+    def settle(consumer: str, pushes=(("lpush", "q", "m"),)) -> object:
+        return scripts.run(redis_client, [lambda p: settle_entry(
+            p, consumer, entry, pushes, {"admitted": 1, "dispatched": 1, "none": 0})])[0]
+
+    def untouched() -> bool:
+        return (redis_client.llen("q") == 0 and not redis_client.exists(keys.COUNTERS)
+                and redis_client.xlen(keys.INBOX) == 1)
+
+    assert settle("b") == 0 and untouched()  # not b's entry
+    with pytest.raises(redis.ResponseError, match="unsupported command"):
+        result = settle("a", (("lpush", "q", "m"), ("del", "q2", "x")))
+        if isinstance(result, Exception):
+            raise result
+    assert untouched()
+    redis_client.xclaim(keys.INBOX, keys.INBOX_GROUP, "b", 0, [entry])  # taken over
+    assert settle("a") == 0 and untouched()
+    assert settle("b") == 1
+    assert redis_client.lrange("q", 0, -1) == [b"m"]
+    assert redis_client.hgetall(keys.COUNTERS) == {b"admitted": b"1", b"dispatched": b"1"}
+    assert redis_client.xlen(keys.INBOX) == 0
+    assert redis_client.xpending(keys.INBOX, keys.INBOX_GROUP)["pending"] == 0
+    assert settle("b") == 0 and redis_client.llen("q") == 1  # settled once
 
 
 def test_scripts_are_reloaded_after_a_flush(redis_client: redis.Redis) -> None:

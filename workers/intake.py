@@ -5,11 +5,19 @@ round reads up to ``INTAKE_BATCH`` stored bodies through the consumer group,
 parses them, and settles every one in one pipeline: dead letter (invalid, stale),
 ``admit`` (ordered events: dedupe, buffer, take) or ``claim_notice`` (unordered
 events). The handler tasks of events whose turn came are then published, and a
-second pipeline commits those turns, sets timers, counts, and acknowledges and
-deletes the entries (``XACK`` + ``XDEL``). An entry whose outcome did not reach
-Redis is not acknowledged: it stays pending, and ``XAUTOCLAIM`` hands it to a
-worker again after ``CLAIM_IDLE_MS``, as it does for the entries of a worker that
-died. Taking an entry twice is harmless: ``admit`` recognises its own entry id.
+second pipeline (one ``MULTI``/``EXEC``) commits those turns, sets timers, counts,
+and acknowledges and deletes the entries (``XACK`` + ``XDEL``). An entry whose
+outcome did not reach Redis is not acknowledged: it stays pending, and
+``XAUTOCLAIM`` hands it to a worker again after ``CLAIM_IDLE_MS``, as it does for
+the entries of a worker that died.
+
+Taking an entry twice is harmless. ``admit`` and ``claim_notice`` recognise their
+own entry id. An ordered event's publishes are sent by its turn's ``commit``, only
+if the turn is still this take's. An unordered event has no turn: its publishes,
+its counts and the acknowledgement of its entry are one ``settle_entry`` script,
+which does all of it only if this consumer still owns the entry. A consumer
+delayed past ``CLAIM_IDLE_MS`` whose entry another worker took over therefore
+publishes nothing and leaves the entry to its new owner.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from agora_callbacks.logs import get_logger
 from workers import scripts, timers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
 from workers.dispatch import Dispatcher, publish, q_counters, q_timer_commit, task_args
-from workers.ordering import Record, claim_notice, parse_admit
+from workers.ordering import Push, Record, claim_notice, parse_admit, settle_entry
 from workers.outbox import Outbox, publishing
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
@@ -59,6 +67,22 @@ class _Item:
     key: str = ""
     outcome: str = ""  # invalid, stale, ordered, unordered
     calls: list[Call] = field(default_factory=list)
+
+
+class SettleEntry:
+    """The call that settles an unordered event's entry (``settle_entry.lua``): its
+    publishes (``pushes``), what was counted for it, the acknowledgement, only if
+    ``consumer`` still owns the entry."""
+
+    __slots__ = ("consumer", "counted", "entry_id", "key", "pushes")
+
+    def __init__(self, consumer: str, entry_id: str, key: str, pushes: tuple[Push, ...],
+                 counted: Counter[str]) -> None:
+        self.consumer, self.entry_id, self.key = consumer, entry_id, key
+        self.pushes, self.counted = pushes, counted
+
+    def __call__(self, pipe: Any) -> object:
+        return settle_entry(pipe, self.consumer, self.entry_id, self.pushes, self.counted)
 
 
 class Intake:
@@ -180,7 +204,9 @@ class Intake:
                 if item.outcome == "ordered":
                     after.extend(self._admitted(item, result, counts, producer, outbox))
                 elif item.outcome == "unordered":
-                    self._claimed(item, result, counts, producer)
+                    # Acknowledged by its own script, only if still this consumer's.
+                    after.append(self._claimed(item, result, producer, outbox))
+                    continue
                 done.append(item.entry.entry_id)
         # The timers of committed turns last: a "busy" reply later in the batch
         # (another event of a recording whose turn this batch took) would move
@@ -190,12 +216,31 @@ class Intake:
         if done:
             after.append(lambda p: p.xack(keys.INBOX, keys.INBOX_GROUP, *done))
             after.append(lambda p: p.xdel(keys.INBOX, *done))
-        # Publishes, commits, timers, counts and acknowledgements: all or nothing
-        # (an ordered event's publishes are sent by its turn's commit, and only if
-        # the turn is still this take's; the rest of the outbox is unordered events).
+        # Publishes, commits, timers, counts and acknowledgements: all or nothing.
+        # Every publish is sent by a script, conditionally: an ordered event's by
+        # its turn's commit (only if the turn is still this take's), an unordered
+        # event's by the settling of its entry (only if the entry is still this
+        # consumer's). The outbox is left empty (kept for safety).
         sent = [*outbox.calls(), *after]
-        self.dispatcher.after_commits(sent, scripts.run(self.client, sent, atomic=True))
-        return len(done)
+        replies = scripts.run(self.client, sent, atomic=True)
+        self.dispatcher.after_commits(sent, replies)
+        return len(done) + self._after_settles(sent, replies)
+
+    def _after_settles(self, calls: list[Call], replies: list[Any]) -> int:
+        """Log the unordered entries not settled here; return how many were."""
+        settled = 0
+        for call, reply in zip(calls, replies, strict=True):
+            if not isinstance(call, SettleEntry):
+                continue
+            if isinstance(reply, Exception):
+                log.error("could not settle a body, left for a retry", entry=call.entry_id,
+                          error=str(reply))
+            elif int(reply or 0) > 0:
+                settled += 1
+            else:
+                log.warning("publish dropped: the entry was taken over by another worker",
+                            entry=call.entry_id, key=call.key)
+        return settled
 
     def _admitted(self, item: _Item, reply: Any, counts: Counter[str],
                   producer: Any, outbox: Outbox) -> list[Call]:
@@ -214,23 +259,30 @@ class Intake:
                 log.info("admitted again after a redelivery", key=item.key)
         return self.dispatcher.settle(item.sid, admitted.turn, counts, producer, outbox)
 
-    def _claimed(self, item: _Item, reply: Any, counts: Counter[str], producer: Any) -> None:
+    def _claimed(self, item: _Item, reply: Any, producer: Any, outbox: Outbox) -> SettleEntry:
+        """Publish an unordered event (unless a copy); return the call that sends
+        its publishes, counts it and acknowledges its entry, if still ours."""
         status = reply.decode() if isinstance(reply, bytes) else str(reply)
         event = item.event
+        entry_id = item.entry.entry_id
+        counted: Counter[str] = Counter()
+        mark = outbox.mark()
         with structlog.contextvars.bound_contextvars(notice_id=event.notice_id,
                                                      sid=event.sid):
             if status == "dup":
-                counts["duplicates"] += 1
+                counted["duplicates"] += 1
                 log.info("duplicate dropped", key=item.key)
-                return
-            counts["admitted"] += 1
-            record = Record(handlers=item.handlers, key=item.key,
-                            meta=item.entry.meta.as_dict(), entry_id=item.entry.entry_id,
-                            body=item.entry.body)
-            if item.handlers:
-                publish(item.handlers, task_args("", "", record, False, None), producer)
-                counts["dispatched"] += 1
-            log.info("dispatched unordered", key=item.key, handlers=item.handlers)
+            else:
+                counted["admitted"] += 1
+                record = Record(handlers=item.handlers, key=item.key,
+                                meta=item.entry.meta.as_dict(), entry_id=entry_id,
+                                body=item.entry.body)
+                if item.handlers:
+                    publish(item.handlers, task_args("", "", record, False, None), producer)
+                    counted["dispatched"] += 1
+                log.info("dispatched unordered", key=item.key, handlers=item.handlers)
+        return SettleEntry(self.consumer, entry_id, item.key,
+                           tuple(outbox.pushes_since(mark)), counted)
 
     # -- the loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -11,7 +11,7 @@ production, so that every host agrees), tests pass their own.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,3 +233,19 @@ def claim_notice(pipe: Pipe, notice_id: str, entry_id: str, ttl_s: int) -> objec
     """Queue the noticeId claim of an unordered event (reply: new, again, dup)."""
     return scripts.evalsha(pipe, "claim_notice", [keys.notice_dedupe(notice_id)],
                            [entry_id, ttl_s])
+
+
+def settle_entry(pipe: Pipe, consumer: str, entry_id: str, pushes: Sequence[Push] = (),
+                 counts: Mapping[str, int] | None = None) -> object:
+    """Queue the settling of an unordered event's inbox entry (``settle_entry.lua``):
+    send ``pushes`` (its handler tasks' final commands, see ``workers.outbox``),
+    add ``counts`` to the counters, acknowledge and delete the entry, if, and only
+    if, ``consumer`` still owns the entry (reply: 1, or 0 and nothing done)."""
+    counted = [(name, n) for name, n in (counts or {}).items() if n]
+    args: list[Any] = [keys.INBOX_GROUP, consumer, entry_id, len(counted)]
+    for name, n in counted:
+        args += [name, n]
+    for command, _, value in pushes:
+        args += [command, value]
+    return scripts.evalsha(pipe, "settle_entry",
+                           [keys.INBOX, keys.COUNTERS, *(key for _, key, _ in pushes)], args)

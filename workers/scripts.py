@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
 RECORDING_SCRIPTS = ("admit", "take", "commit", "start", "finish")
-STANDALONE_SCRIPTS = ("claim_notice", "timer_set", "timer_commit")
+STANDALONE_SCRIPTS = ("claim_notice", "settle_entry", "timer_set", "timer_commit")
 
 Pipe = Any  # a redis-py Pipeline (or client) that ``evalsha`` can be queued on
 Call = Callable[[Pipe], object]
