@@ -544,6 +544,43 @@ def test_an_unordered_publish_delayed_past_claim_idle_does_not_dispatch_the_even
     assert _counter(redis_client, "duplicates") == 1
 
 
+@pytest.mark.parametrize("late_first", [False, True], ids=["late-after", "late-before"])
+def test_a_lost_turn_taken_again_is_dead_lettered_once(
+        settings: Settings, intake: Intake, redis_client: redis.Redis, late_first: bool) -> None:
+    # Event 0's handler never reported: a sweep took its turn as lost and was
+    # delayed past DISPATCH_LEASE_MS; another sweep took it again as lost. Both
+    # settle it, in either order: one set of dead letters, the turn ends once,
+    # event 1 is dispatched once.
+    from workers.dispatch import now_ms
+    from workers.ordering import Record
+
+    rt = _fast_runtime(settings)
+    ordering, lease, deadline = rt.ordering, rt.ordering.lease_ms, rt.ordering.deadline_ms
+    t0 = now_ms()
+
+    def record(seq: int) -> Record:
+        return Record(handlers=("test_intake.every",), key=f"s17:40:{seq}", meta={},
+                      entry_id=f"{seq + 1}-0", body=body("s17", seq))
+
+    first = ordering.admit(redis_client, "s17", "40:0", 0, "1-0", record(0), now_ms=t0).turn
+    assert first is not None and first.dispatch
+    assert ordering.commit(redis_client, "s17", first.member, first.token, now_ms=t0)
+    ordering.admit(redis_client, "s17", "40:1", 1, "2-0", record(1), now_ms=t0 + 1)
+    late = ordering.take(redis_client, "s17", now_ms=t0 + deadline + 1)
+    again = ordering.take(redis_client, "s17", now_ms=t0 + deadline + lease + 2)
+    assert late.kind == again.kind == "lost" and late.member == again.member == first.member
+    dispatcher = Dispatcher(rt)
+    for turn in ([late, again] if late_first else [again, late]):
+        dispatcher.dispatch_next("s17", turn)
+    letters = deadletters.list_(redis_client)
+    assert [(d.reason, d.handler, d.key) for d in letters] == [
+        ("lost", "test_intake.every", "s17:40:0")]
+    assert _counter(redis_client, "deadletters_handler") == 1
+    assert _copies(redis_client, "s17:40:1") == 1
+    order = redis_client.hgetall(keys.recording_order("s17"))
+    assert order[b"cur"].startswith(b"1|") and order[b"state"] == b"dispatched"
+
+
 def test_without_the_publish_batch_hook_an_unordered_entry_is_still_acknowledged_once(
         settings: Settings, intake: Intake, redis_client: redis.Redis,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -177,6 +177,40 @@ def test_commit_then_lost_handlers_are_reported_and_the_turn_moves_on(
     assert nxt is not None and nxt.kind == "event" and nxt.member == m(1)
 
 
+def test_only_the_latest_take_of_a_lost_turn_dead_letters_it_and_ends_it(
+        redis_client: redis.Redis) -> None:
+    from agora_callbacks import deadletters
+
+    token = admit(redis_client, 0, T0, handlers=("a", "b", "c")).turn.token  # type: ignore[union-attr]
+    admit(redis_client, 1, T0 + 1)
+    ORD.commit(redis_client, SID, m(0), token, now_ms=T0 + 2)
+    first = ORD.take(redis_client, SID, now_ms=T0 + 2 + DEADLINE)
+    assert first.kind == "lost" and first.token > token
+    assert finish(redis_client, 0, T0 + 3 + DEADLINE, handlers=("b",)).status == "pending"
+    again = ORD.take(redis_client, SID, now_ms=T0 + 2 + DEADLINE + LEASE)
+    assert again.kind == "lost" and again.token > first.token
+    fields = deadletters.entry_fields(kind="handler", reason="lost", detail="d", body=b"raw",
+                                      meta={"x": 1}, key="k", handler="ignored", now_ms=7)
+
+    def lost(turn_token: int):
+        return ORD.lost(redis_client, SID, m(0), turn_token, 100, fields,
+                        now_ms=T0 + 3 + DEADLINE + LEASE)
+
+    stale = lost(first.token)  # superseded by the second take: nothing written
+    assert stale.status == "stale" and stale.turn is None
+    assert deadletters.count(redis_client) == 0
+    assert redis_client.hget(keys.recording_order(SID), "cur") == m(0).encode()
+    done = lost(again.token)
+    assert done.status == "next" and done.handlers == ("a", "c")  # b reported meanwhile
+    assert done.turn is not None and done.turn.kind == "event" and done.turn.member == m(1)
+    letters = deadletters.list_(redis_client)
+    assert [(d.handler, d.reason, d.key, d.body, d.meta, d.at_ms) for d in letters] == [
+        ("a", "lost", "k", b"raw", {"x": 1}, 7), ("c", "lost", "k", b"raw", {"x": 1}, 7)]
+    assert redis_client.hget(keys.COUNTERS, "deadletters_handler") == b"2"
+    assert lost(again.token).status == "stale"  # once
+    assert deadletters.count(redis_client) == 2
+
+
 def test_only_the_latest_take_of_a_turn_commits_and_pushes_its_messages(
         redis_client: redis.Redis) -> None:
     first = admit(redis_client, 0, T0).turn

@@ -3,8 +3,9 @@
 ``Dispatcher.settle`` turns what ``take`` decided into actions: publish the
 handler tasks of an ``event`` turn with its ``commit`` (the messages are pushed by
 the commit script, only if the turn is still that take's: see
-``workers.outbox``), dead-letter the handlers
-of a ``lost`` turn and move on, and keep the recording's timer (``keys.TIMERS``)
+``workers.outbox``), dead-letter the handlers of a ``lost`` turn and move on (one
+script, ``lost.lua``, again only if the turn is still that take's), and keep the
+recording's timer (``keys.TIMERS``)
 no later than its next due time. Timers are only ever moved earlier here
 (``ZADD LT``), except by the commit of a turn taken under a lease that has not
 run out (``timer_commit.lua``: the turn is then ours and only its handler
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from agora_callbacks import deadletters, keys
+from agora_callbacks import deadletters, keys, metrics
 from agora_callbacks.logs import get_logger
 from workers import scripts
 from workers.ordering import Ordering, Push, Record, Turn, parse_finish
@@ -181,25 +182,30 @@ class Dispatcher:
                  handlers=turn.handlers, late=turn.late, gap=list(turn.gap) if turn.gap else None)
 
     def _lost(self, sid: str, turn: Turn, counts: Counter[str]) -> Turn | None:
-        """Dead-letter handlers that never reported, then end their turn."""
+        """Dead-letter the handlers that never reported and end their turn, in one
+        step (``lost.lua``), only if the turn is still this take's; return the
+        recording's next turn (None when another take of the turn settles it)."""
         assert turn.record is not None
         rec = turn.record
-        client, settings = self.rt.client, self.rt.settings
-        pipe = client.pipeline(transaction=False)
-        for name in turn.handlers:
-            deadletters.add(
-                pipe, settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="lost",
-                detail=f"no report from the handler within HANDLER_DEADLINE_S="
-                       f"{settings.handler_deadline_s}",
-                body=rec.body, meta=rec.meta, key=rec.key, handler=name,
-                extra={"sid": sid, "member": turn.member},
-            )
-        pipe.hincrby(keys.COUNTERS, "deadletters_handler", len(turn.handlers))
-        pipe.execute()
-        log.warning("handlers lost, dead-lettered", sid=sid, sequence=sequence_of(turn.member),
-                    handlers=turn.handlers)
-        finished = self.rt.ordering.finish(client, sid, turn.member, turn.handlers)
-        return finished.turn
+        settings = self.rt.settings
+        fields = deadletters.entry_fields(
+            kind=deadletters.HANDLER, reason="lost",
+            detail=f"no report from the handler within HANDLER_DEADLINE_S="
+                   f"{settings.handler_deadline_s}",
+            body=rec.body, meta=rec.meta, key=rec.key,
+            extra={"sid": sid, "member": turn.member})
+        lost = self.rt.ordering.lost(self.rt.client, sid, turn.member, turn.token,
+                                     settings.deadletter_maxlen, fields)
+        seq = sequence_of(turn.member)
+        if lost.status != "next":
+            log.warning("lost handlers left to the take that has the turn now", sid=sid,
+                        sequence=seq, token=turn.token)
+            return None
+        if lost.handlers:
+            metrics.DEADLETTERED.labels(deadletters.HANDLER, "lost").inc(len(lost.handlers))
+            log.warning("handlers lost, dead-lettered", sid=sid, sequence=seq,
+                        handlers=lost.handlers)
+        return lost.turn
 
     # -- after a handler ------------------------------------------------------------
     def handler_done(self, sid: str, member: str, name: str) -> None:

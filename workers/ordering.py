@@ -77,11 +77,11 @@ class Turn:
     """What ``take`` decided for a recording (see ``_lib.lua``).
 
     ``kind``: ``event`` (dispatch ``handlers`` for ``member``), ``lost`` (the turn's
-    handlers never reported: dead-letter them, then ``finish`` them), ``busy``,
-    ``wait`` or ``none``. ``due_ms``: when to look at the recording again (0: no
-    need). ``skipped``: events taken that had no handler. ``token``: of an
-    ``event`` turn, this take's token, which its ``commit`` must present (a later
-    take of the same turn has another one).
+    handlers never reported: dead-letter them and end the turn with ``lost``),
+    ``busy``, ``wait`` or ``none``. ``due_ms``: when to look at the recording again
+    (0: no need). ``skipped``: events taken that had no handler. ``token``: of an
+    ``event`` or ``lost`` turn, this take's token, which its ``commit`` (or
+    ``lost``) must present (a later take of the same turn has another one).
     """
 
     kind: str
@@ -155,6 +155,25 @@ def parse_finish(reply: Sequence[Any]) -> Finished:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """Outcome of ``lost``: ``status`` is ``stale`` (the turn was no longer this
+    take's: nothing done) or ``next`` (``handlers`` dead-lettered, the turn ended,
+    ``turn`` is the recording's next one)."""
+
+    status: str
+    handlers: tuple[str, ...]
+    turn: Turn | None
+
+
+def parse_lost(reply: Sequence[Any]) -> Lost:
+    status = _text(reply[0])
+    if status != "next":
+        return Lost(status, (), None)
+    n = int(reply[1])
+    return Lost(status, tuple(_text(h) for h in reply[2:2 + n]), parse_turn(reply[2 + n:]))
+
+
+@dataclass(frozen=True)
 class Ordering:
     """The ordering scripts with their parameters (from Settings)."""
 
@@ -188,6 +207,19 @@ class Ordering:
         return scripts.evalsha(pipe, "commit",
                                [*recording_keys(sid), *(key for _, key, _ in pushes)], args)
 
+    def q_lost(self, pipe: Pipe, sid: str, member: str, token: int, maxlen: int,
+               fields: Mapping[str, Any], now_ms: int = 0) -> object:
+        """Queue the end of the lost turn of ``member`` taken with ``token``: one dead
+        letter (``fields``, see ``deadletters.entry_fields``, with each handler's
+        name) per handler still pending, then the next take; only if the turn is
+        still this take's (see ``lost.lua``; read the reply with ``parse_lost``)."""
+        args: list[Any] = [*self._common(now_ms), member, token, maxlen]
+        for name, value in fields.items():
+            if name != "handler":
+                args += [name, value]
+        return scripts.evalsha(pipe, "lost", [*recording_keys(sid), keys.DEADLETTERS,
+                                              keys.COUNTERS], args)
+
     def q_start(self, pipe: Pipe, sid: str, member: str, handler: str,
                 now_ms: int = 0) -> object:
         args = [*self._common(now_ms), member, handler, self.deadline_ms]
@@ -211,6 +243,11 @@ class Ordering:
                pushes: Sequence[Push] = (), now_ms: int = 0) -> int:
         return int(_one(client, lambda p: self.q_commit(p, sid, member, token, pushes,
                                                         now_ms)))
+
+    def lost(self, client: redis.Redis, sid: str, member: str, token: int, maxlen: int,
+             fields: Mapping[str, Any], now_ms: int = 0) -> Lost:
+        return parse_lost(_one(client, lambda p: self.q_lost(
+            p, sid, member, token, maxlen, fields, now_ms)))
 
     def start(self, client: redis.Redis, sid: str, member: str, handler: str,
               now_ms: int = 0) -> bool:

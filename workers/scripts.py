@@ -1,6 +1,6 @@
 """The Lua scripts of the workers, loaded from ``workers/lua/*.lua``.
 
-The per-recording scripts (admit, take, commit, start, finish) share the helpers
+The per-recording scripts (admit, take, commit, lost, start, finish) share the helpers
 of ``_lib.lua``, which is prepended to each of them. Scripts are called with
 ``EVALSHA`` inside plain pipelines (redis-py's ``Script`` objects would add a
 ``SCRIPT EXISTS`` round trip to every pipeline); a ``NOSCRIPT`` reply (Redis
@@ -20,7 +20,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
-RECORDING_SCRIPTS = ("admit", "take", "commit", "start", "finish")
+RECORDING_SCRIPTS = ("admit", "take", "commit", "lost", "start", "finish")
 STANDALONE_SCRIPTS = ("claim_notice", "settle_entry", "timer_set", "timer_commit")
 
 Pipe = Any  # a redis-py Pipeline (or client) that ``evalsha`` can be queued on

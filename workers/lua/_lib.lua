@@ -1,11 +1,12 @@
--- _lib.lua: shared prologue of the per-recording scripts (admit, take, commit,
+-- _lib.lua: shared prologue of the per-recording scripts (admit, take, commit, lost,
 -- start, finish). workers/scripts.py prepends it to each of them, so every script
 -- below sees these locals. Nothing here runs on its own.
 --
 -- KEYS (all of one recording, sharing the hash tag {sid}):
 --   1 dedupe  hash  dedupe field ("<eventType>:<sequence>" or "n:<noticeId>") -> inbox entry id
 --   2 order   hash  next, since, cur, state, lease, clate, cgap (the ordering cursor),
---                   tk (take token: counts the takes that returned an event turn)
+--                   tk (take token: counts the takes that returned an event or a
+--                   lost turn)
 --   3 buffer  zset  member -> sequence: admitted events not yet taken
 --   4 events  hash  member -> record ("<handler,names>\n<header json>\n<raw body>")
 --   5 turn    set   handlers of the current event that have not finished yet
@@ -16,11 +17,12 @@
 -- order.state: "taking" (handlers being published; lease = DISPATCH_LEASE),
 -- "dispatched" (published; lease = HANDLER_DEADLINE, pushed back at each
 -- handler start), "lost" (lease ran out while dispatched; its handlers are being
--- dead-lettered by the worker that found it).
--- order.tk: every take that returns an event turn increments it and returns it;
--- commit.lua accepts only the token of the latest take, so that of two takes of
--- the same turn (the second after the first one's lease ran out) at most one
--- publishes its handler tasks. It is kept across turns (never reset but by expiry).
+-- dead-lettered by the worker that found it, with lost.lua; lease = DISPATCH_LEASE).
+-- order.tk: every take that returns an event or a lost turn increments it and
+-- returns it; commit.lua and lost.lua accept only the token of the latest take, so
+-- that of two takes of the same turn (the second after the first one's lease ran
+-- out) at most one publishes its handler tasks, or dead-letters them as lost. It
+-- is kept across turns (never reset but by expiry).
 
 local K_DEDUPE, K_ORDER, K_BUFFER, K_EVENTS, K_TURN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
@@ -53,8 +55,10 @@ end
 
 -- Reply of take: {kind, due_ms, member, record, late, gap, skipped, token, handler...}
 --   kind "event": dispatch `handler...` for `member`; due = lease deadline; token =
---                 this take's order.tk, to be given to commit (0 for other kinds)
+--                 this take's order.tk, to be given to commit
 --   kind "lost":  the turn's lease ran out while dispatched; dead-letter `handler...`
+--                 with lost.lua, giving it `token` (this take's order.tk)
+--   (token is 0 for the other kinds)
 --   kind "busy":  a turn is in progress; due = its lease deadline
 --   kind "wait":  holding for a missing sequence (or the start); due = end of hold
 --   kind "none":  nothing buffered; due = 0
@@ -95,9 +99,11 @@ local function take()
       return reply('event', NOW + LEASE, cur, record, cl[1], cl[2], 0, pending, token)
     else
       -- Published, but the handlers never reported back: they are lost. The caller
-      -- dead-letters them, then finishes them; if it dies first, this comes back.
+      -- dead-letters them and ends the turn (lost.lua, with this take's token); if
+      -- it dies or is delayed past the lease first, this comes back (new token).
       redis.call('HSET', K_ORDER, 'state', 'lost', 'lease', NOW + LEASE)
-      return reply('lost', NOW + LEASE, cur, record, cl[1], cl[2], 0, pending)
+      local token = redis.call('HINCRBY', K_ORDER, 'tk', 1)
+      return reply('lost', NOW + LEASE, cur, record, cl[1], cl[2], 0, pending, token)
     end
   end
 
