@@ -59,8 +59,8 @@ class ResponseMetrics:
         route = route_of(path)
         counter = self._responses.get((route, status))
         if counter is None:
-            counter = self._responses[route, status] = metrics.INGRESS_RESPONSES.labels(
-                route, status)
+            counter = self._responses[route, status] = metrics.tallied(
+                metrics.INGRESS_RESPONSES.labels(route, status))
         histogram = self._durations.get(route)
         if histogram is None:
             histogram = self._durations[route] = metrics.INGRESS_DURATION.labels(route)
@@ -92,4 +92,5 @@ def _registry(app: Flask) -> CollectorRegistry:
 @bp.get(PATH)
 def scrape() -> Response:
     registry = _registry(current_app._get_current_object())  # type: ignore[attr-defined]
+    metrics.INGRESS_TALLY.flush()  # this process's counts are in every scrape
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

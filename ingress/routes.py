@@ -24,8 +24,11 @@ from ingress.state import get_state
 PATH = "/agora/ncs"
 
 bp = Blueprint("ncs", __name__)
-#: ``INGRESS_VERIFIED`` by signature version, resolved once.
-_VERIFIED = {name: metrics.INGRESS_VERIFIED.labels(name) for name in (V1, V2)}
+#: The counters of every request, through the ingress's tally (``INGRESS_VERIFIED``'s
+#: children resolved once).
+_RECEIVED = metrics.tallied(metrics.INGRESS_RECEIVED)
+_VERIFIED = {name: metrics.tallied(metrics.INGRESS_VERIFIED.labels(name)) for name in (V1, V2)}
+_STORED = metrics.tallied(metrics.INGRESS_STORED)
 log = get_logger("ingress.ncs")
 
 
@@ -34,7 +37,7 @@ def receive() -> Response:
     state = get_state()
     settings = state.settings
     environ = request.environ
-    metrics.INGRESS_RECEIVED.inc()
+    _RECEIVED.inc()
     try:
         body = read_body(environ, settings.max_body_bytes)
     except BodyError as exc:
@@ -70,7 +73,7 @@ def receive() -> Response:
         log.error("ncs.storage_unavailable", error=type(exc).__name__, status=503,
                   signature=outcome.signature, bytes=len(body))
         return responses.unavailable(state.retry_after)
-    metrics.INGRESS_STORED.inc()
+    _STORED.inc()
     log.info("ncs.stored", entry_id=entry_id, signature=outcome.signature,
              secret_index=outcome.secret_index, bytes=len(body))
     return responses.ok()

@@ -82,9 +82,13 @@ def test_every_scrape_sums_all_worker_processes(web: int) -> None:
     for _ in range(sent):
         status, _ = request(web, "POST", "/agora/ncs", body, sign_headers(body, SECRET))
         assert status == 200
-    scrapes = []
-    for _ in range(10):
+
+    def scraped() -> float:
         status, text = request(web, "GET", "/metrics")
         assert status == 200
-        scrapes.append(stored(text.decode()))
-    assert scrapes == [sent] * 10
+        return stored(text.decode())
+
+    # Each process hands its counts on within a second (agora_callbacks.tally); from
+    # then on every scrape, whichever worker answers, shows all of them, once.
+    wait_for(lambda: scraped() == sent, timeout=10, message=f"a scrape showing {sent}")
+    assert [scraped() for _ in range(10)] == [sent] * 10
