@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from agora_callbacks import forks, keys
 from agora_callbacks.metrics_dir import ensure_multiproc_dir, multiproc_dir
-from agora_callbacks.tally import Tallied, Tally
+from agora_callbacks.tally import Tallied, TalliedHistogram, Tally
 
 
 def _multiprocess_value_class() -> Any:
@@ -65,7 +65,7 @@ INGRESS_DURATION = Histogram(
     "acb_ingress_request_duration_seconds",
     "Time from request start to response, by route.", ["route"], buckets=_LATENCY_BUCKETS)
 
-#: The ingress's per-request counters go through this (``agora_callbacks.tally``): a
+#: The ingress's per-request counters and timings go through this (``agora_callbacks.tally``): a
 #: scrape sees other worker processes' counts at most a second late.
 INGRESS_TALLY = Tally(interval_s=1.0)
 
@@ -73,6 +73,11 @@ INGRESS_TALLY = Tally(interval_s=1.0)
 def tallied(counter: Any) -> Tallied:
     """``counter`` (a prometheus counter or labelled child) counted via ``INGRESS_TALLY``."""
     return Tallied(INGRESS_TALLY, counter.inc)
+
+
+def tallied_histogram(histogram: Any) -> TalliedHistogram:
+    """``histogram`` (a labelled child) observed via ``INGRESS_TALLY``."""
+    return TalliedHistogram(INGRESS_TALLY, histogram)
 
 
 # --- workers ---------------------------------------------------------------------

@@ -21,11 +21,13 @@ child starts with no rows; its parent reports its own).
 from __future__ import annotations
 
 import atexit
+import bisect
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from agora_callbacks import forks
 
@@ -124,6 +126,36 @@ class Tallied:
 
     def inc(self, amount: float = 1.0) -> None:
         self._tally.add(self._slot, amount)
+
+
+class TalliedHistogram:
+    """A histogram child whose ``observe`` goes through a ``Tally``: one slot per bucket
+    and one for the sum, handed on to the child's bucket and sum values (what its own
+    ``observe`` increments). A histogram without those parts (another
+    prometheus_client) is observed directly."""
+
+    __slots__ = ("_bounds", "_direct", "_slots", "_sum", "_tally")
+
+    def __init__(self, tally: Tally, histogram: Any) -> None:
+        self._tally = tally
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        self._direct = None
+        if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+            self._direct = histogram
+            return
+        self._bounds = list(bounds)
+        self._slots = [tally.counter(bucket.inc) for bucket in buckets]
+        self._sum = tally.counter(total.inc)
+
+    def observe(self, amount: float) -> None:
+        if self._direct is not None:
+            self._direct.observe(amount)
+            return
+        self._tally.add(self._sum, amount)
+        # The first bucket whose upper bound is >= amount, as Histogram.observe picks.
+        self._tally.add(self._slots[bisect.bisect_left(self._bounds, amount)])
 
 
 _TALLIES: weakref.WeakSet[Tally] = weakref.WeakSet()

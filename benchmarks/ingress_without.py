@@ -33,7 +33,7 @@ if "metrics" in WITHOUT:
     for _name in dir(metrics):
         if _name.startswith("INGRESS_"):
             setattr(metrics, _name, _Nothing())
-    metrics.tallied = _Nothing()  # type: ignore[assignment]
+    metrics.tallied = metrics.tallied_histogram = _Nothing()  # type: ignore[assignment]
     routes._RECEIVED = routes._STORED = _Nothing()  # type: ignore[assignment]
     routes._VERIFIED = {name: _Nothing() for name in routes._VERIFIED}  # type: ignore[misc]
 if "store" in WITHOUT:

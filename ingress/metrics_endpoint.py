@@ -63,7 +63,8 @@ class ResponseMetrics:
                 metrics.INGRESS_RESPONSES.labels(route, status))
         histogram = self._durations.get(route)
         if histogram is None:
-            histogram = self._durations[route] = metrics.INGRESS_DURATION.labels(route)
+            histogram = self._durations[route] = metrics.tallied_histogram(
+                metrics.INGRESS_DURATION.labels(route))
         counter.inc()
         histogram.observe(seconds)
 

@@ -125,3 +125,29 @@ def test_a_multiprocessing_child_hands_its_counts_on_when_it_ends() -> None:
     process.join(30)
     assert process.exitcode == 0
     assert not queue.empty() and queue.get() == 4.0
+
+
+def test_a_tallied_histogram_gives_the_values_of_direct_observations() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from agora_callbacks.tally import TalliedHistogram
+
+    registry = CollectorRegistry()
+    histogram = Histogram("h_seconds", "d", ["route"], buckets=(0.001, 0.01, 0.1),
+                          registry=registry)
+    direct, tallied_child = histogram.labels("direct"), histogram.labels("tallied")
+    tally = Tally(interval_s=3600)
+    tallied = TalliedHistogram(tally, tallied_child)
+    amounts = [0.0, 0.0005, 0.001, 0.0010001, 0.05, 0.1, 0.2, 7.0, 0.003]
+    for amount in amounts:
+        direct.observe(amount)
+        tallied.observe(amount)
+    tally.flush()
+
+    def series(route: str) -> dict[tuple[str, str], float]:
+        return {(s.name, s.labels.get("le", "")): s.value
+                for family in registry.collect() for s in family.samples
+                if s.labels.get("route") == route and not s.name.endswith("_created")}
+
+    assert series("tallied") == series("direct")
+    assert series("direct")[("h_seconds_count", "")] == len(amounts)
