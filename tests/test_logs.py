@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import structlog
 from conftest import wait_for
 
@@ -188,3 +189,26 @@ def _without_timestamp(line: str) -> dict[str, object]:
     if "stack" in value:  # the frames differ by the line that called the renderer
         value["stack"] = bool(value["stack"])
     return value
+
+
+def test_encode_json_is_json_dumps() -> None:
+    values: list[object] = [
+        {"event": "x", "n": 1, "f": 0.25, "big": 10**30, "neg": -3, "t": True, "no": None,
+         "uni": "é\u2028\x00\"\\", "nested": {"a": [1, "b", {"c": None}]}, "tuple": (1, 2)},
+        {}, {"nan": float("nan"), "inf": float("inf")}, [1, 2], "plain",
+    ]
+    for value in values:
+        assert logs.encode_json(value) == json.dumps(value)
+
+    class Odd:
+        def __repr__(self) -> str:
+            return "<odd>"
+
+    assert logs.encode_json({"o": Odd(), "s": {1}}) == json.dumps({"o": "<odd>", "s": "{1}"})
+
+
+def test_encode_json_reports_a_cycle_like_json_dumps() -> None:
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    with pytest.raises(ValueError, match="Circular reference"):
+        logs.encode_json(cyclic)
