@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
+import struct
+import sys
 import threading
 import time
 
@@ -16,7 +19,13 @@ from redis.exceptions import InvalidResponse
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import FIELDS, InboxWriter, pack_xadd, parse_reply
+from ingress.inbox_writer import (
+    FIELDS,
+    InboxWriter,
+    kernel_timeouts,
+    pack_xadd,
+    parse_reply,
+)
 from ingress.state import ingress_redis
 
 
@@ -137,6 +146,12 @@ def test_a_stalled_redis_times_out_once_then_recovers(
         settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess) -> None:
     writer = InboxWriter(ingress_redis(dataclasses.replace(settings, redis_timeout_s=0.3)))
     writer.store(b"warm", _meta(0))
+    sock = writer._connection()._sock
+    if sys.platform.startswith("linux"):  # the timeout is the kernel's: a blocking socket
+        assert sock.gettimeout() is None
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("@ll"))
+            assert struct.unpack("@ll", raw) == (0, 300_000)
     assert redis_server.process is not None
     os.kill(redis_server.process.pid, signal.SIGSTOP)
     try:
@@ -149,3 +164,27 @@ def test_a_stalled_redis_times_out_once_then_recovers(
     assert elapsed < 1.0, f"a timeout is not retried: {elapsed:.2f}s"
     writer.store(b"after", _meta(2))  # on a fresh connection
     assert [e.body for e in _entries(redis_client)][-1] == b"after"
+
+
+def test_kernel_timeouts_leave_tls_and_timeout_free_sockets_alone() -> None:
+    plain = socket.socket()
+    try:
+        assert not kernel_timeouts(plain)  # no timeout: nothing to move
+        plain.settimeout(1e-9)
+        assert kernel_timeouts(plain) == sys.platform.startswith("linux")
+        if sys.platform.startswith("linux"):  # never a zero timeval ("wait forever")
+            raw = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("@ll"))
+            assert struct.unpack("@ll", raw) != (0, 0)
+    finally:
+        plain.close()
+
+    class Wrapped(socket.socket):  # what ssl.SSLSocket is: a subclass
+        pass
+
+    wrapped = Wrapped()
+    try:
+        wrapped.settimeout(2.0)
+        assert not kernel_timeouts(wrapped)
+        assert wrapped.gettimeout() == 2.0
+    finally:
+        wrapped.close()
