@@ -79,13 +79,16 @@ class Tally:
                 return  # this process has counted nothing yet (rows are a parent's)
             sinks = self._sinks
             for row in list(self._rows):
+                # Whether the owner is gone is settled before its row is read: a thread
+                # that ended can add nothing more, so its row can then be dropped.
+                owner = row.owner()
+                ended = owner is None or not owner.is_alive()
                 for slot, done in enumerate(row.done):
                     value = row.values[slot]
                     if value != done:
                         sinks[slot](value - done)
                         row.done[slot] = value
-                owner = row.owner()
-                if owner is None or not owner.is_alive():
+                if ended:
                     self._rows.remove(row)  # everything it counted is handed on
 
     def _new_row(self) -> _Row:
