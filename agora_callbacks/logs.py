@@ -80,19 +80,15 @@ _FAST: Any = (_C_MAKE_ENCODER(None, _fallback, json.encoder.encode_basestring_as
 
 
 def encode_json(value: Any) -> str:
-    """``json.dumps(value, default=<repr fallback>)``, at two thirds of its cost."""
+    """``json.dumps(value, default=<repr fallback>)``, at two thirds of its cost: what
+    ``structlog.processors.JSONRenderer`` gives, without an encoder built per line;
+    unknown objects as their ``repr``."""
     if _FAST is not None:
         try:
             return "".join(_FAST(value, 0))
         except RecursionError:
             pass
     return _ENCODER.encode(value)
-
-
-def render_json(_logger: Any, _method: str, event_dict: EventDict) -> str:
-    """The event as one JSON object (what ``structlog.processors.JSONRenderer`` gives,
-    without building an encoder per line); unknown objects as their ``repr``."""
-    return encode_json(event_dict)
 
 
 _add_level = structlog.processors.add_log_level
@@ -102,7 +98,7 @@ _exc_info = structlog.processors.format_exc_info
 
 def json_line(logger: Any, method: str, event_dict: EventDict) -> str:
     """``add_log_level``, ``timestamp_utc``, ``StackInfoRenderer``, ``format_exc_info``
-    and ``render_json`` in one processor: the same line, one call instead of five
+    and JSON rendering (``encode_json``) in one processor: the same line, one call instead of five
     (the stack and exception renderers run only when asked for)."""
     _add_level(logger, method, event_dict)
     timestamp_utc(logger, method, event_dict)

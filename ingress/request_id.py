@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
-from flask import Flask, request
+from flask import Flask
 
 HEADER = "X-Request-Id"
 ENVIRON_KEY = "agora_callbacks.request_id"
@@ -39,12 +39,6 @@ def choose(incoming: str | None) -> str:
     if incoming and _SANE.fullmatch(incoming):
         return incoming
     return f"{_random.getrandbits(128):032x}"
-
-
-def current() -> str:
-    """The id of the request being handled (inside a Flask request)."""
-    value: str = request.environ.get(ENVIRON_KEY, "")
-    return value
 
 
 #: Told of every response once the app returned it: the WSGI environ, the status

@@ -39,7 +39,7 @@ def _seconds(stamp: str) -> float:
 
 def test_json_rendering_matches_json_dumps_and_falls_back_to_repr() -> None:
     event = {"event": "ncs.stored", "bytes": 770, "uni": "é", "nested": {"a": [1, None]}}
-    assert logs.render_json(None, "info", dict(event)) == json.dumps(event)
+    assert logs.encode_json(dict(event)) == json.dumps(event)
 
     class Odd:
         def __repr__(self) -> str:
@@ -49,7 +49,7 @@ def test_json_rendering_matches_json_dumps_and_falls_back_to_repr() -> None:
         def __structlog__(self) -> str:
             return "hooked"
 
-    assert json.loads(logs.render_json(None, "info", {"a": Odd(), "b": WithHook()})) == {
+    assert json.loads(logs.encode_json({"a": Odd(), "b": WithHook()})) == {
         "a": "<odd>", "b": "hooked"}
 
 
@@ -160,7 +160,7 @@ def test_configured_process_writes_json_lines_and_flushes_at_exit(tmp_path: Path
 def test_json_line_gives_the_line_of_structlogs_processor_chain() -> None:
     chain = [structlog.processors.add_log_level, logs.timestamp_utc,
              structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info,
-             logs.render_json]
+             structlog.processors.JSONRenderer()]
 
     def through_chain(method: str, event: dict[str, object]) -> dict[str, object]:
         value: object = dict(event)
