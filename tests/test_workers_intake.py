@@ -10,6 +10,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from workers import REGISTRY, on_event, runtime, scripts
 from workers.app import celery_app
 from workers.dispatch import Dispatcher
 from workers.intake import Intake
+from workers.outbox import Outbox
 from workers.timers import sweep
 
 HOLD_MS = 300
@@ -348,6 +350,14 @@ class _Delayed:
         assert not self._thread.is_alive() and self.error is None, self.error
 
 
+@contextmanager
+def _publishing_at_once() -> Iterator[tuple[Any, Outbox]]:
+    """``outbox.publishing`` as on a kombu without the publish-batch hook: a producer
+    that sends each publish at once, and an Outbox that stays empty."""
+    with celery_app.producer_or_acquire() as producer:
+        yield producer, Outbox()
+
+
 def _copies(client: redis.Redis, key: str) -> int:
     return [a[2] for _, a in published(client)].count(key)
 
@@ -441,15 +451,7 @@ def test_without_the_publish_batch_hook_publishes_are_sent_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The fallback (a kombu without the hook): each publish is sent as it is made,
     # the commit (with its token) follows; nothing is collected.
-    from contextlib import contextmanager
-
     from workers import dispatch
-    from workers.outbox import Outbox
-
-    @contextmanager
-    def at_once() -> Iterator[tuple[Any, Outbox]]:
-        with celery_app.producer_or_acquire() as producer:
-            yield producer, Outbox()
 
     rt = _fast_runtime(settings)
     it = Intake(rt, consumer="test")
@@ -460,7 +462,7 @@ def test_without_the_publish_batch_hook_publishes_are_sent_at_once(
     dispatcher = Dispatcher(rt)
     turn = dispatcher.finish_handler("s15", member, "test_intake.every")
     assert turn is not None
-    monkeypatch.setattr(dispatch, "publishing", at_once)
+    monkeypatch.setattr(dispatch, "publishing", _publishing_at_once)
     delayed = _Delayed(monkeypatch, lambda: dispatcher.dispatch_next("s15", turn))
     assert _copies(redis_client, "s15:40:1") == 1  # sent before the commit
     delayed.release()
@@ -587,17 +589,9 @@ def test_without_the_publish_batch_hook_an_unordered_entry_is_still_acknowledged
     # The fallback: publishes are sent as they are made, before the settling
     # script, so a consumer that lost its entry has already sent its copy (at
     # least once); the entry is still settled (counted, acknowledged) once.
-    from contextlib import contextmanager
-
     from workers import intake as intake_module
-    from workers.outbox import Outbox
 
-    @contextmanager
-    def at_once() -> Iterator[tuple[Any, Outbox]]:
-        with celery_app.producer_or_acquire() as producer:
-            yield producer, Outbox()
-
-    monkeypatch.setattr(intake_module, "publishing", at_once)
+    monkeypatch.setattr(intake_module, "publishing", _publishing_at_once)
     rt = _fast_runtime(settings, CLAIM_IDLE_MS="50")
     slow, taker = Intake(rt, consumer="slow"), Intake(rt, consumer="taker")
     entry_id = store(redis_client, body(None, None, 40, notice_id="n-hookless"))
