@@ -192,6 +192,28 @@ def run_wrk(url: str, body_path: Path, headers: dict[str, str], duration: float,
     }
 
 
+@dataclass
+class WrkSetup:
+    """A run's scratch folder, with the signed body wrk POSTs and its headers."""
+
+    workdir: Path
+    body_path: Path
+    headers: dict[str, str]
+
+
+def wrk_setup(prefix: str) -> WrkSetup | None:
+    """The scratch folder and signed request of a wrk run; None (with the reason on
+    stderr) when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    body_path = workdir / "body.json"
+    body_path.write_bytes(BODY)
+    headers = {"Content-Type": "application/json", **sign_headers(BODY, SECRET)}
+    return WrkSetup(workdir, body_path, headers)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,14 +231,10 @@ def main() -> int:
     parser.add_argument("--redis-unix", action="store_true",
                         help="reach Redis over a Unix socket instead of TCP loopback")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+    setup = wrk_setup("bench-ingress-")
+    if setup is None:
         return 2
-
-    workdir = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
-    body_path = workdir / "body.json"
-    body_path.write_bytes(BODY)
-    headers = {"Content-Type": "application/json", **sign_headers(BODY, SECRET)}
+    workdir, body_path, headers = setup.workdir, setup.body_path, setup.headers
     sock = workdir / "redis.sock"
     extra = ("--unixsocket", str(sock), "--unixsocketperm", "700") if args.redis_unix else ()
     redis_server = ServerProcess(workdir / "redis", extra_args=extra)

@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agora_callbacks.embedded_server import ServerProcess  # noqa: E402
-from benchmarks.bench_ingress import BARE_APP, BODY, SECRET, run_wrk, start_server  # noqa: E402
-from ingress.signature import sign_headers  # noqa: E402
+from benchmarks.bench_ingress import (  # noqa: E402
+    BARE_APP,
+    SECRET,
+    run_wrk,
+    start_server,
+    wrk_setup,
+)
 
 #: label -> (app, INGRESS_WITHOUT)
 CONFIGURATIONS: dict[str, tuple[str, str]] = {
@@ -50,13 +55,10 @@ def main() -> int:
                         default=True, help="prometheus_client's multi-process mode, as "
                         "agora-callbacks web runs it (default: on)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+    setup = wrk_setup("bench-ingress-costs-")
+    if setup is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="bench-ingress-costs-"))
-    body_path = workdir / "body.json"
-    body_path.write_bytes(BODY)
-    headers = {"Content-Type": "application/json", **sign_headers(BODY, SECRET)}
+    workdir, body_path, headers = setup.workdir, setup.body_path, setup.headers
     redis_server = ServerProcess(workdir / "redis")
     redis_server.start()
     cpu: dict[str, list[float]] = {label: [] for label in CONFIGURATIONS}
