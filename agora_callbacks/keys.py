@@ -15,10 +15,10 @@ Bounds (guarantee 6), stated where each key is named:
 - ``COUNTERS``: a hash with one field per counter name (a fixed, small set): bounded
   by construction, no TTL (the counts are cumulative, like Prometheus counters).
 - per-recording keys, in detail: ``dedupe`` (one short field per event seen),
-  ``order`` (a handful of fields), ``buffer``/``events`` (events admitted and not
-  yet through their turn; an event's raw body is deleted when its turn ends),
-  ``turn`` (handler names of the current event); each script run refreshes the
-  expiry of all five.
+  ``order`` (a handful of fields), ``buffer``/``events``/``arrivals`` (events
+  admitted and not yet through their turn; an event's raw body is deleted when its
+  turn ends), ``slots`` (handlers of the current event); each script run refreshes
+  the expiry of all six.
 """
 
 from __future__ import annotations
@@ -70,8 +70,14 @@ def recording_events(sid: str) -> str:
 
 
 def recording_turn(sid: str) -> str:
-    """Set: handler names of the event whose turn it is that have not finished yet."""
-    return recording_prefix(sid) + "turn"
+    """Hash: each handler of the event whose turn it is that has not finished yet ->
+    the task that started it (or ``-``) and its deadline."""
+    return recording_prefix(sid) + "slots"
+
+
+def recording_arrivals(sid: str) -> str:
+    """Sorted set: each buffered event -> when it was admitted (unix ms)."""
+    return recording_prefix(sid) + "arrivals"
 
 
 def recording_state(sid: str) -> str:
@@ -80,5 +86,7 @@ def recording_state(sid: str) -> str:
 
 
 def notice_dedupe(notice_id: str) -> str:
-    """String: dedupe record of an event without sid/sequence, by ``noticeId``."""
-    return f"{PREFIX}:notice:{notice_id}"
+    """Hash: dedupe record of an event without sid/sequence, by ``noticeId``: the
+    inbox entry that claimed it (``e``) and the task that started each handler
+    (``h:<handler>``)."""
+    return f"{PREFIX}:unordered:{notice_id}"

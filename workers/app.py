@@ -18,6 +18,7 @@ from agora_callbacks.settings import Settings
 from workers import runtime
 from workers.bootstep import IntakeStep
 from workers.metrics_server import MetricsServerStep
+from workers.publish import celery_publisher
 
 ENTRY_POINT_GROUP = "agora_callbacks.handlers"
 
@@ -104,9 +105,9 @@ def load_handlers(settings: Settings) -> list[str]:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
-    runtime.configure(settings)
     app = Celery("agora_callbacks", set_as_current=True)
     app.conf.update(celery_config(settings))
+    runtime.configure(settings, publish=celery_publisher(app))
     app.steps["worker"].add(IntakeStep)
     app.steps["worker"].add(MetricsServerStep)
     return app

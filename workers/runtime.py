@@ -8,45 +8,70 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from agora_callbacks.redis_conn import client_from_settings
 from agora_callbacks.settings import Settings
 from workers.ordering import Ordering
+from workers.ordering.clock import RedisClock
+
+#: Publishes one handler task per name with the given task arguments.
+Publish = Callable[[Sequence[str], list[Any]], None]
+
+
+def _no_publisher(names: Sequence[str], args: list[Any]) -> None:
+    raise RuntimeError("no publisher configured: workers.app configures the Celery one")
 
 
 @dataclass(frozen=True)
 class Runtime:
+    """What the workers' code needs: settings, a Redis client, the ordering scripts,
+    the clock every decision reads, and how handler tasks are published (Celery;
+    the simulation in ``tests/sim`` gives its own clock, client and publisher)."""
+
     settings: Settings
     client: redis.Redis
     ordering: Ordering
+    clock: Any
+    publish: Publish
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: Settings, client: redis.Redis | None = None,
+              clock: Any = None, publish: Publish | None = None) -> Runtime:
+        clock = clock if clock is not None else RedisClock()
         return cls(
             settings=settings,
-            client=client_from_settings(settings),
+            client=client if client is not None else client_from_settings(settings),
             ordering=Ordering(
                 ttl_s=settings.dedupe_ttl_s,
                 hold_ms=settings.reorder_hold_ms,
                 lease_ms=settings.dispatch_lease_ms,
                 deadline_ms=settings.handler_deadline_s * 1000,
+                deadletter_maxlen=settings.deadletter_maxlen,
+                clock=clock,
             ),
+            clock=clock,
+            publish=publish if publish is not None else _no_publisher,
         )
 
 
 _lock = threading.Lock()
 _current: tuple[int, Runtime] | None = None
 _settings: Settings | None = None
+_publish: Publish | None = None
 
 
-def configure(settings: Settings) -> None:
-    """Use these settings from now on (the Celery app calls it once)."""
-    global _settings, _current
+def configure(settings: Settings, publish: Publish | None = None) -> None:
+    """Use these settings (and this publisher) from now on (the Celery app calls it
+    once)."""
+    global _settings, _current, _publish
     with _lock:
         _settings = settings
+        _publish = publish
         _current = None
 
 
@@ -61,5 +86,5 @@ def get() -> Runtime:
         if _current is None or _current[0] != pid:
             if _settings is None:
                 _settings = Settings.from_env()
-            _current = (pid, Runtime.build(_settings))
+            _current = (pid, Runtime.build(_settings, publish=_publish))
         return _current[1]

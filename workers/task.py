@@ -5,14 +5,18 @@ and its event's place in the order (empty for unordered events), the dedupe key,
 the late/gap flags, the receive metadata and the raw body, which it parses again
 (cheap) into the typed event for the user's function.
 
-- Before running, it asks the recording's turn whether this handler is still
-  pending (``start.lua``): a copy redelivered after a crash between the end of the
-  handler and its acknowledgement is skipped, not run twice.
+- Before running, it asks the recording's turn whether this copy may run
+  (``start.lua``, or ``start_notice.lua`` for an event without ordering): a
+  handler starts once per event, claimed by the first copy of its task that
+  starts; the same task may run again (a Celery retry, a redelivery after its
+  process died mid-run); any other copy (published again after the publish lease,
+  published late, redelivered after the handler finished) is skipped.
 - On success, or on final failure (retries exhausted, or an exception that is not
-  retried), the handler's part of the turn ends (``finish.lua``) and, when it was
-  the last one, the recording's next event is dispatched from this process. A
-  final failure is dead-lettered first (kind ``handler``). A retry
-  (``self.retry``, ``autoretry_for``) does not end the turn.
+  retried), the handler's part of the turn ends (``finish.lua``, which writes the
+  dead letter of a final failure in the same step, kind ``handler``) and, when it
+  was the last one, the recording's next event is dispatched from this process.
+  A Redis error there is tried again with backoff for up to ``REDIS_RETRY_S``.
+  A retry (``self.retry``, ``autoretry_for``) does not end the turn.
 - A handler may also end its part of the turn by raising Celery's ``Ignore``
   (done, as on success, no dead letter) or ``Reject`` (a dead letter with reason
   ``rejected``, as on final failure); Celery calls neither ``on_success`` nor
@@ -22,9 +26,9 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
   handler's part of the turn has ended; publishing the next event with its
   commit is handed to a thread of the process (``_AfterHandler``), so that this
   round trip overlaps the next task instead of delaying it. Nothing depends on
-  that thread: ``finish`` took the next event under a ``DISPATCH_LEASE_MS`` lease
-  with the recording's timer armed, so if the process dies first, the timer
-  sweep takes the event again and publishes it, as after any crash there.
+  that thread: ``finish`` took the next event under a ``DISPATCH_LEASE_MS``
+  publish lease with the recording's timer set to it, so if the process dies
+  first, the timer sweep publishes the event again, as after any crash there.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from celery.exceptions import Ignore, Reject
 from agora_callbacks import metrics
 from agora_callbacks.logs import get_logger
 from workers import runtime
-from workers.dispatch import Dispatcher, dead_letter_handler, sequence_of
-from workers.ordering import Turn
+from workers.dispatch import Dispatcher, failure_of, log_failure
+from workers.ordering import Failure, Turn, sequence_of
 from workers.registry import Handler
 
 log = get_logger("workers.task")
@@ -74,16 +78,16 @@ class _AfterHandler:
     def submit(self, dispatcher: Dispatcher, sid: str, turn: Turn) -> None:
         executor = self._executor
         if executor is None or self._pid != os.getpid():
-            dispatcher.dispatch_next(sid, turn)
+            dispatcher.dispatch(sid, turn)
             return
         executor.submit(self._run, dispatcher, sid, turn)
 
     @staticmethod
     def _run(dispatcher: Dispatcher, sid: str, turn: Turn) -> None:
         try:
-            dispatcher.dispatch_next(sid, turn)
+            dispatcher.dispatch(sid, turn)
         except Exception:
-            # The turn stays taken under its lease: the timer sweep publishes it.
+            # The turn's publish lease runs out: the timer sweep publishes it.
             log.exception("next event not published; the timer sweep will", sid=sid,
                           member=turn.member)
 
@@ -115,14 +119,12 @@ class HandlerTask(Task):
                     gap: list[int] | None, meta: dict[str, Any], body: str) -> Any:
         from schemas import parse_event
 
-        rt = runtime.get()
+        dispatcher = Dispatcher(runtime.get())
         seq = sequence_of(member) if member else None
         structlog.contextvars.bind_contextvars(sid=sid or None, sequence=seq, key=key,
                                                handler=self.name)
-        if sid and self._maybe_done() and not rt.ordering.start(rt.client, sid, member,
-                                                                 self.name):
+        if not dispatcher.handler_start(sid, member, key, self.name, self._task_id()):
             self.request.agora_skipped = True
-            log.info("handler skipped: already finished for this event")
             return None
         event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
@@ -145,9 +147,8 @@ class HandlerTask(Task):
             # The handler refused the event for good: a dead letter, then the
             # recording moves on (Celery calls no on_failure for a Reject either).
             metrics.HANDLER_FAILURES.labels(self.name).inc()
-            dead_letter_handler(runtime.get(), name=self.name, exc=exc, einfo=None, args=args,
-                                retries=int(self.request.retries or 0), reason="rejected")
-            self._finish(args)
+            self._finish(args, failure_of(exc, None, reason="rejected"))
+            log_failure(self.name, exc, int(self.request.retries or 0), "rejected")
             raise
         except BaseException:
             metrics.HANDLER_FAILURES.labels(self.name).inc()
@@ -157,22 +158,18 @@ class HandlerTask(Task):
         log.info("handler done", ms=round((time.monotonic() - started) * 1000, 2))
         return result
 
-    def _maybe_done(self) -> bool:
-        """Could this handler already have finished for this event? Only for a
-        message the broker delivers again (its worker died before acknowledging it)
-        or a retry (the turn may have been declared lost meanwhile); a first
-        delivery skips the check (one round trip less per event). The check also
-        pushes the turn's deadline back, which is what a retry needs."""
-        info = self.request.delivery_info or {}
-        return bool(info.get("redelivered") or self.request.retries)
+    def _task_id(self) -> str:
+        """The id that fences this task's start: the same across its retries and
+        redeliveries, different for every other copy."""
+        return str(self.request.id or "")
 
-    def _finish(self, args: tuple[Any, ...]) -> None:
-        sid, member = args[0], args[1]
-        if sid and member:
-            dispatcher = Dispatcher(runtime.get())
-            turn = dispatcher.finish_handler(sid, member, self.name)
-            if turn is not None:
-                AFTER_HANDLER.submit(dispatcher, sid, turn)
+    def _finish(self, args: tuple[Any, ...], failure: Failure | None = None) -> None:
+        sid, member, key, _, _, meta, body = args
+        dispatcher = Dispatcher(runtime.get())
+        turn = dispatcher.handler_done(sid, member, key, self.name, self._task_id(), failure,
+                                       body=str(body).encode(), meta=dict(meta or {}))
+        if turn is not None:
+            AFTER_HANDLER.submit(dispatcher, sid, turn)
 
     def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> None:
@@ -185,10 +182,8 @@ class HandlerTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         try:
-            rt = runtime.get()
-            dead_letter_handler(rt, name=self.name, exc=exc, einfo=einfo, args=args,
-                                retries=int(self.request.retries or 0))
-            self._finish(args)
+            self._finish(args, failure_of(exc, einfo))
+            log_failure(self.name, exc, int(self.request.retries or 0), "handler_failed")
         finally:
             structlog.contextvars.clear_contextvars()
 

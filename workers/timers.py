@@ -1,54 +1,42 @@
-"""The timer sweep: recordings whose hold window ended or whose lease ran out.
+"""The timer sweep: recordings whose hold window ended, whose publish lease ran
+out, or whose handlers are past their deadline.
 
 ``keys.TIMERS`` holds sid -> unix ms at which the recording must be looked at
-again. Workers only move a timer earlier (``ZADD LT``); the sweep, run by every
-worker's intake thread, runs ``take`` for each due recording and moves its timer
-to the next due time, or removes it, unless someone moved it meanwhile
-(``timer_set.lua``). Several workers sweeping at once is safe: ``take`` is atomic.
+again. Only the per-recording scripts write it, each in the same atomic step as
+the state it derives from (``arm`` in ``_lib.lua``), so a timer always says when
+its recording is next due. The sweep only reads: it runs ``take`` for each due
+recording (which sets the timer again) and publishes what ``take`` returned.
+Several workers sweeping at once is safe: ``take`` is atomic, and a turn's
+handlers start once whatever is published.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from functools import partial
 from typing import Any
 
 from agora_callbacks import keys
-from workers import scripts
-from workers.dispatch import Dispatcher, q_counters
-from workers.ordering import parse_turn
-from workers.outbox import publishing
-from workers.scripts import Call, Pipe
+from agora_callbacks.logs import get_logger
+from workers.dispatch import Dispatcher
+from workers.ordering import parse_turn, scripts
 
-
-def q_timer_set(pipe: Pipe, sid: str, read_score: float, due_ms: int) -> object:
-    return scripts.evalsha(pipe, "timer_set", [keys.TIMERS], [sid, int(read_score), due_ms])
+log = get_logger("workers.timers")
 
 
 def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
     """Act on up to ``limit`` due recordings; return how many were due."""
     rt = dispatcher.rt
     client = rt.client
-    seconds, micros = client.time()
-    now = int(seconds) * 1000 + int(micros) // 1000
-    due: Any = client.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit,
-                                    withscores=True)
+    now = rt.clock.now_ms(client)
+    due: Any = client.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit)
     if not due:
         return 0
-    sids = [(m.decode() if isinstance(m, bytes) else str(m), float(score)) for m, score in due]
-    replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid, _ in sids])
-    counts: Counter[str] = Counter()
-    calls: list[Call] = []
-    # Publishes are sent by the commits of their turns (only if still theirs),
-    # with the timers, in one transaction.
-    with publishing() as (producer, outbox):
-        for (sid, score), reply in zip(sids, replies, strict=True):
-            if isinstance(reply, Exception):
-                continue
-            turn = parse_turn(reply)
-            calls.extend(dispatcher.settle(sid, turn, counts, producer, outbox))
-            calls.append(partial(q_timer_set, sid=sid, read_score=score, due_ms=turn.due_ms))
-    calls.append(lambda p: q_counters(p, counts))
-    sent = [*outbox.calls(), *calls]
-    dispatcher.after_commits(sent, scripts.run(client, sent, atomic=True))
+    sids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
+    replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid in sids])
+    for sid, reply in zip(sids, replies, strict=True):
+        if isinstance(reply, Exception):
+            # The timer is still due: the next sweep tries again.
+            log.error("sweep could not look at a recording", sid=sid, error=str(reply))
+            continue
+        dispatcher.dispatch(sid, parse_turn(reply))
     return len(sids)

@@ -1,6 +1,6 @@
-"""The Lua scripts of the workers, loaded from ``workers/lua/*.lua``.
+"""The Lua scripts of the workers, loaded from ``workers/ordering/lua/*.lua``.
 
-The per-recording scripts (admit, take, commit, lost, start, finish) share the helpers
+The per-recording scripts (admit, take, start, finish) share the helpers
 of ``_lib.lua``, which is prepended to each of them. Scripts are called with
 ``EVALSHA`` inside plain pipelines (redis-py's ``Script`` objects would add a
 ``SCRIPT EXISTS`` round trip to every pipeline); a ``NOSCRIPT`` reply (Redis
@@ -20,8 +20,8 @@ import redis
 from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
-RECORDING_SCRIPTS = ("admit", "take", "commit", "lost", "start", "finish")
-STANDALONE_SCRIPTS = ("claim_notice", "settle_entry", "timer_set", "timer_commit")
+RECORDING_SCRIPTS = ("admit", "take", "start", "finish")
+STANDALONE_SCRIPTS = ("claim_notice", "start_notice", "finish_notice", "settle_entry")
 
 Pipe = Any  # a redis-py Pipeline (or client) that ``evalsha`` can be queued on
 Call = Callable[[Pipe], object]
@@ -54,16 +54,17 @@ def evalsha(pipe: Pipe, name: str, keys: Sequence[str], args: Sequence[Any]) -> 
     return pipe.evalsha(sha(name), len(keys), *keys, *args)
 
 
-def run(client: redis.Redis, calls: Sequence[Call], atomic: bool = False) -> list[Any]:
-    """Run ``calls`` in one pipeline (``atomic``: in one MULTI/EXEC transaction);
-    return one result per call, in order: the reply of the command it queued
-    (None if it queued none, the list of replies if it queued several).
+def run(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
+    """Run ``calls`` in one pipeline (not a transaction: each script is atomic on its
+    own, and every decision with what depends on it is one script); return one
+    result per call, in order: the reply of the command it queued (None if it
+    queued none, the list of replies if it queued several).
 
     Errors are returned in place (not raised), except ``NOSCRIPT``: the scripts are
-    then loaded and the calls that failed run again (whole). Connection errors are
-    raised.
+    then loaded and the calls that failed run again (whole: a script that failed
+    with ``NOSCRIPT`` did nothing). Connection errors are raised.
     """
-    pipe = client.pipeline(transaction=atomic)
+    pipe = client.pipeline(transaction=False)
     spans = _queue(pipe, calls)
     replies: list[Any] = pipe.execute(raise_on_error=False)
     results = [_result(replies, span) for span in spans]
