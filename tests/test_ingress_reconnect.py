@@ -150,3 +150,18 @@ def test_two_restarts_in_a_row(app: Flask, redis_server: ServerProcess,
             redis_server.start()
             assert client.post(URL, data=BODY, headers=HEADERS).status_code == 200
             assert client.get("/readyz").status_code == 200
+
+
+def test_request_threads_coming_and_going_leave_the_pool_alone(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    """granian ends an idle request thread and starts new ones: each new thread's
+    connection must not hold a slot of the pool that ``/readyz`` (and every other
+    call on the client) uses."""
+    client = ingress_redis(settings)
+    writer = InboxWriter(client)
+    for i in range(150):
+        thread = threading.Thread(target=writer.store, args=(b"t%d" % i, _meta(i)))
+        thread.start()
+        thread.join()
+    assert redis_client.xlen(keys.INBOX) == 150
+    assert client.ping()

@@ -1,31 +1,21 @@
-"""The ingress's lean inbox write path: same entries as ``inbox.store``, one per call,
-safe across threads and forks, recovering from a Redis restart."""
+"""The ingress's inbox write path: same entries as ``inbox.store``, one per call, safe
+across threads and forks, recovering from a Redis restart, on redis-py's public API."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import signal
-import socket
-import struct
-import sys
 import threading
 import time
 
 import pytest
 import redis
-from redis.exceptions import InvalidResponse
 
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import (
-    FIELDS,
-    InboxWriter,
-    kernel_timeouts,
-    pack_xadd,
-    parse_reply,
-)
+from ingress.inbox_writer import InboxWriter, xadd_args
 from ingress.state import ingress_redis
 
 
@@ -75,11 +65,11 @@ def test_a_forked_child_uses_its_own_connection(settings: Settings,
                                                 redis_client: redis.Redis) -> None:
     writer = InboxWriter(ingress_redis(settings))
     writer.store(b"parent", _meta(0))
-    parent_conn = writer._connection()
+    parent_conn = writer.connection()
     pid = os.fork()
     if pid == 0:  # the child: exit status says whether it stored on a connection of its own
         try:
-            own = writer._connection() is not parent_conn
+            own = writer.connection() is not parent_conn
             writer.store(b"child", _meta(1))
             os._exit(0 if own else 2)
         except BaseException:
@@ -104,29 +94,16 @@ def test_reconnects_after_a_redis_restart(settings: Settings, redis_client: redi
         check.close()
 
 
-def test_packed_command_is_what_redis_py_sends() -> None:
-    """The one-step packing of the usual fields, and the general path (``origin``),
-    give the very bytes redis-py would send for ``inbox.fields_for``'s entry."""
+def test_command_is_what_redis_py_sends_for_inbox_store() -> None:
+    """The writer's XADD packs to the very bytes ``Redis.xadd`` sends for
+    ``inbox.fields_for``'s entry, the usual fields and the general path (``origin``)."""
     conn = redis.Connection()
     body = b'{"sid": "\xe6\x9c\xa8"}\r\n\x00'
     for meta in (_meta(7), inbox.ReceiveMeta(1, "replay", -1, "", "r", origin="dlq:1-0")):
         args: list[object] = ["XADD", keys.INBOX, "*"]
         for name, value in inbox.fields_for(body, meta).items():
             args += [name, value]
-        assert pack_xadd(body, meta) == b"".join(conn.pack_command(*args))
-    assert tuple(inbox.fields_for(body, _meta(7))) == FIELDS
-
-
-def test_reply_parsing() -> None:
-    assert parse_reply(b"$3\r\n1-0\r\n") == (9, "1-0")
-    assert parse_reply(b"$3\r\n1-") == (0, None)
-    assert parse_reply(b"") == (0, None)
-    with pytest.raises(redis.ResponseError, match="OOM command not allowed"):
-        parse_reply(b"-OOM command not allowed\r\n")
-    with pytest.raises(InvalidResponse):
-        parse_reply(b":1\r\n")
-    with pytest.raises(InvalidResponse):
-        parse_reply(b"$-1\r\n")
+        assert conn.pack_command(*xadd_args(body, meta)) == conn.pack_command(*args)
 
 
 def test_an_error_reply_is_raised_and_the_connection_stays_usable(
@@ -136,9 +113,9 @@ def test_an_error_reply_is_raised_and_the_connection_stays_usable(
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         writer.store(b"refused", _meta(0))
     redis_client.delete(keys.INBOX)
-    conn = writer._connection()
+    conn = writer.connection()
     writer.store(b"stored", _meta(1))
-    assert writer._connection() is conn
+    assert writer.connection() is conn
     assert [e.body for e in _entries(redis_client)] == [b"stored"]
 
 
@@ -146,12 +123,6 @@ def test_a_stalled_redis_times_out_once_then_recovers(
         settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess) -> None:
     writer = InboxWriter(ingress_redis(dataclasses.replace(settings, redis_timeout_s=0.3)))
     writer.store(b"warm", _meta(0))
-    sock = writer._connection()._sock
-    if sys.platform.startswith("linux"):  # the timeout is the kernel's: a blocking socket
-        assert sock.gettimeout() is None
-        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-            raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("@ll"))
-            assert struct.unpack("@ll", raw) == (0, 300_000)
     assert redis_server.process is not None
     os.kill(redis_server.process.pid, signal.SIGSTOP)
     try:
@@ -164,27 +135,3 @@ def test_a_stalled_redis_times_out_once_then_recovers(
     assert elapsed < 1.0, f"a timeout is not retried: {elapsed:.2f}s"
     writer.store(b"after", _meta(2))  # on a fresh connection
     assert [e.body for e in _entries(redis_client)][-1] == b"after"
-
-
-def test_kernel_timeouts_leave_tls_and_timeout_free_sockets_alone() -> None:
-    plain = socket.socket()
-    try:
-        assert not kernel_timeouts(plain)  # no timeout: nothing to move
-        plain.settimeout(1e-9)
-        assert kernel_timeouts(plain) == sys.platform.startswith("linux")
-        if sys.platform.startswith("linux"):  # never a zero timeval ("wait forever")
-            raw = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("@ll"))
-            assert struct.unpack("@ll", raw) != (0, 0)
-    finally:
-        plain.close()
-
-    class Wrapped(socket.socket):  # what ssl.SSLSocket is: a subclass
-        pass
-
-    wrapped = Wrapped()
-    try:
-        wrapped.settimeout(2.0)
-        assert not kernel_timeouts(wrapped)
-        assert wrapped.gettimeout() == 2.0
-    finally:
-        wrapped.close()
