@@ -2,14 +2,16 @@
 
 Every variable is declared once in ``VARIABLES`` (name, parser, default, meaning);
 ``Settings.from_env`` parses them all and raises ``ConfigError`` naming the first
-bad variable. The README's configuration table lists the same variables, and a
-test keeps the two in step.
+bad variable, then checks them against each other (``Settings.problems``: each rule
+between two variables, a one-line message naming both and why). The README's
+configuration table lists the same variables and rules, and a test keeps the
+variables in step.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,7 +109,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "REDIS_TIMEOUT_S", "redis_timeout_s", _positive_float, "1.0",
         "Connect and read timeout for Redis calls, in seconds. Short, so that a Redis "
-        "outage turns into a quick 503 well inside NCS's 10 s budget.",
+        "outage turns into a quick 503 well inside NCS's 10 s budget. Must be below "
+        "`REDIS_RETRY_S`.",
+    ),
+    Variable(
+        "REDIS_RETRY_S", "redis_retry_s", _positive_int, "30",
+        "Workers: how long a Redis call that records a handler's outcome (its part of "
+        "the turn ended, its dead letter) is retried, with backoff, before the worker "
+        "gives up (the recording then waits for `HANDLER_DEADLINE_S`). Must exceed "
+        "`REDIS_TIMEOUT_S` (room for a retry) and be below `HANDLER_DEADLINE_S`; the "
+        "handlers' time limits leave room for it (see `HANDLER_VISIBILITY_TIMEOUT_S`).",
     ),
     Variable(
         "MAX_BODY_BYTES", "max_body_bytes", _positive_int, "262144",
@@ -162,31 +173,45 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DEDUPE_TTL_S", "dedupe_ttl_s", _positive_int, "86400",
         "Deduplication window in seconds. A copy arriving within it is dropped; a body "
-        "whose `notifyMs` is older than it is dead-lettered as a stale replay.",
+        "whose `notifyMs` is older than it is dead-lettered as a stale replay. A "
+        "recording's keys (its buffered events, its turn) also expire this long after "
+        "its last event, so it must exceed `REORDER_HOLD_MS` and `HANDLER_DEADLINE_S`: "
+        "else acknowledged events vanish without a dead letter.",
     ),
     Variable(
         "REORDER_HOLD_MS", "reorder_hold_ms", _non_negative_int, "15000",
         "How long a missing `sequence` is waited for before it is skipped. NCS resends "
         "a notification right after a failed attempt, and an attempt may take up to its "
-        "10 s timeout, so a resend can trail its successor by a little over 10 s.",
+        "10 s timeout, so a resend can trail its successor by a little over 10 s. Must "
+        "be below `DEDUPE_TTL_S` and, unless 0 (never wait), above `CLAIM_IDLE_MS`.",
     ),
     Variable(
         "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "5000",
         "A stored body taken by a worker that then died is taken over by another "
         "worker after this long without an acknowledgement. A live worker settles a "
-        "batch in milliseconds; kept below `REORDER_HOLD_MS` so that a crashed "
-        "worker's bodies are recovered before their successors skip them as a gap.",
+        "batch in milliseconds. Must be below `REORDER_HOLD_MS` (unless that is 0) so "
+        "that a crashed worker's bodies are recovered before their successors skip them "
+        "as a gap.",
     ),
     Variable(
         "HANDLER_VISIBILITY_TIMEOUT_S", "handler_visibility_timeout_s", _positive_int,
         "600",
         "A handler task whose worker died is redelivered after this many seconds. It "
-        "must exceed the longest handler run, or a slow handler is started twice.",
+        "must exceed the longest handler run, or a slow handler is started twice, so "
+        "every handler has a hard time limit below it: this minus a margin "
+        "(max(1 s, 5%)) and `REDIS_RETRY_S` (540 s by default), and a soft limit "
+        "(`SoftTimeLimitExceeded` in the handler) the margin and `REDIS_RETRY_S` before "
+        "that (480 s); so it must exceed twice (`REDIS_RETRY_S` + the margin), and be "
+        "below half `HANDLER_DEADLINE_S`. A handler's own `time_limit`, "
+        "`soft_time_limit` or retry delay at or above it is refused when the handler is "
+        "registered. Time limits are enforced by the prefork pool (the default), not by "
+        "`-P solo` or `-P threads`.",
     ),
     Variable(
         "DISPATCH_LEASE_MS", "dispatch_lease_ms", _positive_int, "5000",
         "A worker that took a recording's next event and died before publishing its "
-        "handler tasks is replaced after this long (publishing takes milliseconds).",
+        "handler tasks is replaced after this long (publishing takes milliseconds). "
+        "Must be below `HANDLER_DEADLINE_S`.",
     ),
     Variable(
         "HANDLER_DEADLINE_S", "handler_deadline_s", _positive_int, "3600",
@@ -194,7 +219,10 @@ VARIABLES: tuple[Variable, ...] = (
         "long after they were published (or after their last retry) has them "
         "dead-lettered as `lost` and moves on. It must exceed the longest wait in the "
         "queue plus one attempt's run, its retry countdown and "
-        "`HANDLER_VISIBILITY_TIMEOUT_S`.",
+        "`HANDLER_VISIBILITY_TIMEOUT_S`: enforced as more than twice "
+        "`HANDLER_VISIBILITY_TIMEOUT_S` (a run and a retry countdown are each below it, "
+        "a redelivery comes after it); and more than `REDIS_RETRY_S` and "
+        "`DISPATCH_LEASE_MS`, below `DEDUPE_TTL_S`.",
     ),
     Variable(
         "INTAKE_BATCH", "intake_batch", _positive_int, "100",
@@ -241,6 +269,7 @@ class Settings:
     require_v2: bool
     redis_url: str
     redis_timeout_s: float
+    redis_retry_s: int
     max_body_bytes: int
     retry_after_s: int
     trusted_proxy_hops: int
@@ -266,10 +295,14 @@ class Settings:
     log_buffer_ms: int
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Parse every variable; raise ``ConfigError`` naming the first bad one.
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, check: bool = True,
+                 **overrides: Any) -> Settings:
+        """Parse every variable; raise ``ConfigError`` naming the first bad one, then
+        the first broken rule between two of them (``problems``).
 
         ``overrides`` (attribute names) replace parsed values, for tests and tools.
+        ``check=False`` skips the rules between variables: only for a test that
+        shrinks one timeout on purpose.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -283,7 +316,86 @@ class Settings:
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        if check:
+            settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` with the first broken rule between two settings."""
+        problem = next(self.problems(), None)
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def problems(self) -> Iterator[str]:
+        """Every broken rule between settings, one line each, starting with the
+        variable to change and naming the other one."""
+        if self.dedupe_ttl_s * 1000 <= self.reorder_hold_ms:
+            yield (f"DEDUPE_TTL_S ({self.dedupe_ttl_s} s) must exceed REORDER_HOLD_MS "
+                   f"({self.reorder_hold_ms} ms): a recording's keys, its buffered events "
+                   f"included, expire DEDUPE_TTL_S after its last event, so events held "
+                   f"back for a missing sequence would vanish, acknowledged, without a "
+                   f"dead letter")
+        if self.dedupe_ttl_s <= self.handler_deadline_s:
+            yield (f"DEDUPE_TTL_S ({self.dedupe_ttl_s} s) must exceed HANDLER_DEADLINE_S "
+                   f"({self.handler_deadline_s} s): a recording's keys expire DEDUPE_TTL_S "
+                   f"after its last event, so a recording still waiting for its handlers "
+                   f"would lose its turn and the events buffered behind it, acknowledged, "
+                   f"without a dead letter")
+        if self.reorder_hold_ms and self.claim_idle_ms >= self.reorder_hold_ms:
+            yield (f"CLAIM_IDLE_MS ({self.claim_idle_ms} ms) must be below "
+                   f"REORDER_HOLD_MS ({self.reorder_hold_ms} ms): the bodies of a worker "
+                   f"that died are taken over only after CLAIM_IDLE_MS, so their "
+                   f"successors would skip them as a gap first")
+        if self.redis_retry_s >= self.handler_deadline_s:
+            yield (f"REDIS_RETRY_S ({self.redis_retry_s} s) must be below "
+                   f"HANDLER_DEADLINE_S ({self.handler_deadline_s} s): a worker still "
+                   f"retrying to record a handler's outcome would see the handler "
+                   f"dead-lettered as lost meanwhile")
+        if self.dispatch_lease_ms >= self.handler_deadline_s * 1000:
+            yield (f"DISPATCH_LEASE_MS ({self.dispatch_lease_ms} ms) must be below "
+                   f"HANDLER_DEADLINE_S ({self.handler_deadline_s} s): a worker that died "
+                   f"before publishing an event's handler tasks is replaced only after "
+                   f"DISPATCH_LEASE_MS, so the handlers would be dead-lettered as lost "
+                   f"before they were even published")
+        if self.handler_deadline_s <= 2 * self.handler_visibility_timeout_s:
+            yield (f"HANDLER_DEADLINE_S ({self.handler_deadline_s} s) must exceed twice "
+                   f"HANDLER_VISIBILITY_TIMEOUT_S ({self.handler_visibility_timeout_s} s): "
+                   f"a handler's run and its retry countdown are each kept below "
+                   f"HANDLER_VISIBILITY_TIMEOUT_S and a worker's lost task is redelivered "
+                   f"only after it, so a live handler would be dead-lettered as lost")
+        if self.handler_soft_time_limit_s < 1:
+            yield (f"HANDLER_VISIBILITY_TIMEOUT_S ({self.handler_visibility_timeout_s} s) "
+                   f"must exceed twice REDIS_RETRY_S ({self.redis_retry_s} s) plus twice "
+                   f"the time-limit margin ({self._time_limit_margin_s} s): a handler's "
+                   f"hard time limit is HANDLER_VISIBILITY_TIMEOUT_S less the margin and "
+                   f"REDIS_RETRY_S, its soft limit as much again before that, and no time "
+                   f"would be left for the handler itself")
+        if self.redis_retry_s <= self.redis_timeout_s:
+            yield (f"REDIS_RETRY_S ({self.redis_retry_s} s) must exceed REDIS_TIMEOUT_S "
+                   f"({self.redis_timeout_s:g} s): one Redis call may wait REDIS_TIMEOUT_S "
+                   f"for its answer, so not even one retry would fit")
+
+    @property
+    def _time_limit_margin_s(self) -> int:
+        """Slack below the visibility timeout: a message's wait in the worker before
+        its run starts, and the acknowledgement after a kill."""
+        return max(1, self.handler_visibility_timeout_s // 20)
+
+    @property
+    def handler_time_limit_s(self) -> int:
+        """Hard time limit of every handler task (the pool process is killed): below
+        ``HANDLER_VISIBILITY_TIMEOUT_S`` by the margin and ``REDIS_RETRY_S``, so the
+        task is killed, its outcome recorded and its message acknowledged before the
+        broker would deliver it again."""
+        return self.handler_visibility_timeout_s - self._time_limit_margin_s - self.redis_retry_s
+
+    @property
+    def handler_soft_time_limit_s(self) -> int:
+        """Soft time limit of every handler task (``SoftTimeLimitExceeded`` raised in
+        the handler): the margin and ``REDIS_RETRY_S`` before the hard limit, so the
+        failure is recorded (with its Redis retries) before the hard kill."""
+        return self.handler_time_limit_s - self._time_limit_margin_s - self.redis_retry_s
 
     def require_secrets(self) -> None:
         """Refuse to run an ingress that could verify nothing."""
