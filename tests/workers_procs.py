@@ -19,10 +19,11 @@ TESTS_DIR = Path(__file__).resolve().parent
 
 FAST_ENV = {
     "REORDER_HOLD_MS": "1000",
-    "CLAIM_IDLE_MS": "1000",
+    "CLAIM_IDLE_MS": "400",
     "HANDLER_VISIBILITY_TIMEOUT_S": "10",
     "DISPATCH_LEASE_MS": "1000",
     "HANDLER_DEADLINE_S": "30",
+    "REDIS_RETRY_S": "2",
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "warning",
 }

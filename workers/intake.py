@@ -53,6 +53,9 @@ from workers.runtime import Runtime
 log = get_logger("workers.intake")
 
 SWEEP_INTERVAL_S = 0.1
+#: Takeover rounds are at most this far apart, and at most half CLAIM_IDLE_MS, so
+#: that a dead consumer's entry is taken over within 1.5 x CLAIM_IDLE_MS (which is
+#: below REORDER_HOLD_MS: before its successors give up waiting for it).
 CLAIM_INTERVAL_S = 1.0
 
 
@@ -250,12 +253,13 @@ class Intake:
         """Read, settle, sweep and take over, until ``stop`` is set."""
         self.ensure_group()
         next_sweep = next_claim = 0.0
+        claim_interval = min(CLAIM_INTERVAL_S, self.settings.claim_idle_ms / 2000)
         log.info("intake started", consumer=self.consumer)
         while not stop.is_set():
             try:
                 now = time.monotonic()
                 if now >= next_claim:
-                    next_claim = now + CLAIM_INTERVAL_S
+                    next_claim = now + claim_interval
                     self.process(self.autoclaim())
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_INTERVAL_S
