@@ -9,17 +9,31 @@
   host each take the first free port of ``WORKER_METRICS_PORT`` and the
   ``PORT_SPAN - 1`` ports after it (scrape that range); when all are taken, the
   worker logs it and serves none, never fatal.
+
+The same port answers ``/healthz``: 200 while the worker's intake process
+(``workers.bootstep.IntakeStep``) is running, 503 while it is down or being
+restarted, for a liveness probe or a load balancer; every other path serves the
+metrics, with ``acb_worker_intake_up`` (1 or 0, the same fact) and
+``acb_worker_intake_restarts_total`` among them.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from celery import bootsteps, signals
+from prometheus_client import make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from agora_callbacks import metrics, metrics_dir
 from agora_callbacks.logs import get_logger
 from workers import runtime
+from workers.bootstep import IntakeStep
 
 log = get_logger("workers.metrics_server")
 
@@ -27,23 +41,74 @@ log = get_logger("workers.metrics_server")
 PORT_SPAN = 16
 
 
-def serve_on_first_free_port(first: int, registry: Any, span: int = PORT_SPAN
-                             ) -> tuple[int, Any, Any]:
-    """Start prometheus_client's HTTP server on the first free port of
-    ``first .. first + span - 1``; return (port, server, thread). Raises the last
-    ``OSError`` when every port of the range is taken."""
-    from prometheus_client import start_http_server
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
 
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape on stderr."""
+
+
+def endpoint_app(registry: Any, healthy: Callable[[], bool] | None = None) -> Any:
+    """The WSGI app of the endpoint: ``/healthz`` (200 when ``healthy()``, else 503;
+    always 200 without ``healthy``), the metrics of ``registry`` on every other path."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)
+        ok = healthy is None or healthy()
+        body = b"ok\n" if ok else b"intake down\n"
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+        return [body]
+
+    return app
+
+
+def serve_on_first_free_port(first: int, registry: Any, span: int = PORT_SPAN,
+                             healthy: Callable[[], bool] | None = None
+                             ) -> tuple[int, Any, Any]:
+    """Serve ``endpoint_app(registry, healthy)`` on the first free port of
+    ``first .. first + span - 1``, from a daemon thread; return (port, server,
+    thread). Raises the last ``OSError`` when every port of the range is taken."""
+    app = endpoint_app(registry, healthy)
     error: OSError | None = None
     for port in range(first, first + span):
         try:
-            server, thread = start_http_server(port, registry=registry)
+            server = make_server("0.0.0.0", port, app, server_class=_Server,
+                                 handler_class=_QuietHandler)
         except OSError as exc:
             error = exc
             continue
+        thread = threading.Thread(target=server.serve_forever, name="agora-metrics",
+                                  daemon=True)
+        thread.start()
         return port, server, thread
     assert error is not None
     raise error
+
+
+class IntakeCollector(Collector):
+    """``acb_worker_intake_up`` and ``acb_worker_intake_restarts_total`` of one worker."""
+
+    def __init__(self, step: IntakeStep) -> None:
+        self._step = step
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "acb_worker_intake_up",
+            "1 while this worker's intake process runs (reads the inbox, sweeps timers), "
+            "0 while it is down or restarting.", value=1 if self._step.up() else 0)
+        yield CounterMetricFamily(
+            "acb_worker_intake_restarts",
+            "Intake processes this worker started again after one died.",
+            value=self._step.restarts)
 
 
 @signals.celeryd_init.connect
@@ -73,14 +138,21 @@ class MetricsServerStep(bootsteps.StartStopStep):
         if not port:
             log.info("metrics endpoint off", port=0)
             return
+        registry = metrics.scrape_registry(rt.client)
+        intake = next((s for s in getattr(parent, "steps", ()) if isinstance(s, IntakeStep)),
+                      None)
+        healthy = None
+        if intake is not None:
+            registry.register(IntakeCollector(intake))
+            healthy = intake.up
         try:
             bound, self._server, self._thread = serve_on_first_free_port(
-                port, metrics.scrape_registry(rt.client))
+                port, registry, healthy=healthy)
         except OSError as exc:
             log.warning("metrics endpoint not started: every port taken",
                         ports=f"{port}-{port + PORT_SPAN - 1}", error=str(exc))
             return
-        log.info("metrics endpoint listening", port=bound, path="/metrics")
+        log.info("metrics endpoint listening", port=bound, path="/metrics", health="/healthz")
 
     def stop(self, parent: Any) -> None:
         if self._server is not None:

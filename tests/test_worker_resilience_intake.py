@@ -1,0 +1,156 @@
+"""A worker keeps its intake running: a killed intake process is started again
+(and the restart is logged), health checks see it down meanwhile, and an intake
+that keeps dying takes its worker down with a clear error."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from conftest import wait_for
+from workers_procs import Worker
+from workers_support import body, store
+
+from agora_callbacks.embedded_server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def start_worker(redis_client: redis.Redis, redis_server: Any,
+                 tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(name: str, **kwargs: Any) -> Worker:
+        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
+        started.append(worker)
+        worker.wait_ready(redis_client)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def intake_pids(worker: Worker) -> list[int]:
+    """The worker's intake process (a multiprocessing ``spawn`` child), if running."""
+    try:
+        kids = psutil.Process(worker.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    pids = []
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(kid.cmdline()) and kid.status() != psutil.STATUS_ZOMBIE:
+                pids.append(kid.pid)
+    return pids
+
+
+def log_events(worker: Worker) -> list[dict[str, Any]]:
+    rows = []
+    for line in worker.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(line))
+    return rows
+
+
+def metrics_port(worker: Worker) -> int:
+    found = wait_for(lambda: [e["port"] for e in log_events(worker)
+                              if e.get("event") == "metrics endpoint listening"],
+                     timeout=20, message="the metrics endpoint's log line")
+    return int(found[0])  # type: ignore[index]
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def intake_up(text: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("acb_worker_intake_up "):
+            return float(line.split()[1])
+    return None
+
+
+def handled(client: redis.Redis, sid: str) -> bool:
+    return any(json.loads(r)["sid"] == sid for r in client.lrange("t:runs", 0, -1))
+
+
+def test_a_killed_intake_is_restarted_and_a_body_stored_afterwards_is_handled(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    worker = start_worker("a")
+    store(redis_client, body("before", 0))
+    wait_for(lambda: handled(redis_client, "before"), message="a body handled")
+    [victim] = intake_pids(worker)
+    psutil.Process(victim).send_signal(signal.SIGKILL)
+    store(redis_client, body("after", 0))
+    wait_for(lambda: handled(redis_client, "after"), timeout=30,
+             message="a body stored after the kill handled")
+    died = [e for e in log_events(worker)
+            if e.get("event") == "intake process died: restarting it"]
+    assert len(died) == 1, died
+    assert died[0]["pid"] == victim and died[0]["exit"] == "killed by SIGKILL"
+    assert died[0]["level"] == "error"
+    [new] = intake_pids(worker)
+    assert new != victim
+    assert worker.proc.poll() is None
+
+
+def test_health_checks_see_the_intake_down_until_it_is_back(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    worker = start_worker("a", env={"WORKER_METRICS_PORT": str(free_port()),
+                                    "LOG_LEVEL": "info"})
+    port = metrics_port(worker)
+    wait_for(lambda: get(port, "/healthz")[0] == 200, message="healthz 200")
+    text = get(port, "/metrics")[1]
+    assert intake_up(text) == 1.0
+    assert "acb_worker_intake_restarts_total 0.0" in text
+    assert "acb_inbox_backlog" in text  # the usual figures are still there
+    [victim] = intake_pids(worker)
+    psutil.Process(victim).send_signal(signal.SIGKILL)
+    # Down until the new intake has started (a fresh interpreter: well over 5 ms).
+    _, answer = wait_for(lambda: (s := get(port, "/healthz"))[0] == 503 and s,
+                         timeout=10, interval=0.005,
+                         message="healthz 503 while the intake is down")  # type: ignore[misc]
+    assert answer == "intake down\n"
+    wait_for(lambda: [p for p in intake_pids(worker) if p != victim],
+             message="a new intake process")
+    wait_for(lambda: get(port, "/healthz") == (200, "ok\n"), message="healthz 200 again")
+    text = get(port, "/metrics")[1]
+    assert intake_up(text) == 1.0
+    assert "acb_worker_intake_restarts_total 1.0" in text
+
+
+def test_an_intake_that_keeps_dying_takes_its_worker_down(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    from workers import bootstep
+
+    max_restarts = getattr(bootstep, "MAX_RESTARTS", 5)
+    worker = start_worker("a")
+    killed: list[int] = []
+    for _ in range(max_restarts + 1):
+        assert worker.proc.poll() is None, worker.log()
+        [pid] = wait_for(lambda: [p for p in intake_pids(worker) if p not in killed],
+                         timeout=30, message="the next intake process")  # type: ignore[misc]
+        psutil.Process(pid).send_signal(signal.SIGKILL)
+        killed.append(pid)
+    code = worker.proc.wait(timeout=30)
+    assert code == 1, worker.log()
+    fatal = [e for e in log_events(worker)
+             if e.get("event") == "intake keeps dying: stopping the worker"]
+    assert len(fatal) == 1 and fatal[0]["level"] == "critical", worker.log()
+    assert fatal[0]["deaths"] == max_restarts + 1
