@@ -51,10 +51,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # measured (benchmarks/bench_workers.py): bare Celery gained, our
         # pipeline did not, so the crash-safety of 1 costs nothing here.
         "worker_prefetch_multiplier": 1,
+        # Every handler task is stopped before the visibility timeout below would
+        # have the broker deliver it again while it still runs: a soft limit
+        # (SoftTimeLimitExceeded in the handler; a failure, dead-lettered as any),
+        # then a hard one (the pool process is killed; Celery calls on_failure in
+        # the worker). Between them and below the timeout: a margin and
+        # REDIS_RETRY_S each, to record the outcome (Settings.handler_time_limit_s).
+        # A handler may lower them; workers.registry refuses any at or above the
+        # timeout. Enforced by the prefork pool (not by solo or threads).
+        "task_time_limit": settings.handler_time_limit_s,
+        "task_soft_time_limit": settings.handler_soft_time_limit_s,
         "broker_transport_options": {
             # Unacknowledged messages of a dead worker are restored after this long.
-            # It must exceed the longest handler run (and retry countdown), or a
-            # live slow handler's message is delivered a second time.
+            # It must exceed the longest handler run (task_time_limit above) and
+            # retry countdown (checked when a handler is registered), or a live
+            # slow handler's message is delivered a second time.
             "visibility_timeout": vt,
             # kombu looks for such messages every interval x throttle seconds
             # (10 x 10 by default): look every few seconds instead, so that
