@@ -1,0 +1,397 @@
+"""What the simulation knows happened, and the promises checked against it.
+
+Ground truth comes from three places: the bodies the test stored (and their
+entry ids), the handler runs the simulated executors performed (a run starts
+when ``handler_start`` let it; it ends when ``handler_done`` is called, when it
+retries, or when its executor dies), and every ordering script Redis applied,
+with its true reply (reported by the faulty client even when the caller saw an
+error).
+
+Checked after every step (``check_step``, Redis is then between two scripts):
+
+- ``timer``: every recording with a current turn or buffered events has a timer in
+  ``acb:timers`` no later than its next due time (``PROTOCOL.md``: exactly that
+  time), and an idle recording has none;
+- ``ttl``: every key expires, except the global bounded ones;
+
+and at every handler start (``granted``):
+
+- ``fence``: a handler of an event starts under one task id (other task ids are
+  copies; the same task id may run again: a Celery retry, a redelivery);
+- ``overlap``: no handler of a recording starts while a handler of another event
+  of that recording is running, unless that run is past ``HANDLER_DEADLINE_S``
+  (then it was dead-lettered as lost, and the recording moved on, by design) or
+  its task was already reported done by another copy of the same task;
+- ``order``: no handler starts after a handler of a later sequence of its
+  recording started, unless its event is flagged ``late`` (it arrived after its
+  successors had their turn; dispatched late by design).
+
+When the run has settled (``check_settled``): no inbox entry left, no buffered
+event, no turn, no timer, no message in the broker; every stored body has
+exactly one outcome: a body dead letter (invalid, stale), a duplicate of the
+entry that claimed its event, or the claiming entry, whose event had each of its
+handlers finished once (``finish`` applied) or dead-lettered once as ``lost``;
+the counters add up.
+
+A Redis rollback (restart from a state up to a second old) legitimately breaks
+some of this; ``rollback`` weakens exactly that, and only for what happened after
+the snapshot the server restarted from:
+
+- a body stored after the snapshot is gone (the ingress had answered 200: the
+  loss appendfsync everysec allows); it needs no outcome;
+- an entry settled after the snapshot is pending again and is taken in again: its
+  dedupe claim, its turn and its handler starts are forgotten by Redis, so its
+  handlers may start again under new task ids (the grants after the snapshot no
+  longer count for ``fence``, ``overlap`` and ``order``), and a ``finish`` applied
+  after the snapshot no longer counts as the outcome (Redis does not have it);
+- a ``finish`` lost that way leaves its handler started by a task that already
+  ran to completion: for an event with ordering, its deadline dead-letters it as
+  ``lost`` (which then is its one outcome); an event without ordering has no
+  deadline, so a handler that ran to completion and whose start or finish record
+  a rollback lost (``finish_notice`` then refuses it) is accepted as done;
+- the counters lose the increments after the snapshot: they are not compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from agora_callbacks import keys
+from workers.ordering import member_of, sequence_of
+
+from .traffic import MSG_NAMES, Sent
+
+T0_MS = 1_900_000_000_000
+GLOBAL_KEYS = {keys.INBOX, keys.DEADLETTERS, keys.TIMERS, keys.COUNTERS}
+GLOBAL_KEYS_ARGS = sorted(GLOBAL_KEYS)
+
+#: Reads what the step invariants need (test-side, read-only). ARGV: the timers key,
+#: the four global keys, then (sid, its key prefix) pairs. Reply: {keys without expiry, then per sid
+#: {order hash, slots hash, lowest buffered {member, score}, oldest arrival, timer}}.
+STATE_LUA = """
+local global = {}
+for i = 2, 5 do global[ARGV[i]] = true end
+local nottl = {}
+for _, k in ipairs(redis.call('KEYS', '*')) do
+  if not global[k] and redis.call('PTTL', k) == -1 then nottl[#nottl + 1] = k end
+end
+local out = {nottl}
+for i = 6, #ARGV, 2 do
+  local sid, p = ARGV[i], ARGV[i + 1]
+  out[#out + 1] = {
+    redis.call('HGETALL', p .. 'order'), redis.call('HGETALL', p .. 'slots'),
+    redis.call('ZRANGE', p .. 'buffer', 0, 0, 'WITHSCORES'),
+    redis.call('ZRANGE', p .. 'arrivals', 0, 0, 'WITHSCORES'),
+    redis.call('ZSCORE', ARGV[1], sid) or ''}
+end
+return out
+"""
+
+
+def _short(reply: Any) -> str:
+    if isinstance(reply, list):
+        return "[" + ",".join(text(r)[:30] for r in reply[:4]) + (",..]" if len(reply) > 4 else "]")
+    return text(reply)[:40]
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+@dataclass
+class Body:
+    entry_id: str
+    sent: Sent
+    step: int
+    lost: bool = False
+
+
+@dataclass
+class Run:
+    key: tuple[str, str, str]  # (sid or "", member or noticeId, handler)
+    task: str
+    late: bool
+    granted_at: int
+    step: int
+    executor: str
+    active: bool = True
+    completed: bool = False
+    forgotten: bool = False
+
+    @property
+    def sid(self) -> str:
+        return self.key[0]
+
+    @property
+    def seq(self) -> int:
+        return sequence_of(self.key[1]) or 0
+
+
+@dataclass
+class Model:
+    deadline_ms: int
+    hold_ms: int
+    handlers_for: Any  # (event_type, msg_name) -> handler names
+    bodies: list[Body] = field(default_factory=list)
+    runs_by_sid: dict[str, list[Run]] = field(default_factory=lambda: defaultdict(list))
+    grants: dict[tuple[str, str, str], list[Run]] = field(
+        default_factory=lambda: defaultdict(list))
+    task_done: set[tuple[tuple[str, str, str], str]] = field(default_factory=set)
+    outcomes: dict[tuple[str, str, str], list[tuple[int, str]]] = field(
+        default_factory=lambda: defaultdict(list))
+    violations: list[str] = field(default_factory=list)
+    rollbacks: int = 0
+    step: int = 0
+    now: int = 0
+    lost_unordered: set[tuple[str, str]] = field(default_factory=set)
+    trace: list[str] = field(default_factory=list)
+    forgotten_outcomes: dict[tuple[str, str, str], int] = field(
+        default_factory=lambda: defaultdict(int))
+
+    def note(self, what: str) -> None:
+        """One line of the run's trace (printed for a failing seed)."""
+        self.trace.append(f"{self.step:6d} t+{self.now - T0_MS:7d} {what}")
+
+    def violate(self, kind: str, detail: str) -> None:
+        self.violations.append(f"step {self.step} t={self.now} {kind}: {detail}")
+
+    # -- facts --------------------------------------------------------------------
+    def stored(self, entry_id: str, sent: Sent) -> None:
+        self.bodies.append(Body(entry_id, sent, self.step))
+        s = sent
+        self.note(f"stored {entry_id} {s.kind} sid={s.sid} seq={s.sequence} "
+                  f"type={s.event_type} notice={s.notice_id}")
+
+    def granted(self, sid: str, member: str, key: str, handler: str, task: str, late: bool,
+                executor: str) -> Run:
+        ident = (sid, member if sid else key.partition(":")[2], handler)
+        run = Run(ident, task, late, self.now, self.step, executor)
+        self.note(f"{executor} START {ident} task={task} late={late}")
+        tasks = {r.task for r in self.grants[ident] if not r.forgotten} | {task}
+        if len(tasks) > 1:
+            self.violate("fence", f"{ident} started by tasks {sorted(tasks)}")
+        if sid:
+            seq = run.seq
+            for other in self.runs_by_sid[sid]:
+                if other.forgotten or other.key[1] == member:
+                    continue
+                if (other.active and (other.key, other.task) not in self.task_done
+                        and self.now - other.granted_at < self.deadline_ms):
+                    self.violate("overlap", f"{ident} task {task} started while "
+                                 f"{other.key} task {other.task} (started at "
+                                 f"{other.granted_at}, by {other.executor}) runs")
+                if other.seq > seq and not late:
+                    self.violate("order", f"{ident} task {task} (not late) started after "
+                                 f"{other.key} task {other.task}")
+            self.runs_by_sid[sid].append(run)
+        self.grants[ident].append(run)
+        return run
+
+    def ended(self, run: Run, completed: bool) -> None:
+        run.active = False
+        run.completed = completed
+        self.note(f"{run.executor} {'DONE' if completed else 'ended'} {run.key} task={run.task}")
+        if completed:
+            self.task_done.add((run.key, run.task))
+
+    def observe(self, name: str, args: list[Any], reply: Any) -> None:
+        """A script Redis applied, with its true reply."""
+        nkeys = int(args[2])
+        kv, argv = args[3:3 + nkeys], args[3 + nkeys:]
+        shown = [text(a)[:40] for a in argv[6:] if not text(a).startswith("{")]
+        if name in ("claim_notice", "start_notice", "finish_notice", "settle_entry"):
+            shown = [text(kv[0])] + [text(a)[:40] for a in argv[:3]]
+        self.note(f"applied {name} {' '.join(shown)} -> {_short(reply)}")
+        if name == "finish":
+            status = text(reply[0])
+            if status != "stale":
+                ident = (text(argv[6]), text(argv[8]), text(argv[9]))
+                self.outcomes[ident].append((self.step, text(argv[10])))
+        elif name == "finish_notice":
+            if int(reply) == 1:
+                notice = text(kv[0]).removeprefix("acb:unordered:")
+                self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
+
+    def rollback(self, snap_step: int) -> None:
+        """Redis restarted from its state at ``snap_step`` (see the module doc)."""
+        self.note(f"ROLLBACK to the snapshot of step {snap_step}")
+        self.rollbacks += 1
+        for b in self.bodies:
+            if b.step > snap_step:
+                b.lost = True
+        for runs in self.grants.values():
+            for r in runs:
+                if r.step > snap_step:
+                    r.forgotten = True
+        for ident, done in self.outcomes.items():
+            kept = [(s, t) for s, t in done if s <= snap_step]
+            self.forgotten_outcomes[ident] += len(done) - len(kept)
+            self.outcomes[ident] = kept
+
+    # -- checks -------------------------------------------------------------------
+    def check_step(self, admin: redis.Redis, sids: list[str]) -> None:
+        """The step invariants, read in one round trip (``STATE_LUA``: a read-only
+        script, so what it sees is one moment of Redis)."""
+        pairs = [x for sid in sids for x in (sid, keys.recording_prefix(sid))]
+        reply = admin.eval(STATE_LUA, 0, keys.TIMERS, *GLOBAL_KEYS_ARGS, *pairs)
+        for name in reply[0]:
+            self.violate("ttl", f"{text(name)} has no expiry")
+        for sid, (order, slots, head, oldest, timer) in zip(sids, reply[1:], strict=True):
+            due = self._due(sid, _pairs(order), _pairs(slots), head, oldest)
+            timer = int(float(timer)) if timer else None
+            if due is None:
+                if timer is not None:
+                    self.violate("timer", f"{sid} is idle but has a timer at {timer}")
+                continue
+            if timer is None:
+                self.violate("timer", f"{sid} is due at {due} and has no timer")
+            elif timer > due:
+                self.violate("timer", f"{sid} is due at {due}, its timer is late: {timer}")
+            elif timer != due:
+                self.violate("timer", f"{sid} is due at {due}, its timer says {timer} "
+                             f"(PROTOCOL.md: the due time itself)")
+
+    def _due(self, sid: str, order: dict[bytes, bytes], slots: dict[bytes, bytes],
+             head: list[Any], oldest: list[Any]) -> int | None:
+        if b"cur" in order:
+            if not slots:
+                self.violate("state", f"{sid} has a turn ({text(order[b'cur'])}) without "
+                             f"handler slots")
+                return self.now
+            due = None
+            unstarted = False
+            for value in slots.values():
+                owner, _, deadline = text(value).partition("|")
+                unstarted = unstarted or owner == "-"
+                due = int(deadline) if due is None else min(due, int(deadline))
+            if unstarted:
+                due = min(due or 0, int(order.get(b"pl", b"0")))
+            return due
+        if head:
+            seq = int(float(head[1]))
+            nxt = int(order[b"next"]) if b"next" in order else None
+            if (nxt is not None and seq <= nxt) or (nxt is None and seq == 0):
+                self.violate("state", f"{sid}: {text(head[0])} is next in order and was "
+                             f"not taken")
+                return self.now
+            return int(float(oldest[1])) + self.hold_ms if oldest else self.now
+        return None
+
+    def check_settled(self, admin: redis.Redis, sids: list[str], broker_idle: bool,
+                      counters_exact: bool) -> dict[str, int]:
+        """The promises once nothing is left to do; returns outcome counts."""
+        tally: dict[str, int] = defaultdict(int)
+        if admin.xlen(keys.INBOX):
+            self.violate("settled", f"{admin.xlen(keys.INBOX)} inbox entries left")
+        pending = admin.xpending(keys.INBOX, keys.INBOX_GROUP)
+        if pending and pending.get("pending"):
+            self.violate("settled", f"{pending['pending']} inbox entries pending")
+        if admin.zcard(keys.TIMERS):
+            self.violate("settled", f"timers left: {admin.zrange(keys.TIMERS, 0, -1, withscores=True)}")
+        for sid in sids:
+            if admin.zcard(keys.recording_buffer(sid)) or admin.hlen(keys.recording_turn(sid)) \
+                    or admin.hexists(keys.recording_order(sid), "cur"):
+                self.violate("settled", f"{sid} still holds work: "
+                             f"buffer={admin.zrange(keys.recording_buffer(sid), 0, -1)} "
+                             f"order={admin.hgetall(keys.recording_order(sid))} "
+                             f"slots={admin.hgetall(keys.recording_turn(sid))}")
+        if not broker_idle:
+            self.violate("settled", "messages left in the broker")
+
+        body_letters: dict[str, list[str]] = defaultdict(list)
+        lost: dict[tuple[str, str, str], int] = defaultdict(int)
+        for _id, fields in admin.xrange(keys.DEADLETTERS):
+            f = {text(k): text(v) for k, v in fields.items()}
+            extra = json.loads(f.get("extra") or "{}")
+            if f.get("kind") == "body":
+                body_letters[str(extra.get("entry"))].append(f.get("reason", ""))
+            elif f.get("reason") == "lost":
+                lost[(str(extra.get("sid")), str(extra.get("member")), f["handler"])] += 1
+
+        alive = [b for b in self.bodies if not b.lost]
+        events: dict[tuple[str, int, int], list[Body]] = defaultdict(list)
+        notices: dict[str, list[Body]] = defaultdict(list)
+        for b in alive:
+            s = b.sent
+            if s.kind in ("invalid", "stale"):
+                reasons = body_letters.pop(b.entry_id, [])
+                if len(reasons) != 1 or (s.kind == "stale" and reasons != ["stale"]):
+                    self.violate("outcome", f"{s.kind} body {b.entry_id} has dead letters "
+                                 f"{reasons} (one expected)")
+                tally[s.kind] += 1
+            elif s.kind == "ordered":
+                events[(s.sid, s.event_type, s.sequence)].append(b)
+            else:
+                notices[s.notice_id].append(b)
+        for entry, reasons in body_letters.items():
+            self.violate("outcome", f"body dead letters {reasons} for entry {entry}, which "
+                         f"is not an invalid or stale body")
+
+        for (sid, event_type, seq), bodies in events.items():
+            fld = f"{event_type}:{seq}"
+            owner = admin.hget(keys.recording_dedupe(sid), fld)
+            entries = {b.entry_id for b in bodies}
+            if owner is None or text(owner) not in entries:
+                self.violate("outcome", f"event {sid} {fld}: claimed by {owner!r}, not by "
+                             f"one of its entries {sorted(entries)}")
+            tally["duplicate"] += len(bodies) - 1
+            tally["event"] += 1
+            member = member_of(seq, fld)
+            for handler in self.handlers_for(event_type, MSG_NAMES.get(event_type)):
+                ident = (sid, member, handler)
+                n_done, n_lost = len(self.outcomes.get(ident, [])), lost.pop(ident, 0)
+                if n_done + n_lost != 1:
+                    self.violate("outcome", f"handler {ident}: finished {n_done} times, "
+                                 f"dead-lettered lost {n_lost} times (once in all expected)")
+                tally["handler_lost" if n_lost else "handler_done"] += 1
+        for ident, n in lost.items():
+            self.violate("outcome", f"lost dead letters for {ident} ({n}), not an event stored")
+
+        for notice, bodies in notices.items():
+            owner = admin.hget(keys.notice_dedupe(notice), "e")
+            entries = {b.entry_id for b in bodies}
+            if owner is None or text(owner) not in entries:
+                self.violate("outcome", f"unordered {notice}: claimed by {owner!r}, not by "
+                             f"one of its entries {sorted(entries)}")
+            tally["duplicate"] += len(bodies) - 1
+            tally["event"] += 1
+            s = bodies[0].sent
+            event_type = json.loads(s.body)["eventType"]
+            for handler in self.handlers_for(event_type, MSG_NAMES.get(event_type)):
+                n_done = len(self.outcomes.get(("", notice, handler), []))
+                if (notice, handler) in self.lost_unordered and n_done == 0:
+                    # Its only message was lost in the broker: nothing publishes an
+                    # event without ordering again (see the report).
+                    tally["unordered_never_run"] += 1
+                    continue
+                ident = ("", notice, handler)
+                runs = self.grants.get(ident, [])
+                if n_done == 0 and any(r.completed for r in runs) and (
+                        self.forgotten_outcomes.get(ident) or any(r.forgotten for r in runs)):
+                    # It ran to completion, and a rollback lost the record of its start
+                    # or its finish (then finish_notice refuses it): it needs nothing more.
+                    tally["handler_done_record_lost"] += 1
+                    continue
+                if n_done != 1:
+                    self.violate("outcome", f"unordered {notice} handler {handler}: finished "
+                                 f"{n_done} times (once expected)")
+                tally["handler_done"] += 1
+
+        if counters_exact:
+            c = {text(k): int(v) for k, v in admin.hgetall(keys.COUNTERS).items()}
+            settled = sum(c.get(n, 0) for n in ("admitted", "duplicates", "invalid", "stale"))
+            if settled != len(alive):
+                self.violate("counters", f"admitted+duplicates+invalid+stale = {settled}, "
+                             f"{len(alive)} bodies stored ({c})")
+        return dict(tally)

@@ -1,0 +1,634 @@
+"""The simulation: several workers and handler executors running the real code
+against one real Redis, under a seeded scheduler that injects faults.
+
+``Simulation(url, seed).run(steps)`` drives ``steps`` scheduler steps with faults,
+then settles (faults and traffic stop, virtual time moves on until nothing is
+left to do) and checks the settled promises. Each step is one of: resume a paused
+operation up to its next round trip (possibly failing that round trip), start an
+operation on an idle worker (an intake read, a takeover, a timer sweep) or
+executor (a handler task from the broker), store callbacks, move the clock, or a
+fault (a worker or executor dies, an operation stalls past a lease, ``SCRIPT
+FLUSH``, Redis restarts from a snapshot up to a second old). The model
+(``model.py``) checks the step invariants after every step.
+
+The code driven is the workers' own: ``Intake.process(read())`` and
+``process(autoclaim())``, ``timers.sweep(Dispatcher(rt))``, ``Dispatcher.dispatch``,
+``handler_start`` and ``handler_done``, built with ``Runtime.build(settings,
+client=..., clock=..., publish=...)`` and ``Intake(rt, consumer=..., client=...)``.
+
+One departure from production, on purpose: ``XAUTOCLAIM``'s idle time is measured
+by Redis on its real clock, which the virtual clock cannot move, so the workers run
+with ``claim_idle_ms=0`` (every takeover takes whatever is pending, as if its owner
+had stalled past ``CLAIM_IDLE_MS``). Takeovers are scheduled at the production
+cadence (``CLAIM_INTERVAL_S`` per worker, in virtual time); a takeover of a
+worker that is only briefly paused is a superset of what production allows, so
+it can only find more, not hide anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from agora_callbacks import inbox, keys, logs
+from agora_callbacks.settings import Settings
+from workers import timers
+from workers.dispatch import Dispatcher, notice_of
+from workers.intake import CLAIM_INTERVAL_S, SWEEP_INTERVAL_S, Intake
+from workers.ordering import Failure, sequence_of
+from workers.registry import REGISTRY, Handler
+from workers.runtime import Runtime
+
+from .broker import Broker, Message
+from .faulty import faulty_client, raise_fault
+from .model import Model, Run, text
+from .scheduler import Killed, Op, Scheduler, VirtualClock
+from .traffic import Sent, Traffic, meta_for
+
+T0 = 1_900_000_000_000  # virtual unix ms at the start of every run
+
+SIM_ENV = {
+    "REORDER_HOLD_MS": "1000",
+    "CLAIM_IDLE_MS": "500",
+    "DISPATCH_LEASE_MS": "500",
+    "HANDLER_DEADLINE_S": "12",
+    "HANDLER_VISIBILITY_TIMEOUT_S": "5",
+    "DEDUPE_TTL_S": "3600",
+    "REDIS_RETRY_S": "1",
+    "REDIS_TIMEOUT_S": "0.5",
+    "INTAKE_BATCH": "8",
+}
+
+#: Handlers registered for the run (names: no ',' '|' or newline).
+SIM_HANDLERS: dict[str, tuple[Any, ...]] = {
+    "sim.alpha": (40, 41, 31, 30, 11),
+    "sim.beta": ("uploaded", 77),
+}
+
+
+def sim_settings(url: str) -> Settings:
+    env = dict(SIM_ENV, REDIS_URL=url)
+    return Settings.from_env(env)
+
+
+@contextmanager
+def registered_handlers() -> Iterator[None]:
+    """Register the simulation's handlers (no Celery task: the broker is simulated)."""
+    added = []
+    for name, selectors in SIM_HANDLERS.items():
+        if REGISTRY.get(name) is None:
+            REGISTRY.add(Handler(name=name, fn=lambda event: None, kwargs=frozenset()),
+                         selectors)
+            added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            REGISTRY.remove(name)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Drop the workers' log lines during a run (a fault makes many)."""
+    old = structlog.get_config()
+
+    def drop(*_a: Any) -> Any:
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[drop], cache_logger_on_first_use=False,
+                        wrapper_class=structlog.make_filtering_bound_logger(50))
+    logs._generation += 1  # the workers' loggers bind again (see logs._NamedLogger)
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
+        logs._generation += 1
+
+
+@dataclass
+class Rates:
+    """Probabilities of the faults (per step, or per round trip for errors)."""
+
+    error_before: float = 0.03
+    error_after: float = 0.03
+    error_partial: float = 0.01
+    kill_intake: float = 0.004
+    kill_executor: float = 0.004
+    stall: float = 0.01
+    script_flush: float = 0.002
+    rollback: float = 0.0015
+    msg_lost: float = 0.02
+    msg_dup: float = 0.03
+    publish_error: float = 0.02
+    handler_retry: float = 0.06
+    handler_fail: float = 0.04
+
+
+class Hook:
+    """What the faulty client of one actor calls at every round trip."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+
+    def round_trip(self, label: str, pipeline: int = 0) -> str | None:
+        fault = self.sim.sched.checkpoint(label)
+        if fault == "partial" and pipeline < 2:
+            fault = "before"
+        if fault is not None:
+            self.sim.faults["redis_" + fault] += 1
+        return fault
+
+    def partial_cut(self, n: int) -> int:
+        return self.sim.rng.randint(1, n - 1)
+
+    def observe(self, name: str, args: list[Any], reply: Any) -> None:
+        self.sim.model.observe(name, args, reply)
+
+
+class IntakeWorker:
+    """One intake process: reads, takes over, sweeps, one operation at a time."""
+
+    def __init__(self, sim: Simulation, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.incarnation = 0
+        self.op: Op | None = None
+        self.down_until = 0
+        self.next_claim = 0
+        self.next_sweep = 0
+        self.boot()
+
+    def __repr__(self) -> str:
+        return f"intake{self.index}.{self.incarnation}"
+
+    def boot(self) -> None:
+        self.incarnation += 1
+        sim = self.sim
+        self.client = faulty_client(sim.url, Hook(sim))
+        self.rt = Runtime.build(sim.settings, client=self.client, clock=sim.clock,
+                                publish=sim.broker.publish)
+        self.intake = Intake(self.rt, consumer=repr(self), client=self.client)
+        # Reads never block here (no BLOCK argument): a blocked XREADGROUP would wait
+        # on Redis's real clock (in steps of its 100 ms cron), outside virtual time.
+        self.intake.block_ms = None  # type: ignore[assignment]
+
+    def die(self) -> None:
+        self.sim.model.note(f"{self!r} DIES")
+        if self.op is not None:
+            self.sim.sched.kill(self.op)
+            self.op = None
+        self.client.close()
+        self.down_until = self.sim.sched.now + self.sim.rng.randint(0, 2000)
+        self.boot()  # a new process (new consumer name), idle until down_until
+
+    def start(self, kind: str) -> None:
+        intake = self.intake
+        if kind == "read":
+            fn: Callable[[], Any] = lambda: intake.process(intake.read())
+        elif kind == "claim":
+            self.next_claim = self.sim.sched.now + int(CLAIM_INTERVAL_S * 1000)
+            fn = lambda: intake.process(intake.autoclaim())
+        else:
+            self.next_sweep = self.sim.sched.now + int(SWEEP_INTERVAL_S * 1000)
+            fn = lambda: timers.sweep(intake.dispatcher)
+        self.op = self.sim.sched.spawn(self, kind, fn)
+        self.sim.model.note(f"{self!r} begins {kind}")
+
+
+class Executor:
+    """One handler pool process: runs one handler task at a time."""
+
+    def __init__(self, sim: Simulation, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.incarnation = 0
+        self.op: Op | None = None
+        self.run: Run | None = None
+        self.down_until = 0
+        self.boot()
+
+    def __repr__(self) -> str:
+        return f"executor{self.index}.{self.incarnation}"
+
+    def boot(self) -> None:
+        self.incarnation += 1
+        sim = self.sim
+        self.client = faulty_client(sim.url, Hook(sim))
+        self.rt = Runtime.build(sim.settings, client=self.client, clock=sim.clock,
+                                publish=sim.broker.publish)
+        self.dispatcher = Dispatcher(self.rt)
+
+    def die(self) -> None:
+        self.sim.model.note(f"{self!r} DIES")
+        if self.op is not None:
+            self.sim.sched.kill(self.op)
+            self.op = None
+        if self.run is not None and self.run.active:
+            self.sim.model.ended(self.run, completed=False)
+        self.run = None
+        self.client.close()
+        self.down_until = self.sim.sched.now + self.sim.rng.randint(0, 2000)
+        self.boot()
+
+    def start(self, msg: Message) -> None:
+        self.op = self.sim.sched.spawn(self, "handler", lambda: self.handle(msg))
+        self.sim.model.note(f"{self!r} begins {msg.name} task={msg.task_id} "
+                            f"args={msg.args[:3]} delivery={msg.deliveries}")
+
+    def handle(self, msg: Message) -> None:
+        """A handler task as ``workers.task.HandlerTask`` runs it (acks late)."""
+        sim = self.sim
+        sid, member, key, late, gap, meta, body = msg.args
+        name, task_id = msg.name, msg.task_id
+        d = self.dispatcher
+        if not d.handler_start(sid, member, key, name, task_id):
+            sim.sched.checkpoint("ack")
+            sim.broker.ack(msg)
+            return
+        self.run = sim.model.granted(sid, member, key, name, task_id, bool(late), repr(self))
+        op = sim.sched.current
+        assert op is not None
+        # The handler runs: virtual time passes (it may also be stalled here).
+        op.wake_at = sim.sched.now + sim.rng.choice((0, 0, 5, 20, 100, 400))
+        op.checkpoint("handler running")
+        r = sim.rng.random()
+        if r < sim.rates.handler_retry and msg.deliveries < 4:
+            # self.retry(): the same task id again after a countdown; no outcome yet.
+            sim.model.ended(self.run, completed=False)
+            self.run = None
+            sim.broker.retry(msg, sim.rng.randint(10, 1500))
+            sim.sched.checkpoint("ack")
+            sim.broker.ack(msg)
+            return
+        failure = None
+        if r < sim.rates.handler_retry + sim.rates.handler_fail:
+            failure = Failure(reason="handler_failed", detail="sim", exception="SimError: x")
+        sim.model.ended(self.run, completed=True)
+        self.run = None
+        turn = d.handler_done(sid, member, key, name, task_id, failure,
+                              body=str(body).encode(), meta=dict(meta or {}))
+        sim.sched.checkpoint("ack")
+        sim.broker.ack(msg)
+        if turn is not None:
+            d.dispatch(sid, turn)
+
+
+@dataclass
+class Result:
+    seed: int
+    steps: int
+    faults: Counter[str]
+    violations: list[str]
+    tally: dict[str, int]
+    seconds: float
+    trace: list[str]
+    virtual_ms: int
+    settled: bool
+
+    def summary(self) -> str:
+        return (f"seed={self.seed} steps={self.steps} violations={len(self.violations)} "
+                f"virtual={self.virtual_ms / 1000:.1f}s real={self.seconds:.1f}s "
+                f"settled={self.settled} outcomes={dict(sorted(self.tally.items()))}")
+
+
+class Simulation:
+    def __init__(self, url: str, seed: int, *, intakes: int = 3, executors: int = 4,
+                 sids: int = 3, rates: Rates | None = None, check_every: int = 1) -> None:
+        self.url = url
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.rates = rates or Rates()
+        self.check_every = check_every
+        self.sched = Scheduler()
+        self.sched.now = T0
+        self.faults: Counter[str] = Counter()
+        self.op_errors: Counter[str] = Counter()
+        self.faulting = True
+        base = sim_settings(url)
+        # See the module docstring: Redis measures XAUTOCLAIM idle time on its real clock.
+        self.settings = dataclasses.replace(base, claim_idle_ms=0)
+        self.clock = VirtualClock(self.sched, raise_fault)
+        self.admin = redis.Redis.from_url(url)
+        self.broker = Broker(
+            rng=self.rng, now=lambda: self.sched.now, checkpoint=self.sched.checkpoint,
+            visibility_ms=base.handler_visibility_timeout_s * 1000,
+            faults=self._broker_fault, count=self._count, note=lambda s: self.model.note(s))
+        self.sids = [f"sid{seed % 1000:03d}{chr(97 + i)}" for i in range(sids)]
+        self.traffic = Traffic(self.rng, self.sids, base.dedupe_ttl_s * 1000, self._count)
+        self.model = Model(deadline_ms=base.handler_deadline_s * 1000,
+                           hold_ms=base.reorder_hold_ms, handlers_for=REGISTRY.names_for)
+        self.stored_n = 0
+        self.snapshot: tuple[int, list[tuple[bytes, int, bytes]]] | None = None
+        self.admin.flushall()
+        self.admin.script_flush()
+        self.admin.xgroup_create(keys.INBOX, keys.INBOX_GROUP, id="0", mkstream=True)
+        self.intakes = [IntakeWorker(self, i) for i in range(intakes)]
+        self.executors = [Executor(self, i) for i in range(executors)]
+        self.step_no = 0
+        self.backlog_max = 0
+        self.take_snapshot()
+
+    # -- helpers ------------------------------------------------------------------
+    def _count(self, kind: str) -> None:
+        self.faults[kind] += 1
+
+    def _broker_fault(self, kind: str) -> bool:
+        if not self.faulting:
+            return False
+        if self.rng.random() < getattr(self.rates, kind):
+            self.faults[kind] += 1
+            return True
+        return False
+
+    def actors(self) -> list[Any]:
+        return [*self.intakes, *self.executors]
+
+    def paused_ops(self) -> list[Op]:
+        return [a.op for a in self.actors() if a.op is not None and not a.op.done]
+
+    def _reap(self) -> None:
+        for a in self.actors():
+            op = a.op
+            if op is not None and op.done:
+                if op.error is not None:
+                    self.faults["op_errors"] += 1
+                    self.op_errors[type(op.error).__name__] += 1
+                a.op = None
+                if isinstance(a, Executor) and a.run is not None and a.run.active:
+                    # The op raised between start and done (e.g. Redis gone for longer
+                    # than REDIS_RETRY_S while reporting): the run is over.
+                    self.model.ended(a.run, completed=False)
+                    a.run = None
+
+    def store(self, sent: Sent) -> None:
+        self.stored_n += 1
+        entry_id = inbox.store(self.admin, sent.body, meta_for(self.sched.now, self.stored_n))
+        self.model.stored(entry_id, sent)
+
+    def take_snapshot(self) -> None:
+        """Every key, as DUMP + PTTL: what a restart with appendfsync everysec keeps."""
+        names = list(self.admin.scan_iter(count=1000))
+        pipe = self.admin.pipeline(transaction=False)
+        for k in names:
+            pipe.dump(k)
+            pipe.pttl(k)
+        replies = pipe.execute()
+        self.model.note("snapshot")
+        self.snapshot = (self.step_no, [(k, int(replies[2 * i + 1]), replies[2 * i])
+                                        for i, k in enumerate(names)])
+
+    def rollback(self) -> None:
+        """Redis restarts from the snapshot: FLUSHALL, RESTORE every key, SCRIPT FLUSH;
+        every connection is dropped (each paused operation's next round trip fails)."""
+        assert self.snapshot is not None
+        step, dumped = self.snapshot
+        pipe = self.admin.pipeline(transaction=False)
+        pipe.flushall()
+        for k, ttl, payload in dumped:
+            if payload is not None:
+                pipe.restore(k, max(ttl, 0) if ttl != -1 else 0, payload, replace=True)
+        pipe.script_flush()
+        pipe.execute()
+        for op in self.paused_ops():
+            op.fail_next = "before"
+        self.model.rollback(step)
+        self.faults["redis_rollback"] += 1
+
+    # -- one step -------------------------------------------------------------------
+    def runnable(self) -> list[Op]:
+        now = self.sched.now
+        return [op for op in self.paused_ops() if op.wake_at <= now]
+
+    def resume(self, op: Op) -> None:
+        fault = None
+        where = op.where
+        if self.faulting and op.where not in ("begin", "sleep", "handler running", "ack"):
+            r = self.rng.random()
+            rates = self.rates
+            if op.where == "publish":
+                fault = "before" if r < rates.publish_error else None
+            elif r < rates.error_before:
+                fault = "before"
+            elif r < rates.error_before + rates.error_after:
+                fault = "after"
+            elif r < rates.error_before + rates.error_after + rates.error_partial:
+                fault = "partial"
+        self.sched.resume(op, fault)
+        if fault is not None:
+            self.model.note(f"{op.actor} {op.kind}: fault {fault} at {where[:60]}")
+        if op.done:
+            self.model.note(f"{op.actor} {op.kind} ended: "
+                            f"{'killed' if op.killed else repr(op.error)[:120] if op.error else 'ok'}")
+        self._reap()
+
+    def idle_intakes(self) -> list[IntakeWorker]:
+        now = self.sched.now
+        return [w for w in self.intakes if w.op is None and w.down_until <= now]
+
+    def idle_executors(self) -> list[Executor]:
+        now = self.sched.now
+        return [e for e in self.executors if e.op is None and e.down_until <= now]
+
+    def start_intake_op(self, w: IntakeWorker) -> None:
+        now = self.sched.now
+        choices = ["read", "read"]
+        if now >= w.next_sweep:
+            choices.append("sweep")
+        if now >= w.next_claim:
+            choices.append("claim")
+        w.start(self.rng.choice(choices))
+        self.resume(w.op)  # type: ignore[arg-type]
+
+    def deliver(self, e: Executor) -> bool:
+        msg = self.broker.deliver(reorder=self.faulting and self.rng.random() < 0.3)
+        if msg is None:
+            return False
+        e.start(msg)
+        self.resume(e.op)  # type: ignore[arg-type]
+        return True
+
+    def send_traffic(self) -> None:
+        for sent in self.traffic.next_bodies(self.sched.now):
+            self.store(sent)
+
+    def advance(self, ms: int) -> None:
+        self.sched.now += ms
+        for sent in self.traffic.due(self.sched.now):
+            self.store(sent)
+
+    def fault_step(self) -> bool:
+        """Maybe inject one process/server fault; True if one was."""
+        rng, rates = self.rng, self.rates
+        r = rng.random()
+        acc = 0.0
+        acc += rates.kill_intake
+        if r < acc:
+            w = rng.choice(self.intakes)
+            self.faults["kill_intake" + ("_mid_op" if w.op else "_idle")] += 1
+            w.die()
+            return True
+        acc += rates.kill_executor
+        if r < acc:
+            e = rng.choice(self.executors)
+            self.faults["kill_executor" + ("_mid_task" if e.op else "_idle")] += 1
+            e.die()
+            return True
+        acc += rates.stall
+        if r < acc:
+            ops = self.paused_ops()
+            if ops:
+                op = rng.choice(ops)
+                s = self.settings
+                limit, past = rng.choice([
+                    ("lease", s.dispatch_lease_ms), ("claim", 500),
+                    ("hold", s.reorder_hold_ms),
+                    ("visibility", s.handler_visibility_timeout_s * 1000),
+                    ("deadline", s.handler_deadline_s * 1000)])
+                op.wake_at = max(op.wake_at, self.sched.now + past + rng.randint(1, 1000))
+                self.model.note(f"{op.actor} {op.kind} STALLS at {op.where[:50]} until "
+                                f"t+{op.wake_at - T0}")
+                self.faults[f"stall_past_{limit}"] += 1
+                return True
+            return False
+        acc += rates.script_flush
+        if r < acc:
+            self.admin.script_flush()
+            self.model.note("SCRIPT FLUSH")
+            self.faults["script_flush"] += 1
+            return True
+        acc += rates.rollback
+        if r < acc:
+            self.rollback()
+            return True
+        return False
+
+    def step(self) -> None:
+        self.step_no += 1
+        self.model.step = self.step_no
+        self.model.now = self.sched.now
+        rng = self.rng
+        if self.faulting and self.fault_step():
+            return
+        r = rng.random()
+        runnable = self.runnable()
+        if r < 0.45 and runnable:
+            self.resume(rng.choice(runnable))
+        elif r < 0.60 and self.idle_intakes():
+            self.start_intake_op(rng.choice(self.idle_intakes()))
+        elif r < 0.80 and self.idle_executors() and self.broker.deliverable():
+            self.deliver(rng.choice(self.idle_executors()))
+        elif r < 0.86 and self.faulting:
+            self.send_traffic()
+        else:
+            x = rng.random()
+            if x < 0.85:
+                self.advance(rng.randint(1, 60))
+            elif x < 0.995:
+                self.advance(rng.randint(100, 1500))
+            else:
+                # Everything pauses at once (a VM freeze), past some lease or deadline.
+                ms = rng.randint(2000, 14000)
+                self.model.note(f"time jump of {ms} ms")
+                self.faults["global_pause"] += 1
+                self.advance(ms)
+        self.broker.redeliver_expired()
+        self.backlog_max = max(self.backlog_max, len(self.broker.deliverable()))
+        if self.faulting and self.step_no % 40 == 0:
+            self.take_snapshot()
+
+    def check(self) -> None:
+        self.model.now = self.sched.now
+        self.model.check_step(self.admin, self.sids)
+
+    # -- settling -----------------------------------------------------------------------
+    def quiet(self) -> bool:
+        if self.paused_ops() or not self.broker.idle() or self.traffic.delayed:
+            return False
+        if self.admin.zcard(keys.TIMERS) or self.admin.xlen(keys.INBOX):
+            return False
+        pending = self.admin.xpending(keys.INBOX, keys.INBOX_GROUP)
+        return not pending.get("pending")
+
+    def settle(self, max_steps: int = 200_000) -> bool:
+        """Faults and new traffic stop; the workers run until nothing is left to do."""
+        self.faulting = False
+        for sent in self.traffic.due(self.sched.now, everything=True):
+            self.store(sent)
+        for a in self.actors():
+            a.down_until = 0
+        for n in range(max_steps):
+            self.step_no += 1
+            self.model.step = self.step_no
+            self.model.now = self.sched.now
+            progressed = False
+            runnable = self.runnable()
+            if runnable:
+                self.resume(runnable[0])
+                progressed = True
+            else:
+                for w in self.idle_intakes():
+                    now = self.sched.now
+                    kind = ("sweep" if now >= w.next_sweep else
+                            "claim" if now >= w.next_claim else
+                            "read" if self.admin.xlen(keys.INBOX) else "")
+                    if kind:
+                        w.start(kind)
+                        self.resume(w.op)  # type: ignore[arg-type]
+                        progressed = True
+                        break
+                for e in self.idle_executors():
+                    if self.deliver(e):
+                        progressed = True
+                        break
+            if n % 50 == 0 and self.quiet():
+                return True
+            if not progressed or n % 7 == 0:
+                self.advance(self.rng.randint(1, 100))
+            self.broker.redeliver_expired()
+            if self.check_every and n % self.check_every == 0:
+                self.check()
+        return False
+
+    def shutdown(self) -> None:
+        for a in self.actors():
+            if a.op is not None and not a.op.done:
+                self.sched.kill(a.op)
+            a.op = None
+            a.client.close()
+        self.admin.close()
+
+    def run(self, steps: int) -> Result:
+        started = time.monotonic()
+        settled = False
+        tally: dict[str, int] = {}
+        try:
+            with registered_handlers(), quiet_logs():
+                for _ in range(steps):
+                    self.step()
+                    if self.check_every and self.step_no % self.check_every == 0:
+                        self.check()
+                    if len(self.model.violations) > 20:
+                        break
+                settled = self.settle()
+                if not settled:
+                    self.model.violate("settled", "the run did not settle (liveness)")
+                for msg in self.broker.lost:
+                    if not msg.args[0]:  # an event without ordering: never published again
+                        self.model.lost_unordered.add((notice_of(msg.args[2]), msg.name))
+                tally = self.model.check_settled(
+                    self.admin, self.sids, self.broker.idle(),
+                    counters_exact=self.model.rollbacks == 0)
+        finally:
+            self.shutdown()
+        return Result(self.seed, steps, self.faults, self.model.violations, tally,
+                      time.monotonic() - started, self.model.trace, self.sched.now - T0, settled)
