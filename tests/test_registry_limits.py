@@ -17,6 +17,7 @@ import pytest
 from agora_callbacks.settings import Settings
 from workers import REGISTRY, on_event
 from workers.app import celery_app, celery_config
+from workers.registry import check_time_options
 
 VT = int(celery_app.conf.broker_transport_options["visibility_timeout"])
 #: An eventType no Cloud Recording event has: these handlers never see another test's events.
@@ -117,3 +118,20 @@ def test_limits_below_the_visibility_timeout_are_kept() -> None:
     plain = register()  # the app's limits
     assert plain.task.time_limit == celery_app.conf.task_time_limit
     assert plain.task.soft_time_limit == celery_app.conf.task_soft_time_limit
+
+
+def test_the_checks_with_a_short_visibility_timeout() -> None:
+    def check(**options: Any) -> None:
+        check_time_options("h", options, visibility_timeout_s=10, time_limit_s=7)
+
+    check(autoretry_for=(OSError,), default_retry_delay=1)
+    # With a backoff, an automatic retry waits the backoff, not default_retry_delay.
+    check(autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=5)
+    with pytest.raises(ValueError, match=r"^h: default_retry_delay=180 \(Celery's default\)"):
+        check(autoretry_for=(OSError,))
+    with pytest.raises(ValueError, match=r"^h: retry_backoff_max=30 .*TIMEOUT_S=10$"):
+        check(autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=30)
+    with pytest.raises(ValueError, match=r"^h: soft_time_limit=7 .*time_limit=7"):
+        check(soft_time_limit=7)
+    with pytest.raises(ValueError, match=r"^h: default_retry_delay=10 "):
+        check(default_retry_delay=10)  # a handler may call retry() itself

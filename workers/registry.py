@@ -137,13 +137,16 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
         raise refuse("soft_time_limit", soft, f"is at or above the hard time_limit={hard} "
                      "and would never fire")
     retries = "autoretry_for" in options
-    delay = options.get("default_retry_delay", CELERY_DEFAULT_RETRY_DELAY if retries else None)
+    backoff = retries and bool(options.get("retry_backoff"))
+    # An automatic retry waits default_retry_delay, or its backoff when there is one.
+    implied = CELERY_DEFAULT_RETRY_DELAY if retries and not backoff else None
+    delay = options.get("default_retry_delay", implied)
     if delay is not None and delay >= vt:
         default = "" if "default_retry_delay" in options else "(Celery's default) "
         raise refuse("default_retry_delay", delay, f"{default}is at or above "
                      "HANDLER_VISIBILITY_TIMEOUT_S: a retry waits out its countdown "
                      "unacknowledged in a worker, and the broker would deliver it again")
-    if retries and options.get("retry_backoff"):
+    if backoff:
         cap = options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
         if cap >= vt:
             default = "" if "retry_backoff_max" in options else "(Celery's default) "

@@ -32,10 +32,17 @@ HANDLER_NAME = "agora_callbacks.recording_state"
 log = get_logger("workers.builtin.recording_state")
 
 
+def _retry_backoff_max_s() -> int:
+    """30 s, or less with a short ``HANDLER_VISIBILITY_TIMEOUT_S``: a retry's countdown
+    must stay below it (``workers.registry`` refuses a handler whose can reach it)."""
+    return max(1, min(30, runtime.get().settings.handler_visibility_timeout_s // 2))
+
+
 # A Redis hiccup is retried (the turn stays open meanwhile), so the record does not
 # miss an event; after the last retry the run is dead-lettered like any handler's.
 @on_event("*", name=HANDLER_NAME, autoretry_for=(redis.RedisError, OSError),
-          retry_backoff=1, retry_backoff_max=30, retry_jitter=True, max_retries=8)
+          retry_backoff=1, retry_backoff_max=_retry_backoff_max_s(), retry_jitter=True,
+          max_retries=8)
 def recording_state(event: Any, key: str, late: bool, gap: tuple[int, int] | None) -> None:
     """Fold ``event`` into its recording's stored record (events without a sid: skipped)."""
     sid = as_str(field(event, "sid"))
