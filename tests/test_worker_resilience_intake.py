@@ -154,3 +154,33 @@ def test_an_intake_that_keeps_dying_takes_its_worker_down(
              if e.get("event") == "intake keeps dying: stopping the worker"]
     assert len(fatal) == 1 and fatal[0]["level"] == "critical", worker.log()
     assert fatal[0]["deaths"] == max_restarts + 1
+
+
+def test_an_intake_restarted_while_redis_is_down_waits_for_it(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis,
+        redis_server: Any) -> None:
+    """An outage is not a crash: the new intake waits for Redis instead of dying
+    at its first command (and using up the restarts), then reads as usual."""
+    worker = start_worker("a")
+    [victim] = intake_pids(worker)
+    redis_server.stop()
+    psutil.Process(victim).send_signal(signal.SIGKILL)
+
+    def outcome() -> str | None:
+        events = [e.get("event") for e in log_events(worker)]
+        if events.count("intake process died: restarting it") > 1:
+            return "died again"
+        if "intake waiting for Redis" in events:
+            return "waiting"
+        return None
+
+    assert wait_for(outcome, timeout=20, message="the new intake's fate") == "waiting", \
+        worker.log()
+    redis_server.start()
+    store(redis_client, body("after", 0))
+    wait_for(lambda: handled(redis_client, "after"), timeout=30,
+             message="a body stored once Redis was back handled")
+    died = [e for e in log_events(worker)
+            if e.get("event") == "intake process died: restarting it"]
+    assert [e["pid"] for e in died] == [victim]
+    assert worker.proc.poll() is None

@@ -21,8 +21,13 @@ whole worker down (warm shutdown, exit status 1, ``intake keeps dying`` logged
 as critical), so that a supervisor sees a failed worker rather than one that
 looks healthy and reads nothing.
 
+An intake started while Redis is unreachable (the worker started before it, or
+a restart during an outage) waits for Redis, logging ``intake waiting for
+Redis`` once, instead of failing its first command and dying: an outage is not
+a crash, and must not use up the restarts.
+
 ``up()`` says whether the intake is running: its process is alive and has
-finished starting (``workers.metrics_server`` exports it as
+finished starting (Redis answered) (``workers.metrics_server`` exports it as
 ``acb_worker_intake_up`` and answers ``/healthz`` with it).
 """
 
@@ -37,6 +42,7 @@ import time
 from collections import deque
 from typing import Any
 
+import redis
 from celery import bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.platforms import EX_FAILURE
@@ -55,6 +61,8 @@ RESTART_WINDOW_S = 60.0
 RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0)
 #: How long a stopping intake may take to settle its batch before it is terminated.
 STOP_TIMEOUT_S = 10.0
+#: How often an intake waiting for Redis at its start tries again.
+REDIS_WAIT_S = 1.0
 
 
 def _watch_parent(parent: int, stop: Any) -> None:
@@ -65,8 +73,24 @@ def _watch_parent(parent: int, stop: Any) -> None:
         time.sleep(PARENT_CHECK_S)
 
 
+def _wait_for_redis(client: redis.Redis, stop: Any) -> bool:
+    """Until Redis answers (True) or ``stop`` is set (False)."""
+    logged = False
+    while not stop.is_set():
+        try:
+            client.ping()
+            return True
+        except redis.RedisError as exc:
+            if not logged:
+                log.warning("intake waiting for Redis", error=str(exc))
+                logged = True
+            stop.wait(REDIS_WAIT_S)
+    return False
+
+
 def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> None:
-    """Entry point of the intake process. ``ready`` is set once it is about to read."""
+    """Entry point of the intake process. ``ready`` is set once Redis answered and
+    the intake is about to read."""
     from workers import app as worker_app
     from workers import runtime
     from workers.intake import Intake
@@ -79,6 +103,8 @@ def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> Non
     rt = runtime.get()
     worker_app.load_handlers(rt.settings)
     threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
+    if not _wait_for_redis(rt.client, stop):
+        return
     intake = Intake(rt, consumer=consumer)
     if ready is not None:
         ready.set()
