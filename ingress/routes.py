@@ -1,10 +1,16 @@
 """``POST /agora/ncs``: the URL users paste into Agora's console.
 
-Order of decisions: a declared length over the limit (413, nothing read), the bounded
-read (413 / 400), an empty body (400), the signature over the raw bytes (401, nothing
-stored), one ``XADD`` to the inbox (503 + ``Retry-After`` if Redis cannot take it),
-then ``200 {}``. The body is never parsed: a verified body that is not JSON is stored
-all the same, and the workers dead-letter it with its reason.
+Order of decisions: the signature headers (401 before a byte of the body is read when
+there is no signature header, or none ``verify`` could accept: a client that sends
+headers and then stalls must not hold a request thread for nothing), a declared
+length over the limit (413, nothing read), the bounded read (413 / 400), an empty body
+(400), the signature over the raw bytes (401, nothing stored), one ``XADD`` to the
+inbox (503 + ``Retry-After`` if Redis cannot take it), then ``200 {}``. The body is
+never parsed: a verified body that is not JSON is stored all the same, and the
+workers dead-letter it with its reason.
+
+The body read itself has no deadline: on granian a read cannot be abandoned (README,
+"Ingress: server choice and figures", slow clients).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from agora_callbacks import inbox, metrics
 from agora_callbacks.logs import get_logger
 from ingress import request_id, responses
 from ingress.body import BodyError, read_body
-from ingress.signature import V1, V2, Rejected, verify
+from ingress.signature import V1, V2, Rejected, check_headers, verify
 from ingress.state import get_state
 
 PATH = "/agora/ncs"
@@ -38,6 +44,13 @@ def receive() -> Response:
     settings = state.settings
     environ = request.environ
     _RECEIVED.inc()
+    headers = request.headers
+    early = check_headers(headers, settings.require_v2)
+    if early is not None:  # refused before its body is read: nothing to wait for
+        metrics.INGRESS_REJECTED.labels(f"signature_{early.reason}").inc()
+        log.warning("ncs.rejected", reason=f"signature_{early.reason}", status=401,
+                    signature=early.signature or None, content_length=request.content_length)
+        return responses.unauthorized()
     try:
         body = read_body(environ, settings.max_body_bytes)
     except BodyError as exc:
@@ -51,7 +64,7 @@ def receive() -> Response:
         log.warning("ncs.rejected", reason="empty_body", status=400)
         return responses.error(400, "empty body")
 
-    outcome = verify(body, request.headers, state.secrets, settings.require_v2)
+    outcome = verify(body, headers, state.secrets, settings.require_v2)
     if isinstance(outcome, Rejected):
         metrics.INGRESS_REJECTED.labels(f"signature_{outcome.reason}").inc()
         log.warning("ncs.rejected", reason=f"signature_{outcome.reason}", status=401,

@@ -116,6 +116,31 @@ def _keys(secrets: Iterable[str | bytes]) -> list[bytes]:
     return [s.encode("utf-8") if isinstance(s, str) else s for s in secrets]
 
 
+def _chosen(headers: Headers, require_v2: bool) -> tuple[str, bytes] | Rejected:
+    """The signature ``verify`` decides on and its digest, or why there is none."""
+    given = header_value(headers, HEADER_V2)
+    signature = V2
+    if given is None:
+        if require_v2:
+            return Rejected(V2_REQUIRED if header_value(headers, HEADER_V1) else MISSING)
+        given = header_value(headers, HEADER_V1)
+        signature = V1
+        if given is None:
+            return Rejected(MISSING)
+    expected = _parse_hex(given, _ALGORITHMS[signature][1])
+    if expected is None:
+        return Rejected(MALFORMED, signature)
+    return signature, expected
+
+
+def check_headers(headers: Headers, require_v2: bool = False) -> Rejected | None:
+    """What ``verify`` would refuse from the headers alone (no signature header, V1
+    alone when V2 is required, a signature that is not hex of the right length), or
+    ``None``: lets a receiver refuse such a request before reading its body."""
+    chosen = _chosen(headers, require_v2)
+    return chosen if isinstance(chosen, Rejected) else None
+
+
 def verify(body: bytes, headers: Headers, secrets: Sequence[str | bytes],
            require_v2: bool = False) -> Verified | Rejected:
     """Check ``body`` against the signature headers with every secret, in order.
@@ -127,19 +152,11 @@ def verify(body: bytes, headers: Headers, secrets: Sequence[str | bytes],
     keys = _keys(secrets)
     if not keys:
         return Rejected(NO_SECRETS)
-    given = header_value(headers, HEADER_V2)
-    signature = V2
-    if given is None:
-        if require_v2:
-            return Rejected(V2_REQUIRED if header_value(headers, HEADER_V1) else MISSING)
-        given = header_value(headers, HEADER_V1)
-        signature = V1
-        if given is None:
-            return Rejected(MISSING)
-    algorithm, size = _ALGORITHMS[signature]
-    expected = _parse_hex(given, size)
-    if expected is None:
-        return Rejected(MALFORMED, signature)
+    chosen = _chosen(headers, require_v2)
+    if isinstance(chosen, Rejected):
+        return chosen
+    signature, expected = chosen
+    algorithm, _ = _ALGORITHMS[signature]
     matched = -1
     for index, key in enumerate(keys):
         if hmac.compare_digest(hmac.digest(key, body, algorithm), expected) and matched < 0:
