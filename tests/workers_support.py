@@ -143,3 +143,28 @@ def assert_timer(client: redis.Redis, sid: str, hold_ms: int) -> int | None:
     due = expected_due(client, sid, hold_ms)
     assert timer_of(client, sid) == due, (sid, timer_of(client, sid), due)
     return due
+
+
+def pause_all(url: str, ms: int) -> None:
+    """``CLIENT PAUSE <ms> ALL`` from a connection of its own: every client of the
+    server waits (the session's server: never the shared one)."""
+    pauser = redis.Redis.from_url(url)
+    pauser.execute_command("CLIENT", "PAUSE", ms, "ALL")
+    pauser.close()
+
+
+def await_answering(url: str, timeout: float = 10.0) -> None:
+    """Wait until the server answers again (a pause is over)."""
+    probe = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if probe.ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+    finally:
+        probe.close()
