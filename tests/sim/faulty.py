@@ -28,8 +28,14 @@ from workers.ordering import scripts
 
 Observer = Callable[[str, list[Any], Any], None]
 
-SCRIPT_BY_SHA = {scripts.sha(n): n
-                 for n in scripts.RECORDING_SCRIPTS + scripts.STANDALONE_SCRIPTS}
+
+def script_name(sha: str) -> str | None:
+    """The name of the script with this SHA (looked up each time: a test may swap a
+    script for a mutant, ``sim.mutants``)."""
+    for name in scripts.RECORDING_SCRIPTS + scripts.STANDALONE_SCRIPTS:
+        if scripts.sha(name) == sha:
+            return name
+    return None
 
 
 def raise_fault(fault: str, what: str) -> None:
@@ -41,7 +47,7 @@ def raise_fault(fault: str, what: str) -> None:
 def _script_of(args: tuple[Any, ...]) -> str | None:
     if args and str(args[0]).upper() == "EVALSHA":
         sha = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
-        return SCRIPT_BY_SHA.get(sha)
+        return script_name(sha)
     return None
 
 

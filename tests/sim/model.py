@@ -143,6 +143,7 @@ class Model:
     deadline_ms: int
     hold_ms: int
     handlers_for: Any  # (event_type, msg_name) -> handler names
+    lost_ok: bool = True  # may a handler end as a ``lost`` dead letter (see Rates)
     bodies: list[Body] = field(default_factory=list)
     runs_by_sid: dict[str, list[Run]] = field(default_factory=lambda: defaultdict(list))
     grants: dict[tuple[str, str, str], list[Run]] = field(
@@ -354,6 +355,9 @@ class Model:
                 if n_done + n_lost != 1:
                     self.violate("outcome", f"handler {ident}: finished {n_done} times, "
                                  f"dead-lettered lost {n_lost} times (once in all expected)")
+                if n_lost and not self.lost_ok:
+                    self.violate("liveness", f"handler {ident} dead-lettered as lost, with no "
+                                 f"fault that could delay it past HANDLER_DEADLINE_S")
                 tally["handler_lost" if n_lost else "handler_done"] += 1
         for ident, n in lost.items():
             self.violate("outcome", f"lost dead letters for {ident} ({n}), not an event stored")

@@ -132,6 +132,20 @@ class Rates:
     publish_error: float = 0.02
     handler_retry: float = 0.06
     handler_fail: float = 0.04
+    global_pause: float = 0.005  # of the clock moves: everything pauses 2-14 s
+    long_stalls: bool = True  # stalls past HANDLER_VISIBILITY_TIMEOUT_S / _DEADLINE_S
+    #: Whether a handler may end dead-lettered as ``lost``. Only the faults above can
+    #: make a handler miss its deadline legitimately; without them (``gentle``), a
+    #: ``lost`` dead letter is a liveness violation (nothing else catches a turn
+    #: that is never published again, say).
+    lost_ok: bool = True
+
+    @classmethod
+    def gentle(cls) -> Rates:
+        """Every fault except those that may legitimately make a handler late past
+        its deadline: no rollback, no global pause, no stall past the visibility
+        timeout or the deadline."""
+        return cls(rollback=0.0, global_pause=0.0, long_stalls=False, lost_ok=False)
 
 
 class Hook:
@@ -326,6 +340,7 @@ class Simulation:
         self.sids = [f"sid{seed % 1000:03d}{chr(97 + i)}" for i in range(sids)]
         self.traffic = Traffic(self.rng, self.sids, base.dedupe_ttl_s * 1000, self._count)
         self.model = Model(deadline_ms=base.handler_deadline_s * 1000,
+                           lost_ok=self.rates.lost_ok,
                            hold_ms=base.reorder_hold_ms, handlers_for=REGISTRY.names_for)
         self.stored_n = 0
         self.snapshot: tuple[int, list[tuple[bytes, int, bytes]]] | None = None
@@ -489,11 +504,12 @@ class Simulation:
             if ops:
                 op = rng.choice(ops)
                 s = self.settings
-                limit, past = rng.choice([
-                    ("lease", s.dispatch_lease_ms), ("claim", 500),
-                    ("hold", s.reorder_hold_ms),
-                    ("visibility", s.handler_visibility_timeout_s * 1000),
-                    ("deadline", s.handler_deadline_s * 1000)])
+                limits = [("lease", s.dispatch_lease_ms), ("claim", 500),
+                          ("hold", s.reorder_hold_ms)]
+                if rates.long_stalls:
+                    limits += [("visibility", s.handler_visibility_timeout_s * 1000),
+                               ("deadline", s.handler_deadline_s * 1000)]
+                limit, past = rng.choice(limits)
                 op.wake_at = max(op.wake_at, self.sched.now + past + rng.randint(1, 1000))
                 self.model.note(f"{op.actor} {op.kind} STALLS at {op.where[:50]} until "
                                 f"t+{op.wake_at - T0}")
@@ -533,7 +549,7 @@ class Simulation:
             x = rng.random()
             if x < 0.85:
                 self.advance(rng.randint(1, 60))
-            elif x < 0.995:
+            elif x < 1 - self.rates.global_pause:
                 self.advance(rng.randint(100, 1500))
             else:
                 # Everything pauses at once (a VM freeze), past some lease or deadline.
