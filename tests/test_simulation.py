@@ -4,10 +4,13 @@ against the session's Redis with the real scripts, injecting faults at every
 step, and checks the invariants of ``tests/sim/model.py`` after every step and
 once the run has settled.
 
-Seeds run one after the other until ``SIM_BUDGET_S`` seconds are spent (CI: about
-a minute and a half). A failing seed is printed with the command that replays it:
-``SIM_SEED=<seed> SIM_STEPS=<steps> pytest tests/test_simulation.py``. The soak
-(``python benchmarks/soak_simulation.py``) runs many more steps.
+Seeds run one after the other until their share of ``SIM_BUDGET_S`` is spent
+(about a minute and a half in all on a 2-core machine): every fault, then the
+gentle mix (no fault that may legitimately make a handler miss its deadline, so
+a ``lost`` dead letter is a liveness violation). A failing seed is printed with
+the command that replays it exactly:
+``SIM_SEED=<seed> SIM_STEPS=<steps> [SIM_GENTLE=1] pytest tests/test_simulation.py``.
+The soak (``python benchmarks/soak_simulation.py``) runs many more steps.
 """
 
 from __future__ import annotations
@@ -19,19 +22,24 @@ from typing import Any
 
 import pytest
 import redis
-from sim import Simulation
+from sim import Rates, Result, Simulation
+from sim.mutants import MUTANTS, mutated
 from sim.world import SIM_ENV, sim_settings
 
-#: Seconds of simulation per test run (all seeds together).
-SIM_BUDGET_S = float(os.environ.get("SIM_BUDGET_S", "90"))
+#: Seconds of simulation per test session (all seeds of both mixes together).
+SIM_BUDGET_S = float(os.environ.get("SIM_BUDGET_S", "75"))
 #: Steps per seed (before settling).
 SIM_STEPS = int(os.environ.get("SIM_STEPS", "1500"))
-#: First seed (the next ones follow); SIM_SEED alone replays one seed.
+#: First seed (the next ones follow).
 SIM_SEED_BASE = int(os.environ.get("SIM_SEED_BASE", "1000"))
+#: Replay this one seed (with SIM_GENTLE=1 for the gentle mix).
 SIM_SEED = os.environ.get("SIM_SEED")
+SIM_GENTLE = os.environ.get("SIM_GENTLE", "") not in ("", "0")
+#: Share of the budget for the gentle mix.
+GENTLE_SHARE = 0.3
 
 
-def _report(results: list[Any]) -> str:
+def _report(results: list[Result]) -> str:
     faults: dict[str, int] = {}
     for r in results:
         for kind, n in r.faults.items():
@@ -42,30 +50,58 @@ def _report(results: list[Any]) -> str:
             + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
 
 
-@pytest.mark.timeout(int(SIM_BUDGET_S) + 240)
-def test_the_promises_hold_under_faults(redis_server: Any, redis_client: redis.Redis) -> None:
+def _fail(result: Result, gentle: bool) -> None:
+    tail = "\n".join(result.trace[-60:])
+    pytest.fail(
+        f"seed {result.seed}: {len(result.violations)} violations; replay with\n"
+        f"  SIM_SEED={result.seed} SIM_STEPS={result.steps}{' SIM_GENTLE=1' if gentle else ''}"
+        f" pytest tests/test_simulation.py -k promises\n"
+        + "\n".join(result.violations[:20]) + f"\nlast steps of the trace:\n{tail}")
+
+
+def _run(url: str, gentle: bool, budget_s: float, first_seed: int) -> list[Result]:
     started = time.monotonic()
-    seeds = [int(SIM_SEED)] if SIM_SEED else None
-    results = []
-    seed = SIM_SEED_BASE
-    while True:
-        if seeds is not None:
-            if not seeds:
-                break
-            seed = seeds.pop()
-        elif results and time.monotonic() - started > SIM_BUDGET_S:
-            break
-        result = Simulation(redis_server.url, seed).run(SIM_STEPS)
+    results: list[Result] = []
+    seed = first_seed
+    while not results or (SIM_SEED is None and time.monotonic() - started < budget_s):
+        rates = Rates.gentle() if gentle else Rates()
+        result = Simulation(url, seed, rates=rates).run(SIM_STEPS)
         results.append(result)
-        if result.violations:
-            tail = "\n".join(result.trace[-60:])
-            pytest.fail(
-                f"seed {seed}: {len(result.violations)} violations; replay with\n"
-                f"  SIM_SEED={seed} SIM_STEPS={SIM_STEPS} pytest tests/test_simulation.py\n"
-                + "\n".join(result.violations[:20]) + f"\nlast steps of the trace:\n{tail}")
-        assert result.settled
+        if result.violations or not result.settled:
+            _fail(result, gentle)
         seed += 1
-    print("\nsimulation:", _report(results))
+    return results
+
+
+@pytest.mark.timeout(int(SIM_BUDGET_S) + 240)
+@pytest.mark.parametrize("gentle", [False, True], ids=["every-fault", "gentle"])
+def test_the_promises_hold(gentle: bool, redis_server: Any,
+                           redis_client: redis.Redis) -> None:
+    if SIM_SEED is not None and gentle != SIM_GENTLE:
+        pytest.skip("replaying one seed of the other mix")
+    share = GENTLE_SHARE if gentle else 1 - GENTLE_SHARE
+    first = int(SIM_SEED) if SIM_SEED is not None else SIM_SEED_BASE + (50_000 if gentle else 0)
+    results = _run(redis_server.url, gentle, SIM_BUDGET_S * share, first)
+    print(f"\nsimulation ({'gentle' if gentle else 'every fault'}):", _report(results))
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_a_broken_script_is_caught(name: str, redis_server: Any,
+                                   redis_client: redis.Redis) -> None:
+    """The invariants have teeth: each mutant of the scripts breaks one of them."""
+    with mutated(name) as expected:
+        rates = Rates()
+        if expected == "liveness":
+            # More lost messages: a turn that is never published again shows sooner.
+            rates = Rates.gentle()
+            rates.msg_lost = 0.15
+        kinds: set[str] = set()
+        for seed in range(1, 6):
+            result = Simulation(redis_server.url, seed, rates=rates).run(600)
+            kinds |= {v.split(": ")[0].split()[-1] for v in result.violations}
+            if expected in kinds:
+                return
+    pytest.fail(f"mutant {name} not caught ({expected} expected, found {sorted(kinds)})")
 
 
 def _normalised(trace: list[str]) -> list[str]:

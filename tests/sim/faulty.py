@@ -111,5 +111,6 @@ class FaultyRedis(redis.Redis):
 def faulty_client(url: str, hook: Any) -> FaultyRedis:
     """A client of the simulated worker: its own connection pool, faults from ``hook``."""
     client = FaultyRedis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
+    assert isinstance(client, FaultyRedis)
     client.sim_hook = hook
     return client

@@ -95,7 +95,8 @@ return out
 
 def _short(reply: Any) -> str:
     if isinstance(reply, list):
-        return "[" + ",".join(text(r)[:30] for r in reply[:4]) + (",..]" if len(reply) > 4 else "]")
+        more = ",..]" if len(reply) > 4 else "]"
+        return "[" + ",".join(text(r)[:30] for r in reply[:4]) + more
     return text(reply)[:40]
 
 
@@ -219,10 +220,9 @@ class Model:
             if status != "stale":
                 ident = (text(argv[6]), text(argv[8]), text(argv[9]))
                 self.outcomes[ident].append((self.step, text(argv[10])))
-        elif name == "finish_notice":
-            if int(reply) == 1:
-                notice = text(kv[0]).removeprefix("acb:unordered:")
-                self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
+        elif name == "finish_notice" and int(reply) == 1:
+            notice = text(kv[0]).removeprefix("acb:unordered:")
+            self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
 
     def rollback(self, snap_step: int) -> None:
         """Redis restarted from its state at ``snap_step`` (see the module doc)."""
@@ -299,10 +299,11 @@ class Model:
         if pending and pending.get("pending"):
             self.violate("settled", f"{pending['pending']} inbox entries pending")
         if admin.zcard(keys.TIMERS):
-            self.violate("settled", f"timers left: {admin.zrange(keys.TIMERS, 0, -1, withscores=True)}")
+            left = admin.zrange(keys.TIMERS, 0, -1, withscores=True)
+            self.violate("settled", f"timers left: {left}")
         for sid in sids:
-            if admin.zcard(keys.recording_buffer(sid)) or admin.hlen(keys.recording_turn(sid)) \
-                    or admin.hexists(keys.recording_order(sid), "cur"):
+            if (admin.zcard(keys.recording_buffer(sid)) or admin.hlen(keys.recording_turn(sid))
+                    or admin.hexists(keys.recording_order(sid), "cur")):
                 self.violate("settled", f"{sid} still holds work: "
                              f"buffer={admin.zrange(keys.recording_buffer(sid), 0, -1)} "
                              f"order={admin.hgetall(keys.recording_order(sid))} "
@@ -312,8 +313,8 @@ class Model:
 
         body_letters: dict[str, list[str]] = defaultdict(list)
         lost: dict[tuple[str, str, str], int] = defaultdict(int)
-        for _id, fields in admin.xrange(keys.DEADLETTERS):
-            f = {text(k): text(v) for k, v in fields.items()}
+        for _id, fields in admin.xrange(keys.DEADLETTERS) or []:
+            f = {text(k): text(v) for k, v in (fields or {}).items()}
             extra = json.loads(f.get("extra") or "{}")
             if f.get("kind") == "body":
                 body_letters[str(extra.get("entry"))].append(f.get("reason", ""))

@@ -56,7 +56,7 @@ class Op:
             self.result = self.fn()
         except Killed:
             self.killed = True
-        except BaseException as exc:  # noqa: BLE001 - an op's error is its outcome
+        except BaseException as exc:
             self.error = exc
         finally:
             self.done = True

@@ -28,13 +28,12 @@ it can only find more, not hide anything.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -45,14 +44,14 @@ from agora_callbacks.settings import Settings
 from workers import timers
 from workers.dispatch import Dispatcher, notice_of
 from workers.intake import CLAIM_INTERVAL_S, SWEEP_INTERVAL_S, Intake
-from workers.ordering import Failure, sequence_of
+from workers.ordering import Failure
 from workers.registry import REGISTRY, Handler
 from workers.runtime import Runtime
 
 from .broker import Broker, Message
 from .faulty import faulty_client, raise_fault
-from .model import Model, Run, text
-from .scheduler import Killed, Op, Scheduler, VirtualClock
+from .model import Model, Run
+from .scheduler import Op, Scheduler, VirtualClock
 from .traffic import Sent, Traffic, meta_for
 
 T0 = 1_900_000_000_000  # virtual unix ms at the start of every run
@@ -207,14 +206,20 @@ class IntakeWorker:
 
     def start(self, kind: str) -> None:
         intake = self.intake
+        fn: Callable[[], Any]
         if kind == "read":
-            fn: Callable[[], Any] = lambda: intake.process(intake.read())
+            def fn() -> Any:
+                return intake.process(intake.read())
         elif kind == "claim":
             self.next_claim = self.sim.sched.now + int(CLAIM_INTERVAL_S * 1000)
-            fn = lambda: intake.process(intake.autoclaim())
+
+            def fn() -> Any:
+                return intake.process(intake.autoclaim())
         else:
             self.next_sweep = self.sim.sched.now + int(SWEEP_INTERVAL_S * 1000)
-            fn = lambda: timers.sweep(intake.dispatcher)
+
+            def fn() -> Any:
+                return timers.sweep(intake.dispatcher)
         self.op = self.sim.sched.spawn(self, kind, fn)
         self.sim.model.note(f"{self!r} begins {kind}")
 
@@ -262,7 +267,7 @@ class Executor:
     def handle(self, msg: Message) -> None:
         """A handler task as ``workers.task.HandlerTask`` runs it (acks late)."""
         sim = self.sim
-        sid, member, key, late, gap, meta, body = msg.args
+        sid, member, key, late, _gap, meta, body = msg.args
         name, task_id = msg.name, msg.task_id
         d = self.dispatcher
         if not d.handler_start(sid, member, key, name, task_id):
@@ -442,8 +447,8 @@ class Simulation:
         if fault is not None:
             self.model.note(f"{op.actor} {op.kind}: fault {fault} at {where[:60]}")
         if op.done:
-            self.model.note(f"{op.actor} {op.kind} ended: "
-                            f"{'killed' if op.killed else repr(op.error)[:120] if op.error else 'ok'}")
+            end = "killed" if op.killed else repr(op.error)[:120] if op.error else "ok"
+            self.model.note(f"{op.actor} {op.kind} ended: {end}")
         self._reap()
 
     def idle_intakes(self) -> list[IntakeWorker]:
