@@ -38,11 +38,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agora_callbacks import forks, inbox, keys
 
 _XADD = ("XADD", keys.INBOX, "*")
+#: The fields of an ingress entry, in ``inbox.fields_for``'s order (a test holds the
+#: two together); an entry with other fields (``origin``) takes the general path.
+FIELDS = ("body", "rms", "sig", "key", "addr", "rid")
 
 
 def xadd_args(body: bytes, meta: inbox.ReceiveMeta) -> list[object]:
     """The arguments of the ``XADD <inbox> * body <body> rms ...`` that stores ``body``
-    as ``inbox.fields_for`` describes it."""
+    as ``inbox.fields_for`` describes it (the usual fields without building its dict:
+    about 2 us per request)."""
+    if meta.origin is None:
+        return ["XADD", keys.INBOX, "*", "body", body, "rms", meta.received_ms,
+                "sig", meta.signature, "key", meta.secret_index, "addr", meta.remote_addr,
+                "rid", meta.request_id]
     args: list[object] = [*_XADD]
     for name, value in inbox.fields_for(body, meta).items():
         args.append(name)

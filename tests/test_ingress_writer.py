@@ -15,7 +15,7 @@ import redis
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import InboxWriter, xadd_args
+from ingress.inbox_writer import FIELDS, InboxWriter, xadd_args
 from ingress.state import ingress_redis
 
 
@@ -104,6 +104,7 @@ def test_command_is_what_redis_py_sends_for_inbox_store() -> None:
         for name, value in inbox.fields_for(body, meta).items():
             args += [name, value]
         assert conn.pack_command(*xadd_args(body, meta)) == conn.pack_command(*args)
+    assert tuple(inbox.fields_for(body, _meta(7))) == FIELDS
 
 
 def test_an_error_reply_is_raised_and_the_connection_stays_usable(
