@@ -104,6 +104,11 @@ class Broker:
         self.unacked[msg.tag] = (msg, self.now() + self.visibility_ms)
         return msg
 
+    def requeue(self, msg: Message) -> None:
+        """A rejected delivery goes back to the queue at once."""
+        if self.unacked.pop(msg.tag, None) is not None:
+            self.ready.append(msg)
+
     def ack(self, msg: Message) -> None:
         self.unacked.pop(msg.tag, None)
 

@@ -233,6 +233,7 @@ class Executor:
         self.incarnation = 0
         self.op: Op | None = None
         self.run: Run | None = None
+        self.msg: Message | None = None
         self.down_until = 0
         self.boot()
 
@@ -255,6 +256,11 @@ class Executor:
         if self.run is not None and self.run.active:
             self.sim.model.ended(self.run, completed=False)
         self.run = None
+        if self.msg is not None and self.sim.rng.random() < 0.5:
+            # Only the pool process died: its parent rejects the message with requeue
+            # (task_reject_on_worker_lost); otherwise it waits for the visibility timeout.
+            self.sim.broker.requeue(self.msg)
+        self.msg = None
         self.client.close()
         self.down_until = self.sim.sched.now + self.sim.rng.randint(0, 2000)
         self.boot()
@@ -265,14 +271,22 @@ class Executor:
                             f"args={msg.args[:3]} delivery={msg.deliveries}")
 
     def handle(self, msg: Message) -> None:
-        """A handler task as ``workers.task.HandlerTask`` runs it (acks late)."""
+        """A handler task as ``workers.task.HandlerTask`` runs it under the app's
+        Celery settings (acks late, acks on failure, rejects on a lost worker)."""
         sim = self.sim
+        self.msg = msg
         sid, member, key, late, _gap, meta, body = msg.args
         name, task_id = msg.name, msg.task_id
         d = self.dispatcher
-        if not d.handler_start(sid, member, key, name, task_id):
-            sim.sched.checkpoint("ack")
-            sim.broker.ack(msg)
+        try:
+            granted = d.handler_start(sid, member, key, name, task_id)
+        except redis.RedisError as exc:
+            # run_handler raised: Celery calls on_failure, which records the failure
+            # (finish applies only if this task holds the handler), then acks.
+            self._finish(msg, Failure("handler_failed", "sim", f"{type(exc).__name__}"))
+            return
+        if not granted:
+            self._ack(msg)
             return
         self.run = sim.model.granted(sid, member, key, name, task_id, bool(late), repr(self))
         op = sim.sched.current
@@ -286,20 +300,35 @@ class Executor:
             sim.model.ended(self.run, completed=False)
             self.run = None
             sim.broker.retry(msg, sim.rng.randint(10, 1500))
-            sim.sched.checkpoint("ack")
-            sim.broker.ack(msg)
+            self._ack(msg)
             return
         failure = None
         if r < sim.rates.handler_retry + sim.rates.handler_fail:
             failure = Failure(reason="handler_failed", detail="sim", exception="SimError: x")
         sim.model.ended(self.run, completed=True)
         self.run = None
-        turn = d.handler_done(sid, member, key, name, task_id, failure,
-                              body=str(body).encode(), meta=dict(meta or {}))
-        sim.sched.checkpoint("ack")
-        sim.broker.ack(msg)
+        self._finish(msg, failure)
+
+    def _finish(self, msg: Message, failure: Failure | None) -> None:
+        """on_success / on_failure: record the outcome, ack, publish the next turn."""
+        sid, member, key, _late, _gap, meta, body = msg.args
+        d = self.dispatcher
+        try:
+            turn = d.handler_done(sid, member, key, msg.name, msg.task_id, failure,
+                                  body=str(body).encode(), meta=dict(meta or {}))
+        except redis.RedisError:
+            # Redis away for longer than REDIS_RETRY_S: logged by Celery, acked all
+            # the same (the handler's deadline dead-letters it if nobody finishes it).
+            self.sim.faults["handler_done_gave_up"] += 1
+            turn = None
+        self._ack(msg)
         if turn is not None:
             d.dispatch(sid, turn)
+
+    def _ack(self, msg: Message) -> None:
+        self.sim.sched.checkpoint("ack")
+        self.sim.broker.ack(msg)
+        self.msg = None
 
 
 @dataclass
@@ -384,6 +413,8 @@ class Simulation:
                     self.faults["op_errors"] += 1
                     self.op_errors[type(op.error).__name__] += 1
                 a.op = None
+                if isinstance(a, Executor):
+                    a.msg = None  # an unacked message is redelivered after the timeout
                 if isinstance(a, Executor) and a.run is not None and a.run.active:
                     # The op raised between start and done (e.g. Redis gone for longer
                     # than REDIS_RETRY_S while reporting): the run is over.
