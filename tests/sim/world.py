@@ -275,7 +275,7 @@ class Executor:
         Celery settings (acks late, acks on failure, rejects on a lost worker)."""
         sim = self.sim
         self.msg = msg
-        sid, member, key, late, _gap, meta, body = msg.args
+        sid, member, key, late, _gap, _meta, _body = msg.args
         name, task_id = msg.name, msg.task_id
         d = self.dispatcher
         try:
