@@ -12,6 +12,9 @@ stalled or killed there) and learns the fault the scheduler chose for it:
 - ``partial`` (pipelines only): the first commands of the pipeline are applied,
   the connection drops before the rest (``ConnectionError``).
 
+A per-recording script runs with the virtual time of its execution as ``now_ms``
+(production passes 0: the script reads Redis's clock as it runs).
+
 Every script call that Redis applied is reported to ``observe`` with its reply,
 whatever the caller then sees: the model's ground truth of what happened.
 """
@@ -61,7 +64,8 @@ class FaultyPipeline(Pipeline):
         if fault == "before":
             self.reset()
             raise_fault(fault, "pipeline")
-        stack = list(self.command_stack)
+        stack = [(_now_at_execution(args, hook.now()), opts) for args, opts in self.command_stack]
+        self.command_stack = stack
         if fault == "partial":
             keep = hook.partial_cut(len(stack))
             self.command_stack = stack[:keep]
@@ -78,6 +82,16 @@ class FaultyPipeline(Pipeline):
                 if isinstance(reply, Exception):
                     raise reply
         return replies
+
+
+def _now_at_execution(args: tuple[Any, ...], now: int) -> tuple[Any, ...]:
+    """A per-recording script gets the time it runs at, not the time it was queued
+    at: in production ``script_ms()`` is 0 and the script reads Redis's clock when
+    it runs, whatever happened (a stall) between queueing and sending."""
+    if _script_of(args) in scripts.RECORDING_SCRIPTS:
+        nkeys = int(args[2])
+        return (*args[:3 + nkeys], now, *args[4 + nkeys:])
+    return args
 
 
 def _label(args: tuple[Any, ...]) -> str:
@@ -99,6 +113,7 @@ class FaultyRedis(redis.Redis):
         fault = hook.round_trip(str(args[0]))
         if fault == "before" or fault == "partial":
             raise_fault("before", str(args[0]))
+        args = _now_at_execution(args, hook.now())
         reply = super().execute_command(*args, **options)
         name = _script_of(args)
         if name is not None:

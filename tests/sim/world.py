@@ -161,6 +161,9 @@ class Hook:
             self.sim.faults["redis_" + fault] += 1
         return fault
 
+    def now(self) -> int:
+        return self.sim.sched.now
+
     def partial_cut(self, n: int) -> int:
         return self.sim.rng.randint(1, n - 1)
 
