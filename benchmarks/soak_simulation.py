@@ -16,6 +16,7 @@ used and the time taken. A violation prints its seed: replay it with
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -29,9 +30,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds (the embedded Redis servers are stopped on the way out)."""
+    signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
+
+
 def _run_seeds(seeds: list[tuple[int, bool]], per_seed: int) -> list[dict[str, Any]]:
     from sim import Rates, Simulation
 
+    _stop_on_sigterm()
     from agora_callbacks.embedded_server import ServerProcess
 
     out = []

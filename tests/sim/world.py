@@ -614,6 +614,19 @@ class Simulation:
         pending = self.admin.xpending(keys.INBOX, keys.INBOX_GROUP)
         return not pending.get("pending")
 
+    def next_due(self) -> int:
+        """When something is next due (at most a second ahead): an operation's wake-up,
+        a broker message, a recording's timer, a reordered body."""
+        now = self.sched.now
+        times = [op.wake_at for op in self.paused_ops()]
+        times += [t for t in (self.broker.next_due(),) if t is not None]
+        times += [int(score) for _, score in self.admin.zrange(keys.TIMERS, 0, 0,
+                                                                withscores=True)]
+        times += [s.send_at for s in self.traffic.delayed]
+        times += [w.next_sweep for w in self.intakes] + [w.next_claim for w in self.intakes]
+        later = [t for t in times if t > now]
+        return min([now + 1000, *later])
+
     def settle(self, max_steps: int = 200_000) -> bool:
         """Faults and new traffic stop; the workers run until nothing is left to do."""
         self.faulting = False
@@ -645,9 +658,11 @@ class Simulation:
                     if self.deliver(e):
                         progressed = True
                         break
-            if n % 50 == 0 and self.quiet():
+            if (n % 50 == 0 or not progressed) and self.quiet():
                 return True
-            if not progressed or n % 7 == 0:
+            if not progressed:
+                self.advance(max(1, self.next_due() - self.sched.now))
+            elif n % 7 == 0:
                 self.advance(self.rng.randint(1, 100))
             self.broker.redeliver_expired()
             if self.check_every and n % self.check_every == 0:
