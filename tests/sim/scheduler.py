@@ -63,8 +63,9 @@ class Op:
             self.sched.current = None
             self.sched.baton.release()
 
-    def checkpoint(self, where: str) -> str | None:
-        """Hand the baton back; return the fault chosen for what comes next."""
+    def checkpoint(self, where: str, round_trip: bool = False) -> str | None:
+        """Hand the baton back; return the fault chosen for what comes next (for a
+        Redis round trip, a pending ``fail_next`` first)."""
         if self.kill:
             raise Killed
         self.where = where
@@ -75,7 +76,7 @@ class Op:
         if self.kill:
             raise Killed
         fault, self.fault = self.fault, None
-        if self.fail_next is not None:
+        if round_trip and self.fail_next is not None:
             fault, self.fail_next = self.fail_next, None
         return fault
 
@@ -107,12 +108,12 @@ class Scheduler:
         op.kill = True
         self.resume(op)
 
-    def checkpoint(self, where: str) -> str | None:
+    def checkpoint(self, where: str, round_trip: bool = False) -> str | None:
         """Called from inside an operation (by the client, the clock, the broker)."""
         op = self.current
         if op is None:
             return None  # outside any operation: the test's own calls
-        return op.checkpoint(where)
+        return op.checkpoint(where, round_trip)
 
 
 class VirtualClock:
@@ -132,7 +133,7 @@ class VirtualClock:
         return self.sched.now
 
     def now_ms(self, client: Any) -> int:
-        fault = self.sched.checkpoint("TIME")
+        fault = self.sched.checkpoint("TIME", round_trip=True)
         if fault is not None:
             self.on_fault(fault, "TIME")
         return self.sched.now

@@ -154,7 +154,7 @@ class Hook:
         self.sim = sim
 
     def round_trip(self, label: str, pipeline: int = 0) -> str | None:
-        fault = self.sim.sched.checkpoint(label)
+        fault = self.sim.sched.checkpoint(label, round_trip=True)
         if fault == "partial" and pipeline < 2:
             fault = "before"
         if fault is not None:
@@ -368,7 +368,7 @@ class Simulation:
         base = sim_settings(url)
         # See the module docstring: Redis measures XAUTOCLAIM idle time on its real clock.
         self.settings = dataclasses.replace(base, claim_idle_ms=0)
-        self.clock = VirtualClock(self.sched, raise_fault)
+        self.clock = VirtualClock(self.sched, self._clock_fault)
         self.admin = redis.Redis.from_url(url)
         self.broker = Broker(
             rng=self.rng, now=lambda: self.sched.now, checkpoint=self.sched.checkpoint,
@@ -391,6 +391,10 @@ class Simulation:
         self.take_snapshot()
 
     # -- helpers ------------------------------------------------------------------
+    def _clock_fault(self, fault: str, what: str) -> None:
+        self.faults["redis_" + ("after" if fault == "after" else "before")] += 1
+        raise_fault(fault, what)
+
     def _count(self, kind: str) -> None:
         self.faults[kind] += 1
 
