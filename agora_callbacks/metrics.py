@@ -104,6 +104,10 @@ PIPELINE_COUNTERS: dict[str, str] = {
     "stale": "Stored bodies older than the dedupe window (dead-lettered as stale replays).",
     "no_handler": "Events taken in order with no handler registered for them.",
     "deadletters_handler": "Handler runs dead-lettered (retries exhausted, or lost).",
+    "republished": "Turns whose handlers were published again: none had started within "
+                   "the publish lease (DISPATCH_LEASE_MS, growing per try).",
+    "skipped_copies": "Handler task copies skipped at their start: the handler had started "
+                      "or finished already (a copy published again or late, a redelivery).",
 }
 
 

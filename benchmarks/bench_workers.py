@@ -170,6 +170,7 @@ def main() -> int:
             t1 = wait_count(client, n, timeout=600)
             ours_rate = n / (t1 - t0)
             ours_lat = latencies(client, received)
+            counters = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTERS).items()}
             second_s, more_lat = bare_celery(items[n // 2:])
             celery_rate = n / (first_s + second_s)
             celery_lat += more_lat
@@ -240,6 +241,8 @@ def main() -> int:
         (f"Redis bytes per active recording ({args.events} events buffered)",
          f"{active:,.0f}"),
         ("Redis bytes per handled recording (dedupe window state)", f"{retained:,.0f}"),
+        ("ours: turns published again / handler copies skipped (burst)",
+         f"{counters.get('republished', 0):,} / {counters.get('skipped_copies', 0):,}"),
     ]
     for name, value in rows:
         print(f"| {name:<58} | {value:>12} |")

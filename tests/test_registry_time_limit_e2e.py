@@ -123,10 +123,6 @@ def test_a_handler_that_ignores_its_soft_limit_is_killed_at_the_hard_one(
     assert "Hard time limit (5" in worker.log()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workers/task.py: Celery calls on_failure for a hard time limit in the worker's main "
-    "process (Request.on_timeout), where self.request is empty: the outcome is recorded "
-    "under task id '' and refused, so the recording waits for HANDLER_DEADLINE_S"))
 def test_a_handler_killed_at_its_hard_limit_is_dead_lettered_once(
         worker: Worker, redis_client: redis.Redis) -> None:
     sid = "tl-stubborn"

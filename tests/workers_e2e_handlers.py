@@ -6,7 +6,9 @@ check order, non-overlap and once. Per-event behaviour is read from the hash
 ``t:ctl:<sid>:<sequence>``: ``sleep_ms``, ``fail_times`` (fail that many attempts,
 then succeed), ``always_fail``, ``ignore`` (raise Celery's ``Ignore``), ``reject``
 (raise ``Reject``), ``requeue_times`` (raise ``Reject(requeue=True)`` that many
-attempts, then succeed).
+attempts, then succeed), ``pause_redis_ms`` (after the run is recorded, pause
+Redis's writes for that long with ``CLIENT PAUSE ... WRITE``, once: the handler's
+outcome then reaches a Redis that does not answer).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def _run(name: str, event: Any, key: str, late: bool, gap: Any) -> None:
             raise Reject("not now", requeue=True)
     row["end"] = time.time()
     r.rpush("t:runs", json.dumps(row))
+    if ctl.get("pause_redis_ms") and r.incr(f"t:paused:{key}:{name}") == 1:
+        r.execute_command("CLIENT", "PAUSE", int(ctl["pause_redis_ms"]), "WRITE")
 
 
 @on_event("*", name="e2e.every", autoretry_for=(Flaky,), max_retries=2,

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, signals
 
 from agora_callbacks import logs
+from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
 from workers import runtime
 from workers.bootstep import IntakeStep
@@ -124,7 +125,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-celery_app = create_app()
+try:
+    celery_app = create_app()
+except ConfigError as exc:
+    # One line naming the setting, also when the worker is started by `celery`.
+    raise SystemExit(f"Error: {exc}") from None
 app = celery_app
 
 

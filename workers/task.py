@@ -163,10 +163,15 @@ class HandlerTask(Task):
         redeliveries, different for every other copy."""
         return str(self.request.id or "")
 
-    def _finish(self, args: tuple[Any, ...], failure: Failure | None = None) -> None:
+    def _finish(self, args: tuple[Any, ...], failure: Failure | None = None,
+                task_id: str | None = None) -> None:
+        """End this handler's part of the turn. ``task_id``: Celery's argument to
+        ``on_success``/``on_failure`` (for a hard time limit, ``on_failure`` runs in
+        the worker's main process, where ``self.request`` is empty)."""
         sid, member, key, _, _, meta, body = args
         dispatcher = Dispatcher(runtime.get())
-        turn = dispatcher.handler_done(sid, member, key, self.name, self._task_id(), failure,
+        turn = dispatcher.handler_done(sid, member, key, self.name,
+                                       task_id or self._task_id(), failure,
                                        body=str(body).encode(), meta=dict(meta or {}))
         if turn is not None:
             AFTER_HANDLER.submit(dispatcher, sid, turn)
@@ -175,14 +180,14 @@ class HandlerTask(Task):
                    kwargs: dict[str, Any]) -> None:
         try:
             if not getattr(self.request, "agora_skipped", False):
-                self._finish(args)
+                self._finish(args, task_id=task_id)
         finally:
             structlog.contextvars.clear_contextvars()
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         try:
-            self._finish(args, failure_of(exc, einfo))
+            self._finish(args, failure_of(exc, einfo), task_id=task_id)
             log_failure(self.name, exc, int(self.request.retries or 0), "handler_failed")
         finally:
             structlog.contextvars.clear_contextvars()
