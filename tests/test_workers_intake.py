@@ -577,9 +577,6 @@ def test_the_intake_loop_takes_in_sweeps_and_stops(
 
 
 # -- known bugs (see the report of the protocol tests; dispatch.py is not ours to edit) -----
-@pytest.mark.xfail(strict=True, raises=(redis.TimeoutError, redis.ConnectionError),
-                   reason="bug: handler_done reads Redis's clock for an unordered failure's "
-                          "dead letter outside retrying(): the outcome is forgotten")
 def test_an_unordered_failure_is_recorded_once_redis_is_back(
         settings: Settings, redis_server: Any, redis_client: redis.Redis) -> None:
     client = redis.Redis.from_url(redis_server.url, socket_timeout=0.2,
@@ -599,8 +596,6 @@ def test_an_unordered_failure_is_recorded_once_redis_is_back(
     assert deadletters.count(redis_client) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: handler_done counts acb_deadlettered before "
-                                       "finish decides; a stale finish writes no letter")
 def test_a_failure_of_a_task_that_does_not_own_the_handler_is_not_counted(
         w: World, redis_client: redis.Redis) -> None:
     store(redis_client, body("s19", 0))

@@ -494,5 +494,5 @@ def test_an_unordered_handler_starts_once_and_finishes_once(
     assert not finish("t1")  # once
     assert not start("t1") and not start("t3")  # no copy after the finish
     assert deadletters.count(redis_client) == 1
-    assert counters(redis_client) == {"deadletters_handler": 1}
+    assert counters(redis_client) == {"deadletters_handler": 1, "skipped_copies": 3}
     assert 0 < redis_client.ttl(keys.notice_dedupe("n1")) <= 60

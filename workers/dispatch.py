@@ -3,9 +3,10 @@
 ``Dispatcher.dispatch`` publishes the handler tasks of a turn that ``take``
 returned (``event``), plainly, with the runtime's publisher (Celery's public API,
 ``workers.publish``): nothing else depends on the publish. What makes it safe is
-the fence at the other end: a handler task starts only after ``start`` (``start.lua``, or ``start_notice.lua`` for events
-without ordering) admitted it, and a handler starts once per event, claimed by the
-first copy of its task that starts. A copy published again (the publish lease ran
+the fence at the other end: a handler task starts only after ``start``
+(``start.lua``, or ``start_notice.lua`` for events without ordering) admitted it,
+and a handler starts once per event, claimed by the first copy of its task that
+starts. A copy published again (the publish lease ran
 out before any copy started: the publisher died, stalled, or the message was lost)
 or published late (a publisher delayed past the lease) is skipped and counted.
 
@@ -18,14 +19,14 @@ published from here; if this process dies first, the recording's timer (set by
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-import structlog
 
-from agora_callbacks import deadletters, keys, metrics
+from agora_callbacks import deadletters, metrics
 from agora_callbacks.logs import get_logger
 from workers.ordering import (
     Failure,
@@ -68,18 +69,22 @@ def retrying(rt: Runtime, what: str, call: Callable[[], T]) -> T:
     ``REDIS_RETRY_S``; the last error is raised after that."""
     budget_ms = int(getattr(rt.settings, "redis_retry_s", 30) * 1000)
     delay = 0.05
-    waited_ms = 0
+    slept_ms = 0
+    began = time.monotonic()
     while True:
         try:
             return call()
         except TRANSIENT as exc:
+            # The attempts' own time counts (a timeout is REDIS_TIMEOUT_S), and so do
+            # the sleeps (on the runtime's clock, which a test may drive).
+            waited_ms = max(slept_ms, int((time.monotonic() - began) * 1000))
             if waited_ms >= budget_ms:
                 log.error(f"{what} failed, giving up", error=str(exc), waited_ms=waited_ms)
                 raise
             log.warning(f"{what} failed, trying again", error=str(exc),
                         retry_in_ms=int(delay * 1000))
             rt.clock.sleep(delay)
-            waited_ms += int(delay * 1000)
+            slept_ms += int(delay * 1000)
             delay = min(delay * 2, 2.0)
 
 
@@ -122,7 +127,6 @@ class Dispatcher:
             ok = retrying(rt, "handler start", lambda: start_notice(
                 rt.client, notice_of(key), name, task_id, rt.settings.dedupe_ttl_s))
         if not ok:
-            rt.client.hincrby(keys.COUNTERS, "skipped_copies", 1)
             log.info("handler copy skipped: the handler started or finished already",
                      handler=name, task_id=task_id)
         return ok
@@ -135,25 +139,34 @@ class Dispatcher:
         Once it returns, the outcome is in Redis: if nobody publishes the returned
         turn (this process dies), the timer sweep does after ``DISPATCH_LEASE_MS``."""
         rt = self.rt
-        if failure is not None:
-            metrics.DEADLETTERED.labels(deadletters.HANDLER, failure.reason).inc()
         if not sid:
-            fields = None
-            if failure is not None:
-                fields = deadletters.entry_fields(
-                    kind=deadletters.HANDLER, reason=failure.reason, detail=failure.detail,
-                    body=body, meta=meta or {}, key=key, handler=name,
-                    exception=failure.exception, now_ms=rt.clock.now_ms(rt.client))
-            retrying(rt, "handler finish", lambda: finish_notice(
-                rt.client, notice_of(key), name, task_id, rt.settings.dedupe_ttl_s,
-                rt.settings.deadletter_maxlen, fields))
-            return None
-        finished = parse_finish(retrying(rt, "handler finish", lambda: _finish(
-            rt, sid, member, name, task_id, failure)))
-        if finished.status == "stale":
-            log.warning("handler outcome not recorded: the turn is no longer this task's",
+
+            def finish_unordered() -> bool:
+                fields = None
+                if failure is not None:
+                    fields = deadletters.entry_fields(
+                        kind=deadletters.HANDLER, reason=failure.reason, detail=failure.detail,
+                        body=body, meta=meta or {}, key=key, handler=name,
+                        exception=failure.exception, now_ms=rt.clock.now_ms(rt.client))
+                return finish_notice(rt.client, notice_of(key), name, task_id,
+                                     rt.settings.dedupe_ttl_s, rt.settings.deadletter_maxlen,
+                                     fields)
+
+            recorded = retrying(rt, "handler finish", finish_unordered)
+            turn = None
+        else:
+            finished = parse_finish(retrying(rt, "handler finish", lambda: _finish(
+                rt, sid, member, name, task_id, failure)))
+            recorded, turn = finished.status != "stale", finished.turn
+        if not recorded:
+            log.warning("handler outcome not recorded: the handler is no longer this task's",
                         handler=name, task_id=task_id)
-        return finished.turn
+        elif failure is not None:
+            metrics.DEADLETTERED.labels(deadletters.HANDLER, failure.reason).inc()
+            log.warning("handler rejected the event, dead-lettered"
+                        if failure.reason == "rejected" else "handler failed, dead-lettered",
+                        handler=name, exception=failure.exception.partition(":")[0])
+        return turn
 
 
 def _finish(rt: Runtime, sid: str, member: str, name: str, task_id: str,
@@ -171,9 +184,3 @@ def failure_of(exc: BaseException, einfo: Any, reason: str = "handler_failed") -
     tb = str(getattr(einfo, "traceback", "") or "".join(traceback.format_exception(exc)))
     return Failure(reason=reason, detail=tb[-8000:], exception=f"{type(exc).__name__}: {exc}")
 
-
-def log_failure(name: str, exc: BaseException, retries: int, reason: str) -> None:
-    structlog.get_logger("workers.task").warning(
-        "handler rejected the event, dead-lettered" if reason == "rejected"
-        else "handler failed, dead-lettered", handler=name, exception=type(exc).__name__,
-        retries=retries)

@@ -46,7 +46,7 @@ from celery.exceptions import Ignore, Reject
 from agora_callbacks import metrics
 from agora_callbacks.logs import get_logger
 from workers import runtime
-from workers.dispatch import Dispatcher, failure_of, log_failure
+from workers.dispatch import Dispatcher, failure_of
 from workers.ordering import Failure, Turn, sequence_of
 from workers.registry import Handler
 
@@ -148,7 +148,6 @@ class HandlerTask(Task):
             # recording moves on (Celery calls no on_failure for a Reject either).
             metrics.HANDLER_FAILURES.labels(self.name).inc()
             self._finish(args, failure_of(exc, None, reason="rejected"))
-            log_failure(self.name, exc, int(self.request.retries or 0), "rejected")
             raise
         except BaseException:
             metrics.HANDLER_FAILURES.labels(self.name).inc()
@@ -188,7 +187,6 @@ class HandlerTask(Task):
                    kwargs: dict[str, Any], einfo: Any) -> None:
         try:
             self._finish(args, failure_of(exc, einfo), task_id=task_id)
-            log_failure(self.name, exc, int(self.request.retries or 0), "handler_failed")
         finally:
             structlog.contextvars.clear_contextvars()
 

@@ -239,7 +239,8 @@ def start_notice(client: redis.Redis, notice_id: str, handler: str, task_id: str
                  ttl_s: int) -> bool:
     """May this handler task run for the unordered event ``notice_id``?"""
     return bool(_one(client, lambda p: scripts.evalsha(
-        p, "start_notice", [keys.notice_dedupe(notice_id)], [handler, task_id, ttl_s])))
+        p, "start_notice", [keys.notice_dedupe(notice_id), keys.COUNTERS],
+        [handler, task_id, ttl_s])))
 
 
 def q_settle_entry(pipe: Pipe, entry_id: str, counts: Mapping[str, int] | None = None,

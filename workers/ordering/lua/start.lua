@@ -8,13 +8,22 @@
 -- KEYS: see _lib.lua (1-10)
 -- ARGV: 1-8 see _lib.lua   9 member   10 handler name   11 task id
 -- Reply: 1 run it, 0 skip it (the turn is over, the handler finished, or another
---        copy started it).
+--        copy started it; counted in skipped_copies).
 local member, handler, task = ARGV[9], ARGV[10], ARGV[11]
-if redis.call('HGET', K_ORDER, 'cur') ~= member then return 0 end
+if redis.call('HGET', K_ORDER, 'cur') ~= member then
+  count('skipped_copies', 1)
+  return 0
+end
 local slot = redis.call('HGET', K_TURN, handler)
-if not slot then return 0 end
+if not slot then
+  count('skipped_copies', 1)
+  return 0
+end
 local owner = parse_slot(slot)
-if owner ~= '-' and owner ~= task then return 0 end
+if owner ~= '-' and owner ~= task then
+  count('skipped_copies', 1)
+  return 0
+end
 redis.call('HSET', K_TURN, handler, task .. '|' .. int(NOW + DEADLINE))
 arm(turn_due())
 touch()
