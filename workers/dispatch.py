@@ -33,8 +33,6 @@ from workers.ordering import (
     Record,
     Turn,
     finish_notice,
-    parse_finish,
-    scripts,
     sequence_of,
     start_notice,
 )
@@ -155,8 +153,8 @@ class Dispatcher:
             recorded = retrying(rt, "handler finish", finish_unordered)
             turn = None
         else:
-            finished = parse_finish(retrying(rt, "handler finish", lambda: _finish(
-                rt, sid, member, name, task_id, failure)))
+            finished = retrying(rt, "handler finish", lambda: rt.ordering.finish(
+                rt.client, sid, member, name, task_id, failure))
             recorded, turn = finished.status != "stale", finished.turn
         if not recorded:
             log.warning("handler outcome not recorded: the handler is no longer this task's",
@@ -167,15 +165,6 @@ class Dispatcher:
                         if failure.reason == "rejected" else "handler failed, dead-lettered",
                         handler=name, exception=failure.exception.partition(":")[0])
         return turn
-
-
-def _finish(rt: Runtime, sid: str, member: str, name: str, task_id: str,
-            failure: Failure | None) -> Any:
-    result = scripts.run(rt.client, [lambda p: rt.ordering.q_finish(
-        p, sid, member, name, task_id, failure)])[0]
-    if isinstance(result, Exception):
-        raise result
-    return result
 
 
 def failure_of(exc: BaseException, einfo: Any, reason: str = "handler_failed") -> Failure:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from agora_callbacks import keys
 from workers.ordering import scripts
@@ -220,10 +221,14 @@ class Ordering:
 
 
 def _one(client: redis.Redis, call: scripts.Call) -> Any:
-    result = scripts.run(client, [call])[0]
-    if isinstance(result, Exception):
-        raise result
-    return result
+    """Run one script call at once (no pipeline: one command, less overhead); a
+    ``NOSCRIPT`` reply (the script cache was flushed) loads the scripts and runs the
+    call again (a script that failed with ``NOSCRIPT`` did nothing)."""
+    try:
+        return call(client)
+    except NoScriptError:
+        scripts.load_all(client)
+        return call(client)
 
 
 # -- events without ordering (no sid/sequence) ---------------------------------------
