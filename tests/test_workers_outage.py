@@ -65,3 +65,30 @@ def test_a_handler_ending_while_redis_pauses_is_recorded_once_and_the_recording_
     assert deadletters.count(redis_client) == 0
     assert worker.proc.poll() is None, "the worker must ride out the pause"
     assert "handler finish failed, trying again" in worker.log()
+
+
+def test_a_handler_task_message_lost_by_the_broker_is_published_again(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    """Finding 12: a message in neither the queue nor kombu's unacknowledged set (a
+    worker SIGKILLed between taking it and recording it) used to leave its recording
+    waiting HANDLER_DEADLINE_S and end as a ``lost`` dead letter. The turn's handler
+    has not started within DISPATCH_LEASE_MS: it is published again, runs once."""
+    sid = "dropped"
+    # A worker that takes in bodies and sweeps timers, but runs no handler task:
+    # its pool consumes a queue nobody publishes to.
+    start_worker("intake-only", queues="nobody")
+    store(redis_client, body(sid, 0))
+    # The handler task's message, as the broker would lose it.
+    lost = wait_for(lambda: redis_client.lpop("celery"), timeout=10,
+                    message="the handler task published")
+    assert lost
+    start_worker("handlers")
+    # DISPATCH_LEASE_MS is 1 s for these workers; HANDLER_DEADLINE_S 30 s.
+    wait_for(lambda: len(rows(redis_client, "t:runs")) >= 1, timeout=10,
+             message="the event handled after its publish lease")
+    store(redis_client, body(sid, 1))
+    wait_for(lambda: len(rows(redis_client, "t:runs")) >= 2, timeout=10,
+             message="the recording moved on")
+    assert [r["seq"] for r in rows(redis_client, "t:starts")] == [0, 1]
+    assert deadletters.count(redis_client) == 0
+    assert int(redis_client.hget("acb:counters", "republished") or 0) >= 1

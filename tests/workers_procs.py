@@ -34,7 +34,8 @@ class Worker:
 
     def __init__(self, redis_url: str, name: str, *, concurrency: int = 2,
                  handlers: str = "workers_e2e_handlers", env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, pool: str = "prefork") -> None:
+                 log_dir: Path | None = None, pool: str = "prefork",
+                 queues: str = "celery") -> None:
         self.name = name
         environ = dict(os.environ)
         environ.update(FAST_ENV)
@@ -47,7 +48,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app:celery_app", "worker",
              "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=WARNING",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queues],
             env=environ, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
