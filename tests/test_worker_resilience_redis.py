@@ -19,7 +19,7 @@ not a connection error, so Celery treats it as "Unrecoverable error" and the
 worker exits 1. An acknowledgement on that channel after the close fails the same
 way. No public setting avoids it: ``worker_cancel_long_running_tasks_on_connection_loss``
 acts after that close (the worker still exits); ``worker_enable_remote_control=False``
-removes the pub/sub connection (the test then passed 5 runs of 5) but also
+removes the pub/sub connection (the test then passed 4 runs of 4) but also
 ``celery inspect ping`` and Flower's worker controls, and gossip (on by default
 outside the tests) subscribes the same way; ``ack_emulation=False`` would lose
 a dead worker's tasks."""
