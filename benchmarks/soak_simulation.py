@@ -37,6 +37,7 @@ def _stop_on_sigterm() -> None:
 
 def _run_seeds(seeds: list[tuple[int, bool]], per_seed: int) -> list[dict[str, Any]]:
     from sim import Rates, Simulation
+    from sim.model import relevant
 
     _stop_on_sigterm()
     from agora_callbacks.embedded_server import ServerProcess
@@ -52,7 +53,8 @@ def _run_seeds(seeds: list[tuple[int, bool]], per_seed: int) -> list[dict[str, A
                 out.append({"seed": seed, "gentle": gentle, "steps": r.steps,
                             "faults": dict(r.faults), "violations": r.violations,
                             "tally": r.tally, "settled": r.settled,
-                            "trace": r.trace[-40:] if r.violations else []})
+                            "trace": relevant(r.trace, r.violations[0]) if r.violations
+                            else []})
                 mark = "gentle " if gentle else ""
                 print(f"  {mark}seed {seed}: {len(r.violations)} violations, "
                       f"{r.seconds:.1f} s", flush=True)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 from sim import Rates, Result, Simulation
+from sim.model import relevant
 from sim.mutants import MUTANTS, mutated
 from sim.world import SIM_ENV, sim_settings
 
@@ -51,12 +52,13 @@ def _report(results: list[Result]) -> str:
 
 
 def _fail(result: Result, gentle: bool) -> None:
-    tail = "\n".join(result.trace[-60:])
+    tail = "\n".join(relevant(result.trace, result.violations[0])
+                     if result.violations else result.trace[-60:])
     pytest.fail(
         f"seed {result.seed}: {len(result.violations)} violations; replay with\n"
         f"  SIM_SEED={result.seed} SIM_STEPS={result.steps}{' SIM_GENTLE=1' if gentle else ''}"
         f" pytest tests/test_simulation.py -k promises\n"
-        + "\n".join(result.violations[:20]) + f"\nlast steps of the trace:\n{tail}")
+        + "\n".join(result.violations[:20]) + f"\nthe trace of the first one:\n{tail}")
 
 
 def _run(url: str, gentle: bool, budget_s: float, first_seed: int) -> list[Result]:

@@ -45,6 +45,7 @@ class Broker:
     unacked: dict[int, tuple[Message, int]] = field(default_factory=dict)
     published: list[Message] = field(default_factory=list)
     lost: list[Message] = field(default_factory=list)
+    max_wait_ms: int = 0  # longest a message waited in the queue before a delivery
     _ids: int = 0
     _tags: int = 0
 
@@ -85,6 +86,7 @@ class Broker:
         for tag in [t for t, (_, vis) in self.unacked.items() if vis <= now]:
             msg, _ = self.unacked.pop(tag)
             self.count("redelivered")
+            msg.ready_at = now
             self.ready.append(msg)
 
     def deliverable(self) -> list[Message]:
@@ -98,6 +100,7 @@ class Broker:
             return None
         msg = self.rng.choice(candidates[:4]) if reorder else candidates[0]
         self.ready.remove(msg)
+        self.max_wait_ms = max(self.max_wait_ms, self.now() - msg.ready_at)
         self._tags += 1
         msg.tag = self._tags
         msg.deliveries += 1
@@ -107,6 +110,7 @@ class Broker:
     def requeue(self, msg: Message) -> None:
         """A rejected delivery goes back to the queue at once."""
         if self.unacked.pop(msg.tag, None) is not None:
+            msg.ready_at = self.now()
             self.ready.append(msg)
 
     def ack(self, msg: Message) -> None:

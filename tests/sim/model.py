@@ -55,6 +55,7 @@ the snapshot the server restarted from:
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,20 @@ for i = 6, #ARGV, 2 do
 end
 return out
 """
+
+
+def relevant(trace: list[str], violation: str, limit: int = 80) -> list[str]:
+    """The lines of ``trace`` about what ``violation`` names (its notice ids, its
+    recording's members), with every rollback and death: the story of one failure."""
+    words = set(re.findall(r"n\d{6}[0-9a-f]{8}", violation))
+    for sid, member in re.findall(r"\('(sid\w+)', '([^']+)'", violation):
+        words.add(f"{sid}:{member.partition('|')[2]}")  # the key, in task args
+        words.add(member)
+    if not words:
+        return trace[-limit:]
+    pattern = re.compile("|".join(f"(?<![0-9]){re.escape(w)}(?![0-9])" for w in words)
+                         + "|ROLLBACK|DIES|STALLS|time jump")
+    return [line for line in trace if pattern.search(line)][-limit:]
 
 
 def _short(reply: Any) -> str:
