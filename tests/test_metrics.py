@@ -122,7 +122,8 @@ def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Re
         assert response.status_code == 200
     assert http.post("/agora/ncs", data=body,
                      headers=sign_headers(body, "wrong")).status_code == 401
-    assert http.post("/agora/ncs", data=b"").status_code == 400
+    assert http.post("/agora/ncs", data=b"",
+                     headers=sign_headers(b"", SECRET)).status_code == 400
     assert http.get("/nowhere").status_code == 404
 
     assert delta("acb_ingress_received_total") == 5

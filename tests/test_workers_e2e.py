@@ -198,8 +198,11 @@ def test_a_pool_process_killed_mid_handler_loses_nothing(
 def test_a_worker_killed_while_taking_in_bodies_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(3)
-    a = start_worker("a")
-    start_worker("b")
+    # The dead worker's bodies are taken over within 1.5 x CLAIM_IDLE_MS (0.6 s);
+    # a 3 s hold leaves room for a loaded machine, so that none of them comes late.
+    slow_hold = {"REORDER_HOLD_MS": "3000"}
+    a = start_worker("a", env=slow_hold)
+    start_worker("b", env=slow_hold)
     expected = {f"k{r:03d}": list(range(10)) for r in range(40)}
     bodies = [body(sid, seq) for sid, seqs in expected.items() for seq in seqs]
     rng.shuffle(bodies)

@@ -37,6 +37,7 @@ from agora_callbacks import deadletters, keys, metrics
 from agora_callbacks.inbox import InboxEntry
 from agora_callbacks.logs import get_logger
 from workers import timers
+from workers.consumers import remove_idle_consumers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
 from workers.dispatch import Dispatcher, task_args
 from workers.ordering import (
@@ -57,6 +58,8 @@ SWEEP_INTERVAL_S = 0.1
 #: that a dead consumer's entry is taken over within 1.5 x CLAIM_IDLE_MS (which is
 #: below REORDER_HOLD_MS: before its successors give up waiting for it).
 CLAIM_INTERVAL_S = 1.0
+#: How often (and after how long idle) consumers holding nothing are removed.
+CONSUMER_CLEANUP_INTERVAL_S = 60.0
 
 
 def consumer_name() -> str:
@@ -251,13 +254,26 @@ class Intake:
     # -- the loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Read, settle, sweep and take over, until ``stop`` is set."""
-        self.ensure_group()
-        next_sweep = next_claim = 0.0
+        next_sweep = next_claim = next_cleanup = 0.0
+        group_ready = False
         claim_interval = min(CLAIM_INTERVAL_S, self.settings.claim_idle_ms / 2000)
         log.info("intake started", consumer=self.consumer)
         while not stop.is_set():
             try:
+                if not group_ready:
+                    self.ensure_group()
+                    group_ready = True
                 now = time.monotonic()
+                if now >= next_cleanup:
+                    # Consumers of dead workers, once their entries were taken over,
+                    # are only names: remove them (atomically: only those holding
+                    # nothing), so the list does not grow with every restart.
+                    next_cleanup = now + CONSUMER_CLEANUP_INTERVAL_S
+                    removed = remove_idle_consumers(
+                        self.client, keys.INBOX, keys.INBOX_GROUP,
+                        idle_ms=int(CONSUMER_CLEANUP_INTERVAL_S * 1000), keep=self.consumer)
+                    if removed:
+                        log.info("removed idle inbox consumers", consumers=removed)
                 if now >= next_claim:
                     next_claim = now + claim_interval
                     self.process(self.autoclaim())
