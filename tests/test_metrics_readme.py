@@ -34,6 +34,20 @@ def exposed(client: redis.Redis) -> set[str]:
     metrics.HANDLER_FAILURES.labels("h")
     metrics.DEADLETTERED.labels("body", "invalid_json")
     text = generate_latest(metrics.scrape_registry(client)).decode()
+    # A worker's endpoint adds its intake's figures to the same registry.
+    from prometheus_client import CollectorRegistry
+
+    from workers.metrics_server import IntakeCollector
+
+    class Step:
+        restarts = 0
+
+        def up(self) -> bool:
+            return True
+
+    intake = CollectorRegistry()
+    intake.register(IntakeCollector(Step()))  # type: ignore[arg-type]
+    text += generate_latest(intake).decode()
     names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)
