@@ -143,6 +143,8 @@ class Run:
     executor: str
     active: bool = True
     completed: bool = False
+    failed: bool = False  # completed with a final failure (its dead letter is due)
+    unreported: bool = False  # handler_done gave up (Redis away past REDIS_RETRY_S)
     forgotten: bool = False
 
     @property
@@ -215,9 +217,10 @@ class Model:
         self.grants[ident].append(run)
         return run
 
-    def ended(self, run: Run, completed: bool) -> None:
+    def ended(self, run: Run, completed: bool, failed: bool = False) -> None:
         run.active = False
         run.completed = completed
+        run.failed = failed
         self.note(f"{run.executor} {'DONE' if completed else 'ended'} {run.key} task={run.task}")
         if completed:
             self.task_done.add((run.key, run.task))
@@ -396,8 +399,20 @@ class Model:
                     tally["unordered_never_run"] += 1
                     continue
                 ident = ("", notice, handler)
-                runs = self.grants.get(ident, [])
-                if n_done == 0 and any(r.completed for r in runs) and (
+                runs = [r for r in self.grants.get(ident, []) if r.completed]
+                if n_done == 0 and any(r.unreported and r.failed for r in runs):
+                    # Nothing but finish_notice writes this failure's dead letter, and
+                    # it gave up: no deadline catches an event without ordering.
+                    self.violate("outcome", f"unordered {notice} handler {handler}: failed "
+                                 f"for good, its finish gave up (Redis away past "
+                                 f"REDIS_RETRY_S), no dead letter")
+                    continue
+                if n_done == 0 and any(r.unreported for r in runs):
+                    # It ran to completion; only its "done" mark is missing (harmless
+                    # for a success: no copy may start any more).
+                    tally["handler_done_unreported"] += 1
+                    continue
+                if n_done == 0 and runs and (
                         self.forgotten_outcomes.get(ident) or any(r.forgotten for r in runs)):
                     # It ran to completion, and a rollback lost the record of its start
                     # or its finish (then finish_notice refuses it): it needs nothing more.

@@ -20,9 +20,11 @@ One departure from production, on purpose: ``XAUTOCLAIM``'s idle time is measure
 by Redis on its real clock, which the virtual clock cannot move, so the workers run
 with ``claim_idle_ms=0`` (every takeover takes whatever is pending, as if its owner
 had stalled past ``CLAIM_IDLE_MS``). Takeovers are scheduled at the production
-cadence (``CLAIM_INTERVAL_S`` per worker, in virtual time); a takeover of a
-worker that is only briefly paused is a superset of what production allows, so
-it can only find more, not hide anything.
+cadence (``Intake.run``'s, from the configured ``CLAIM_IDLE_MS``, in virtual
+time); a takeover of a worker that is only briefly paused is a superset of what
+production allows, so it can only find more, not hide anything. For the same
+reason the removal of idle consumers (``workers.consumers``, idle a minute on
+Redis's clock) is not driven.
 """
 
 from __future__ import annotations
@@ -112,6 +114,38 @@ def quiet_logs() -> Iterator[None]:
     finally:
         structlog.configure(**old)
         logs._generation += 1
+
+
+class _HostClock:
+    """``time`` as ``workers.dispatch`` sees it during a run: ``monotonic()`` is the
+    virtual clock, everything else the real module."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
+
+    def monotonic(self) -> float:
+        return self._sched.now / 1000
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@contextmanager
+def virtual_host_clock(sched: Scheduler) -> Iterator[None]:
+    """``retrying`` (workers/dispatch.py) reads ``time.monotonic()`` to count the
+    attempts' own time against ``REDIS_RETRY_S``: the host's clock, not the
+    runtime's. Under the simulation, real time between two round trips of an
+    operation is whatever the scheduler spent elsewhere, so it would make a run
+    depend on the machine's speed. During a run it reads the virtual clock (see
+    the report: the runtime clock should carry it)."""
+    import workers.dispatch as dispatch_module
+
+    real = dispatch_module.time
+    dispatch_module.time = _HostClock(sched)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        dispatch_module.time = real
 
 
 @dataclass
@@ -221,7 +255,10 @@ class IntakeWorker:
             def fn() -> Any:
                 return intake.process(intake.read())
         elif kind == "claim":
-            self.next_claim = self.sim.sched.now + int(CLAIM_INTERVAL_S * 1000)
+            # Intake.run's cadence: min(CLAIM_INTERVAL_S, CLAIM_IDLE_MS / 2000), with
+            # the configured CLAIM_IDLE_MS (see the module docstring).
+            every_s = min(CLAIM_INTERVAL_S, self.sim.claim_idle_ms / 2000)
+            self.next_claim = self.sim.sched.now + int(every_s * 1000)
 
             def fn() -> Any:
                 return intake.process(intake.autoclaim())
@@ -315,11 +352,11 @@ class Executor:
         failure = None
         if r < sim.rates.handler_retry + sim.rates.handler_fail:
             failure = Failure(reason="handler_failed", detail="sim", exception="SimError: x")
-        sim.model.ended(self.run, completed=True)
-        self.run = None
-        self._finish(msg, failure)
+        run, self.run = self.run, None
+        sim.model.ended(run, completed=True, failed=failure is not None)
+        self._finish(msg, failure, run)
 
-    def _finish(self, msg: Message, failure: Failure | None) -> None:
+    def _finish(self, msg: Message, failure: Failure | None, run: Run | None = None) -> None:
         """on_success / on_failure: record the outcome, ack, publish the next turn."""
         sid, member, key, _late, _gap, meta, body = msg.args
         d = self.dispatcher
@@ -330,6 +367,9 @@ class Executor:
             # Redis away for longer than REDIS_RETRY_S: logged by Celery, acked all
             # the same (the handler's deadline dead-letters it if nobody finishes it).
             self.sim.faults["handler_done_gave_up"] += 1
+            if run is not None:
+                run.unreported = True
+                self.sim.model.note(f"{self!r} gave up reporting {run.key} task={run.task}")
             turn = None
         self._ack(msg)
         if turn is not None:
@@ -375,6 +415,7 @@ class Simulation:
         base = sim_settings(url)
         # See the module docstring: Redis measures XAUTOCLAIM idle time on its real clock.
         self.settings = dataclasses.replace(base, claim_idle_ms=0)
+        self.claim_idle_ms = base.claim_idle_ms
         self.clock = VirtualClock(self.sched, self._clock_fault)
         self.admin = redis.Redis.from_url(url)
         self.broker = Broker(
@@ -693,7 +734,7 @@ class Simulation:
         settled = False
         tally: dict[str, int] = {}
         try:
-            with registered_handlers(), quiet_logs():
+            with registered_handlers(), quiet_logs(), virtual_host_clock(self.sched):
                 for _ in range(steps):
                     self.step()
                     if self.check_every and self.step_no % self.check_every == 0:
