@@ -110,7 +110,7 @@ class FaultyRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         hook = self.sim_hook
-        fault = hook.round_trip(str(args[0]))
+        fault = hook.round_trip(_label(args))
         if fault == "before" or fault == "partial":
             raise_fault("before", str(args[0]))
         args = _now_at_execution(args, hook.now())

@@ -730,17 +730,27 @@ class Simulation:
         self.admin.close()
 
     def run(self, steps: int) -> Result:
+        """``steps`` random steps with faults, then settle and check."""
+
+        def drive() -> None:
+            for _ in range(steps):
+                self.step()
+                if self.check_every and self.step_no % self.check_every == 0:
+                    self.check()
+                if len(self.model.violations) > 20:
+                    break
+
+        return self.play(drive, steps)
+
+    def play(self, drive: Callable[[], None], steps: int = 0) -> Result:
+        """Run ``drive`` (random steps, or a scripted scenario: ``scenarios.py``), then
+        settle and check the settled promises."""
         started = time.monotonic()
         settled = False
         tally: dict[str, int] = {}
         try:
             with registered_handlers(), quiet_logs(), virtual_host_clock(self.sched):
-                for _ in range(steps):
-                    self.step()
-                    if self.check_every and self.step_no % self.check_every == 0:
-                        self.check()
-                    if len(self.model.violations) > 20:
-                        break
+                drive()
                 settled = self.settle()
                 if not settled:
                     self.model.violate("settled", "the run did not settle (liveness)")
