@@ -52,7 +52,7 @@ def _run_seeds(seeds: list[tuple[int, bool]], per_seed: int) -> list[dict[str, A
                 r = Simulation(server.url, seed, rates=rates).run(per_seed)
                 out.append({"seed": seed, "gentle": gentle, "steps": r.steps,
                             "faults": dict(r.faults), "violations": r.violations,
-                            "tally": r.tally, "settled": r.settled,
+                            "tally": r.tally, "settled": r.settled, "known": r.known,
                             "trace": relevant(r.trace, r.violations[0]) if r.violations
                             else []})
                 mark = "gentle " if gentle else ""
@@ -89,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     faults: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    known: Counter[str] = Counter()
     for r in results:
         faults.update(r["faults"])
         outcomes.update(r["tally"])
+        known.update(r["known"])
     bad = [r for r in results if r["violations"] or not r["settled"]]
     print(f"steps: {sum(r['steps'] for r in results)} "
           f"({len(results)} seeds x {args.per_seed}, plus settling)")
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind, count in sorted(faults.items()):
         print(f"  {kind:28s} {count}")
     print("outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
+    print("known gaps (already reported, not violations): "
+          + (", ".join(f"{k}={v}" for k, v in sorted(known.items())) or "none"))
     print(f"violations: {sum(len(r['violations']) for r in results)}")
     for r in bad:
         print(f"  seed {r['seed']}{' (gentle)' if r['gentle'] else ''}: "

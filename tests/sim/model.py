@@ -162,6 +162,7 @@ class Model:
     hold_ms: int
     handlers_for: Any  # (event_type, msg_name) -> handler names
     lost_ok: bool = True  # may a handler end as a ``lost`` dead letter (see Rates)
+    strict: bool = False  # known gaps count as violations too
     bodies: list[Body] = field(default_factory=list)
     runs_by_sid: dict[str, list[Run]] = field(default_factory=lambda: defaultdict(list))
     grants: dict[tuple[str, str, str], list[Run]] = field(
@@ -175,6 +176,10 @@ class Model:
     now: int = 0
     lost_unordered: set[tuple[str, str]] = field(default_factory=set)
     trace: list[str] = field(default_factory=list)
+    known: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: (ident, task) of task copies whose start raised and whose Celery on_failure
+    #: then recorded a final failure (``workers/task.py``)
+    start_raised: set[tuple[tuple[str, str, str], str]] = field(default_factory=set)
     forgotten_outcomes: dict[tuple[str, str, str], int] = field(
         default_factory=lambda: defaultdict(int))
 
@@ -184,6 +189,15 @@ class Model:
 
     def violate(self, kind: str, detail: str) -> None:
         self.violations.append(f"step {self.step} t={self.now} {kind}: {detail}")
+
+    def known_gap(self, kind: str, detail: str) -> None:
+        """A broken promise already reported (``KNOWN_GAPS``): counted, not a
+        violation, unless ``strict`` (its scripted scenario is a strict xfail)."""
+        if self.strict:
+            self.violate(kind, detail)
+            return
+        self.known[kind] += 1
+        self.note(f"KNOWN GAP {kind}: {detail}")
 
     # -- facts --------------------------------------------------------------------
     def stored(self, entry_id: str, sent: Sent) -> None:
@@ -207,9 +221,11 @@ class Model:
                     continue
                 if (other.active and (other.key, other.task) not in self.task_done
                         and self.now - other.granted_at < self.deadline_ms):
-                    self.violate("overlap", f"{ident} task {task} started while "
-                                 f"{other.key} task {other.task} (started at "
-                                 f"{other.granted_at}, by {other.executor}) runs")
+                    report = (self.known_gap if (other.key, other.task) in self.start_raised
+                              else self.violate)
+                    report("overlap", f"{ident} task {task} started while "
+                           f"{other.key} task {other.task} (started at "
+                           f"{other.granted_at}, by {other.executor}) runs")
                 if other.seq > seq and not late:
                     self.violate("order", f"{ident} task {task} (not late) started after "
                                  f"{other.key} task {other.task}")
@@ -396,16 +412,24 @@ class Model:
                 if (notice, handler) in self.lost_unordered and n_done == 0:
                     # Its only message was lost in the broker: nothing publishes an
                     # event without ordering again (see the report).
-                    tally["unordered_never_run"] += 1
+                    self.known_gap("unordered_never_run", f"unordered {notice} handler "
+                                   f"{handler}: its message was lost, never run")
+                    continue
+                if n_done == 0 and any(k == ("", notice, handler)
+                                       for k, _t in self.start_raised):
+                    # A copy's start raised; Celery acked it (acks on failure) after a
+                    # refused finish: nothing publishes an event without ordering again.
+                    self.known_gap("unordered_never_run", f"unordered {notice} handler "
+                                   f"{handler}: its task's start failed, never run")
                     continue
                 ident = ("", notice, handler)
                 runs = [r for r in self.grants.get(ident, []) if r.completed]
                 if n_done == 0 and any(r.unreported and r.failed for r in runs):
                     # Nothing but finish_notice writes this failure's dead letter, and
                     # it gave up: no deadline catches an event without ordering.
-                    self.violate("outcome", f"unordered {notice} handler {handler}: failed "
-                                 f"for good, its finish gave up (Redis away past "
-                                 f"REDIS_RETRY_S), no dead letter")
+                    self.known_gap("unordered_failure_unreported", f"unordered {notice} "
+                                   f"handler {handler}: failed for good, its finish gave "
+                                   f"up (Redis away past REDIS_RETRY_S), no dead letter")
                     continue
                 if n_done == 0 and any(r.unreported for r in runs):
                     # It ran to completion; only its "done" mark is missing (harmless

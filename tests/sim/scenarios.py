@@ -14,6 +14,7 @@ from .scheduler import Op
 from .traffic import Sent, event_body
 from .world import Executor, Rates, Result, Simulation
 
+#: Known gaps are violations here (``strict``): a scenario shows one.
 NO_FAULTS = Rates(error_before=0, error_after=0, error_partial=0, kill_intake=0,
                   kill_executor=0, stall=0, script_flush=0, rollback=0, msg_lost=0,
                   msg_dup=0, publish_error=0, handler_retry=0, handler_fail=0,
@@ -58,7 +59,7 @@ def second_script_flush_during_a_start(url: str) -> Result:
     on_failure records a final failure under its task id, which holds the handler
     (an earlier delivery of the same task started it and still runs): the turn ends
     and the next event's handler starts while the first delivery runs."""
-    sim = Simulation(url, 0, rates=NO_FAULTS, sids=1)
+    sim = Simulation(url, 0, rates=NO_FAULTS, sids=1, strict=True)
     sid = sim.sids[0]
 
     def drive() -> None:
@@ -89,7 +90,7 @@ def unordered_failure_while_redis_is_away(url: str) -> Result:
     """An event without ordering: its handler fails for good while Redis is away
     for longer than REDIS_RETRY_S; ``finish_notice`` (which alone writes the
     failure's dead letter) gives up, and nothing else (no deadline) ever writes it."""
-    sim = Simulation(url, 0, rates=NO_FAULTS, sids=1)
+    sim = Simulation(url, 0, rates=NO_FAULTS, sids=1, strict=True)
 
     def drive() -> None:
         sim.faulting = False

@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -330,6 +330,10 @@ class Executor:
         except redis.RedisError as exc:
             # run_handler raised: Celery calls on_failure, which records the failure
             # (finish applies only if this task holds the handler), then acks.
+            ident = (sid, member if sid else notice_of(key), name)
+            sim.model.start_raised.add((ident, task_id))
+            sim.model.note(f"{self!r} start of {ident} task={task_id} raised "
+                           f"{type(exc).__name__}: on_failure records a failure")
             self._finish(msg, Failure("handler_failed", "sim", f"{type(exc).__name__}"))
             return
         if not granted:
@@ -392,16 +396,19 @@ class Result:
     trace: list[str]
     virtual_ms: int
     settled: bool
+    known: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"seed={self.seed} steps={self.steps} violations={len(self.violations)} "
                 f"virtual={self.virtual_ms / 1000:.1f}s real={self.seconds:.1f}s "
-                f"settled={self.settled} outcomes={dict(sorted(self.tally.items()))}")
+                f"settled={self.settled} outcomes={dict(sorted(self.tally.items()))}"
+                + (f" known_gaps={dict(sorted(self.known.items()))}" if self.known else ""))
 
 
 class Simulation:
     def __init__(self, url: str, seed: int, *, intakes: int = 3, executors: int = 4,
-                 sids: int = 3, rates: Rates | None = None, check_every: int = 1) -> None:
+                 sids: int = 3, rates: Rates | None = None, check_every: int = 1,
+                 strict: bool = False) -> None:
         self.url = url
         self.seed = seed
         self.rng = random.Random(seed)
@@ -425,7 +432,7 @@ class Simulation:
         self.sids = [f"sid{seed % 1000:03d}{chr(97 + i)}" for i in range(sids)]
         self.traffic = Traffic(self.rng, self.sids, base.dedupe_ttl_s * 1000, self._count)
         self.model = Model(deadline_ms=base.handler_deadline_s * 1000,
-                           lost_ok=self.rates.lost_ok,
+                           lost_ok=self.rates.lost_ok, strict=strict,
                            hold_ms=base.reorder_hold_ms, handlers_for=REGISTRY.names_for)
         self.stored_n = 0
         self.snapshot: tuple[int, list[tuple[bytes, int, bytes]]] | None = None
@@ -769,4 +776,5 @@ class Simulation:
         finally:
             self.shutdown()
         return Result(self.seed, steps, self.faults, self.model.violations, tally,
-                      time.monotonic() - started, self.model.trace, self.sched.now - T0, settled)
+                      time.monotonic() - started, self.model.trace, self.sched.now - T0, settled,
+                      dict(self.model.known))
