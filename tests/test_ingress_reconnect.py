@@ -165,3 +165,21 @@ def test_request_threads_coming_and_going_leave_the_pool_alone(
         thread.join()
     assert redis_client.xlen(keys.INBOX) == 150
     assert client.ping()
+
+
+def test_writer_stores_after_redis_closed_its_idle_connections(
+        settings: Settings, redis_client: redis.Redis) -> None:
+    """Redis's ``timeout`` closes a client idle that long: the thread's next store
+    reconnects, every time."""
+    writer = InboxWriter(ingress_redis(settings))
+    redis_client.config_set("timeout", 1)
+    try:
+        for i in range(3):
+            writer.store(b"before idle %d" % i, _meta(i))
+            wait_for(lambda: not [c for c in redis_client.client_list(_type="normal")
+                                  if c["cmd"] == "xadd"], timeout=10,
+                     message="Redis to close the idle writer connection")
+            writer.store(b"after idle %d" % i, _meta(i))
+    finally:
+        redis_client.config_set("timeout", 0)
+    assert redis_client.xlen(keys.INBOX) == 6
