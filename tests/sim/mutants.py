@@ -18,7 +18,7 @@ from workers.ordering import scripts
 #: script "_lib" changes the prologue of every per-recording script.
 MUTANTS: dict[str, tuple[str, str, str, str]] = {
     # Any copy of a handler task may start: the fence of "once" is gone.
-    "no_fence": ("start", "if owner ~= '-' and owner ~= task then return 0 end", "",
+    "no_fence": ("start", "if owner ~= '-' and owner ~= task then", "if false then",
                  "fence"),
     # A script forgets to set the recording's timer when a turn is taken.
     "no_timer_on_take": ("admit", "      arm(NOW + LEASE)\n", "\n", "timer"),
