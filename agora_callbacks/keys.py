@@ -9,7 +9,6 @@ Bounds (guarantee 6), stated where each key is named:
   has taken it in, so its length is the backlog.
 - ``DEADLETTERS``: stream, trimmed to ``DEADLETTER_MAXLEN`` entries.
 - per-recording keys: expire ``DEDUPE_TTL_S`` after the recording's last event.
-- ``notice_dedupe``: expires after ``DEDUPE_TTL_S``.
 - ``recording_state``: expires ``RECORDING_STATE_TTL_S`` after the last event.
 - ``TIMERS``: one member per recording with pending work, removed when none is left.
 - ``COUNTERS``: a hash with one field per counter name (a fixed, small set): bounded
@@ -85,8 +84,11 @@ def recording_state(sid: str) -> str:
     return recording_prefix(sid) + "state"
 
 
-def notice_dedupe(notice_id: str) -> str:
-    """Hash: dedupe record of an event without sid/sequence, by ``noticeId``: the
-    inbox entry that claimed it (``e``) and the task that started each handler
-    (``h:<handler>``)."""
-    return f"{PREFIX}:unordered:{notice_id}"
+def unordered_sid(notice_id: str) -> str:
+    """The recording an event without ``sid``/``sequence`` is handled as: one of its
+    own, keyed by its ``noticeId`` (Agora sids are hex strings: no clash)."""
+    return f"notice:{notice_id}"
+
+
+def is_unordered_sid(sid: str) -> bool:
+    return sid.startswith("notice:")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import prometheus_client
 import pytest
 import redis
 from celery.exceptions import Ignore, Reject
@@ -30,7 +31,7 @@ from workers_support import (
     timer_of,
 )
 
-from agora_callbacks import deadletters, keys, metrics
+from agora_callbacks import deadletters, keys
 from agora_callbacks.settings import Settings
 from workers import REGISTRY, on_event, runtime
 from workers.app import celery_app
@@ -208,8 +209,9 @@ def test_unordered_events_are_deduped_by_notice_id(w: World, redis_client: redis
     store(redis_client, body(None, None, 40, notice_id="n-1"))
     store(redis_client, body(None, None, 40, notice_id="n-2", product_id=1))
     assert w.take_in() == 3
-    assert [(a[0], a[1], a[2]) for _, a in w.published.tasks] == [("", "", "notice:n-1"),
-                                                                  ("", "", "notice:n-2")]
+    # Each the only event of a recording of its own, keyed by its noticeId.
+    assert [(a[0], a[1], a[2]) for _, a in w.published.tasks] == [
+        ("notice:n-1", "0|n:n-1", "notice:n-1"), ("notice:n-2", "0|n:n-2", "notice:n-2")]
     assert inbox_empty(redis_client)
     assert counter(redis_client, "admitted") == 2
     assert counter(redis_client, "dispatched") == 2
@@ -429,8 +431,8 @@ def test_a_final_failure_is_dead_lettered_once(w: World, redis_client: redis.Red
 def test_an_unordered_entry_taken_over_is_published_by_both_and_runs_once(
         settings: Settings, redis_client: redis.Redis) -> None:
     # A consumer read the entry and was delayed past CLAIM_IDLE_MS; another took it
-    # over; both publish (claim_notice: "again" for the same entry), the entry is
-    # settled and counted once, and the handler starts once.
+    # over; the first admit publishes, the second finds the turn taken (busy): the
+    # entry is settled and counted once, and the handler starts once.
     w = build(settings, redis_client, CLAIM_IDLE_MS="50")
     slow, taker = w.intake_for("slow"), w.intake_for("taker")
     store(redis_client, body(None, None, 40, notice_id="n-late"))
@@ -438,31 +440,33 @@ def test_an_unordered_entry_taken_over_is_published_by_both_and_runs_once(
     taken: Any = wait_for(taker.autoclaim, timeout=5, message="the entry to be taken over")
     assert taker.process(taken) == 1
     slow.process(entries)
-    assert w.published.count("notice:n-late") == 2
+    assert w.published.count("notice:n-late") == 1
     assert inbox_empty(redis_client)
     assert counter(redis_client, "admitted") == 1
     assert counter(redis_client, "dispatched") == 1
-    a, b = (args for _, args in w.published.tasks)
+    (_, a), = w.published.tasks
     d = w.dispatcher
-    assert d.handler_start("", "", a[2], EVERY, "task-a")
-    assert not d.handler_start("", "", b[2], EVERY, "task-b")
-    assert d.handler_done("", "", a[2], EVERY, "task-a") is None
-    assert not d.handler_start("", "", a[2], EVERY, "task-a")  # finished: no copy runs
+    sid, member, key = a[0], a[1], a[2]
+    assert d.handler_start(sid, member, key, EVERY, "task-a")
+    assert not d.handler_start(sid, member, key, EVERY, "task-b")  # a copy
+    assert d.handler_done(sid, member, key, EVERY, "task-a").kind == "none"  # type: ignore[union-attr]
+    assert not d.handler_start(sid, member, key, EVERY, "task-a")  # finished: no copy runs
     assert counter(redis_client, "skipped_copies") == 2
 
 
 def test_an_unordered_failure_is_dead_lettered_once(w: World, redis_client: redis.Redis) -> None:
     store(redis_client, body(None, None, 40, notice_id="n-fail"))
     w.take_in()
-    key = w.published.keys()[0]
+    (_, args), = w.published.tasks
+    sid, member, key = args[0], args[1], args[2]
     failure = Failure("handler_failed", "tb", "KeyError: 'x'")
     d = w.dispatcher
-    assert d.handler_start("", "", key, EVERY, "t1")
-    d.handler_done("", "", key, EVERY, "t1", failure, body=b"{}", meta={"m": 1})
-    d.handler_done("", "", key, EVERY, "t1", failure, body=b"{}", meta={"m": 1})
+    assert d.handler_start(sid, member, key, EVERY, "t1")
+    d.handler_done(sid, member, key, EVERY, "t1", failure)
+    d.handler_done(sid, member, key, EVERY, "t1", failure)
     letters = deadletters.list_(redis_client)
-    assert [(x.kind, x.reason, x.handler, x.key, x.exception, x.meta) for x in letters] == [
-        ("handler", "handler_failed", EVERY, "notice:n-fail", "KeyError: 'x'", {"m": 1})]
+    assert [(x.kind, x.reason, x.handler, x.key, x.exception) for x in letters] == [
+        ("handler", "handler_failed", EVERY, "notice:n-fail", "KeyError: 'x'")]
     assert counter(redis_client, "deadletters_handler") == 1
 
 
@@ -584,13 +588,13 @@ def test_an_unordered_failure_is_recorded_once_redis_is_back(
     w = build(settings, client, clock=RedisClock(), REDIS_TIMEOUT_S="0.2", REDIS_RETRY_S="10")
     store(redis_client, body(None, None, 40, notice_id="n-paused"))
     w.take_in()
-    key = w.published.keys()[0]
-    assert w.dispatcher.handler_start("", "", key, EVERY, "t1")
+    (_, args), = w.published.tasks
+    sid, member, key = args[0], args[1], args[2]
+    assert w.dispatcher.handler_start(sid, member, key, EVERY, "t1")
     pause_all(redis_server.url, 1500)
     try:
-        w.dispatcher.handler_done("", "", key, EVERY, "t1",
-                                  Failure("handler_failed", "tb", "KeyError: 'x'"),
-                                  body=b"{}", meta={})
+        w.dispatcher.handler_done(sid, member, key, EVERY, "t1",
+                                  Failure("handler_failed", "tb", "KeyError: 'x'"))
     finally:
         await_answering(redis_server.url)
     assert deadletters.count(redis_client) == 1
@@ -601,10 +605,13 @@ def test_a_failure_of_a_task_that_does_not_own_the_handler_is_not_counted(
     store(redis_client, body("s19", 0))
     w.take_in()
     args = w.published.tasks[0][1]
-    sample = metrics.DEADLETTERED.labels(deadletters.HANDLER, "handler_failed")
-    before = sample._value.get()
+    def sample() -> float | None:
+        return prometheus_client.REGISTRY.get_sample_value("acb_deadlettered_total",
+                                         {"kind": "handler", "reason": "handler_failed"})
+
+    before = sample()
     # A copy whose start never got through (or a lost handler reporting late) fails.
     w.dispatcher.handler_done("s19", args[1], args[2], EVERY, "not-the-owner",
                               Failure("handler_failed", "tb", "ValueError: x"))
     assert deadletters.count(redis_client) == 0
-    assert sample._value.get() == before
+    assert sample() == before

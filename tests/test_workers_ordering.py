@@ -18,13 +18,10 @@ from workers.ordering import (
     Ordering,
     Record,
     Turn,
-    finish_notice,
     member_of,
-    q_claim_notice,
     q_settle_entry,
     recording_keys,
     scripts,
-    start_notice,
 )
 
 HOLD = 1_000
@@ -439,22 +436,7 @@ def test_scripts_are_reloaded_after_a_flush(r: Rec, redis_client: redis.Redis) -
     assert redis_client.hget("n", "x") == b"2"
 
 
-# -- events without ordering ------------------------------------------------------------------
-def test_notice_claim(redis_client: redis.Redis) -> None:
-    e1, e2 = pending_entry(redis_client), pending_entry(redis_client)
-
-    def claim(entry: str) -> bytes:
-        return scripts.run(redis_client, [lambda p: q_claim_notice(p, "n1", entry, 60)])[0]
-
-    assert claim(e1) == b"new"
-    assert claim(e1) == b"again"
-    assert claim(e2) == b"dup"  # its entry acknowledged here, counted once
-    assert claim(e2) == b"dup"
-    assert 0 < redis_client.ttl(keys.notice_dedupe("n1")) <= 60
-    assert counters(redis_client) == {"duplicates": 1}
-    assert redis_client.xpending(keys.INBOX, keys.INBOX_GROUP)["pending"] == 1  # e1's
-
-
+# -- inbox entries without a turn ------------------------------------------------------------------
 def test_an_entry_is_settled_once_with_its_counts_and_dead_letter(
         redis_client: redis.Redis) -> None:
     entry = pending_entry(redis_client, consumer="a")
@@ -472,27 +454,3 @@ def test_an_entry_is_settled_once_with_its_counts_and_dead_letter(
     assert [(d.reason, d.body, d.at_ms) for d in deadletters.list_(redis_client)] == [
         ("invalid_json", b"{", 7)]
     assert no_inbox_left(redis_client)
-
-
-def test_an_unordered_handler_starts_once_and_finishes_once(
-        redis_client: redis.Redis) -> None:
-    def start(task: str) -> bool:
-        return start_notice(redis_client, "n1", "h", task, 60)
-
-    letter = deadletters.entry_fields(kind="handler", reason="handler_failed", detail="tb",
-                                      body=b"{}", meta={}, handler="h", now_ms=7)
-
-    def finish(task: str) -> bool:
-        return finish_notice(redis_client, "n1", "h", task, 60, 100, letter)
-
-    assert start("t1")
-    assert not start("t2")  # another copy
-    assert start("t1")  # the same task again
-    assert start_notice(redis_client, "n1", "other", "t2", 60)  # each handler its own
-    assert not finish("t2")
-    assert finish("t1")
-    assert not finish("t1")  # once
-    assert not start("t1") and not start("t3")  # no copy after the finish
-    assert deadletters.count(redis_client) == 1
-    assert counters(redis_client) == {"deadletters_handler": 1, "skipped_copies": 3}
-    assert 0 < redis_client.ttl(keys.notice_dedupe("n1")) <= 60

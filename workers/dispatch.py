@@ -4,9 +4,8 @@
 returned (``event``), plainly, with the runtime's publisher (Celery's public API,
 ``workers.publish``): nothing else depends on the publish. What makes it safe is
 the fence at the other end: a handler task starts only after ``start``
-(``start.lua``, or ``start_notice.lua`` for events without ordering) admitted it,
-and a handler starts once per event, claimed by the first copy of its task that
-starts. A copy published again (the publish lease ran
+(``start.lua``) admitted it, and a handler starts once per event, claimed by the
+first copy of its task that starts. A copy published again (the publish lease ran
 out before any copy started: the publisher died, stalled, or the message was lost)
 or published late (a publisher delayed past the lease) is skipped and counted.
 
@@ -32,9 +31,7 @@ from workers.ordering import (
     Failure,
     Record,
     Turn,
-    finish_notice,
     sequence_of,
-    start_notice,
 )
 from workers.runtime import Runtime
 
@@ -55,11 +52,6 @@ def task_args(sid: str, member: str, record: Record, late: bool,
     """Arguments of a handler task (see ``workers.task.HandlerTask.run_handler``)."""
     return [sid, member, record.key, late, list(gap) if gap else None, record.meta,
             record.body.decode("utf-8", "replace")]
-
-
-def notice_of(key: str) -> str:
-    """The noticeId of an unordered event from its dedupe key (``notice:<id>``)."""
-    return key.partition(":")[2] if key.startswith("notice:") else key
 
 
 def retrying(rt: Runtime, what: str, call: Callable[[], T]) -> T:
@@ -116,14 +108,14 @@ class Dispatcher:
 
     # -- the two ends of a handler's run ------------------------------------------------
     def handler_start(self, sid: str, member: str, key: str, name: str, task_id: str) -> bool:
-        """May this copy of the handler task run? (the fence of "once")"""
+        """May this copy of the handler task run? (the fence of "once"). A task
+        without a recording (``sid`` empty: a handler re-run from its dead letter by
+        an operator, ``agora-callbacks dlq redrive``) runs outside the order."""
+        if not sid:
+            return True
         rt = self.rt
-        if sid:
-            ok = retrying(rt, "handler start", lambda: rt.ordering.start(
-                rt.client, sid, member, name, task_id))
-        else:
-            ok = retrying(rt, "handler start", lambda: start_notice(
-                rt.client, notice_of(key), name, task_id, rt.settings.dedupe_ttl_s))
+        ok = retrying(rt, "handler start", lambda: rt.ordering.start(
+            rt.client, sid, member, name, task_id))
         if not ok:
             log.info("handler copy skipped: the handler started or finished already",
                      handler=name, task_id=task_id)
@@ -138,25 +130,16 @@ class Dispatcher:
         turn (this process dies), the timer sweep does after ``DISPATCH_LEASE_MS``."""
         rt = self.rt
         if not sid:
-
-            def finish_unordered() -> bool:
-                fields = None
-                if failure is not None:
-                    fields = deadletters.entry_fields(
-                        kind=deadletters.HANDLER, reason=failure.reason, detail=failure.detail,
-                        body=body, meta=meta or {}, key=key, handler=name,
-                        exception=failure.exception, now_ms=rt.clock.now_ms(rt.client))
-                return finish_notice(rt.client, notice_of(key), name, task_id,
-                                     rt.settings.dedupe_ttl_s, rt.settings.deadletter_maxlen,
-                                     fields)
-
-            recorded = retrying(rt, "handler finish", finish_unordered)
-            turn = None
-        else:
-            finished = retrying(rt, "handler finish", lambda: rt.ordering.finish(
-                rt.client, sid, member, name, task_id, failure))
-            recorded, turn = finished.status != "stale", finished.turn
-        if not recorded:
+            if failure is not None:
+                retrying(rt, "handler dead letter", lambda: deadletters.add(
+                    rt.client, rt.settings.deadletter_maxlen, kind=deadletters.HANDLER,
+                    reason=failure.reason, detail=failure.detail, body=body, meta=meta or {},
+                    key=key, handler=name, exception=failure.exception,
+                    now_ms=rt.clock.now_ms(rt.client)))
+            return None
+        finished = retrying(rt, "handler finish", lambda: rt.ordering.finish(
+            rt.client, sid, member, name, task_id, failure))
+        if finished.status == "stale":
             log.warning("handler outcome not recorded: the handler is no longer this task's",
                         handler=name, task_id=task_id)
         elif failure is not None:
@@ -164,7 +147,7 @@ class Dispatcher:
             log.warning("handler rejected the event, dead-lettered"
                         if failure.reason == "rejected" else "handler failed, dead-lettered",
                         handler=name, exception=failure.exception.partition(":")[0])
-        return turn
+        return finished.turn
 
 
 def failure_of(exc: BaseException, einfo: Any, reason: str = "handler_failed") -> Failure:

@@ -5,12 +5,13 @@ up to ``INTAKE_BATCH`` stored bodies through the consumer group, parses them,
 and settles every one in one pipeline, each body by one script that decides its
 outcome and acknowledges its entry in the same atomic step:
 
-- an ordered event: ``admit`` (dedupe, buffer, acknowledge, take the next event);
+- an event: ``admit`` (dedupe, buffer, acknowledge, take the next event). An
+  event without ``sid``/``sequence`` (another NCS product, or a shape without
+  them) is admitted as the only event of a recording of its own, keyed by its
+  ``noticeId`` (``keys.unordered_sid``): deduped by ``noticeId``, dispatched at
+  once, and fenced, finished and watched like any other;
 - a body that is not a valid event, or a stale replay: ``settle_entry`` with its
-  dead letter;
-- an event without ordering: ``claim_notice`` (a duplicate's entry is
-  acknowledged there), then, after its handler tasks are published,
-  ``settle_entry`` in a second round trip.
+  dead letter.
 
 An entry whose script did not run (a Redis error) is not acknowledged: it stays
 pending, and ``XAUTOCLAIM`` hands it to a worker again after ``CLAIM_IDLE_MS``,
@@ -39,14 +40,8 @@ from agora_callbacks.logs import get_logger
 from workers import timers
 from workers.consumers import remove_idle_consumers
 from workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from workers.dispatch import Dispatcher, task_args
-from workers.ordering import (
-    Record,
-    parse_admit,
-    q_claim_notice,
-    q_settle_entry,
-    scripts,
-)
+from workers.dispatch import Dispatcher
+from workers.ordering import Record, parse_admit, q_settle_entry, scripts
 from workers.ordering.scripts import Call
 from workers.registry import REGISTRY
 from workers.runtime import Runtime
@@ -75,7 +70,7 @@ class _Item:
     sid: str = ""
     handlers: tuple[str, ...] = ()
     key: str = ""
-    outcome: str = ""  # invalid, stale, ordered, unordered
+    outcome: str = ""  # invalid, stale, event
     reason: str = ""  # of a dead letter
     calls: list[Call] = field(default_factory=list)
 
@@ -169,17 +164,16 @@ class Intake:
             record = Record(handlers=item.handlers, key=item.key, meta=entry.meta.as_dict(),
                             entry_id=entry.entry_id, body=entry.body,
                             notice_id=event.notice_id)
+            item.outcome = "event"
             if is_ordered(event):
-                item.outcome = "ordered"
                 item.sid = str(event.sid)
                 fld = dedupe_field(event, settings.dedupe_key)
                 seq = int(event.sequence or 0)
-                item.calls.append(lambda p: self.rt.ordering.q_admit(
-                    p, item.sid, fld, seq, entry.entry_id, record))
             else:
-                item.outcome = "unordered"
-                item.calls.append(lambda p: q_claim_notice(
-                    p, event.notice_id, entry.entry_id, settings.dedupe_ttl_s))
+                item.sid = keys.unordered_sid(event.notice_id)
+                fld, seq = f"n:{event.notice_id}", 0
+            item.calls.append(lambda p: self.rt.ordering.q_admit(
+                p, item.sid, fld, seq, entry.entry_id, record))
         return item
 
     def process(self, entries: list[InboxEntry]) -> int:
@@ -193,28 +187,16 @@ class Intake:
         calls = [c for it in items for c in it.calls]
         results = scripts.run(self.client, calls)
         settled = 0
-        unordered: list[Call] = []
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):
                 log.error("could not settle a body, left for a retry",
                           entry=item.entry.entry_id, error=str(result))
                 continue
-            if item.outcome == "ordered":
+            if item.outcome == "event":
                 self._admitted(item, result)
             elif item.reason and int(result or 0) > 0:
                 metrics.DEADLETTERED.labels(deadletters.BODY, item.reason).inc()
-            elif item.outcome == "unordered":
-                call = self._claimed(item, result)
-                if call is not None:
-                    unordered.append(call)
-                    continue
             settled += 1
-        if unordered:
-            for reply in scripts.run(self.client, unordered):
-                if isinstance(reply, Exception):
-                    log.error("could not settle a body, left for a retry", error=str(reply))
-                else:
-                    settled += 1
         return settled
 
     def _admitted(self, item: _Item, reply: Any) -> None:
@@ -229,27 +211,6 @@ class Intake:
             else:
                 log.info("admitted again after a redelivery", key=item.key)
         self.dispatcher.dispatch(item.sid, admitted.turn)
-
-    def _claimed(self, item: _Item, reply: Any) -> Call | None:
-        """Publish an unordered event (unless a copy); return the call that settles
-        its entry (None for a duplicate: ``claim_notice`` settled it)."""
-        status = reply.decode() if isinstance(reply, bytes) else str(reply)
-        event = item.event
-        entry = item.entry
-        with structlog.contextvars.bound_contextvars(notice_id=event.notice_id,
-                                                     sid=event.sid):
-            if status == "dup":
-                log.info("duplicate dropped", key=item.key)
-                return None
-            counts = {"admitted": 1}
-            if item.handlers:
-                record = Record(handlers=item.handlers, key=item.key,
-                                meta=entry.meta.as_dict(), entry_id=entry.entry_id,
-                                body=entry.body)
-                self.rt.publish(item.handlers, task_args("", "", record, False, None))
-                counts["dispatched"] = 1
-            log.info("dispatched unordered", key=item.key, handlers=item.handlers)
-        return lambda p: q_settle_entry(p, entry.entry_id, counts)
 
     # -- the loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -1,13 +1,14 @@
 """The Celery task base of every handler registered with ``@on_event``.
 
 A handler task gets ``(sid, member, key, late, gap, meta, body)``: the recording
-and its event's place in the order (empty for unordered events), the dedupe key,
+and its event's place in the order (an event without ``sid``/``sequence`` is the
+only event of a recording of its own, ``notice:<noticeId>``; both empty for a
+handler re-run from its dead letter, outside the order), the dedupe key,
 the late/gap flags, the receive metadata and the raw body, which it parses again
 (cheap) into the typed event for the user's function.
 
 - Before running, it asks the recording's turn whether this copy may run
-  (``start.lua``, or ``start_notice.lua`` for an event without ordering): a
-  handler starts once per event, claimed by the first copy of its task that
+  (``start.lua``): a handler starts once per event, claimed by the first copy of its task that
   starts; the same task may run again (a Celery retry, a redelivery after its
   process died mid-run); any other copy (published again after the publish lease,
   published late, redelivered after the handler finished) is skipped.
@@ -41,9 +42,9 @@ from typing import Any
 
 import structlog
 from celery import Task, signals
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 
-from agora_callbacks import metrics
+from agora_callbacks import keys, metrics
 from agora_callbacks.logs import get_logger
 from workers import runtime
 from workers.dispatch import Dispatcher, failure_of
@@ -121,11 +122,13 @@ class HandlerTask(Task):
 
         dispatcher = Dispatcher(runtime.get())
         seq = sequence_of(member) if member else None
-        structlog.contextvars.bind_contextvars(sid=sid or None, sequence=seq, key=key,
+        shown_sid = None if not sid or keys.is_unordered_sid(sid) else sid
+        structlog.contextvars.bind_contextvars(sid=shown_sid, sequence=seq, key=key,
                                                handler=self.name)
         if not dispatcher.handler_start(sid, member, key, self.name, self._task_id()):
             self.request.agora_skipped = True
             return None
+        self.request.agora_started = True
         event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
         started = time.monotonic()
@@ -186,7 +189,17 @@ class HandlerTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: Any) -> None:
         try:
-            self._finish(args, failure_of(exc, einfo), task_id=task_id)
+            # Only a run that passed its start has an outcome to record: a start that
+            # failed (Redis away past REDIS_RETRY_S) leaves the handler to the copy
+            # that holds it, or to a new publish after the publish lease. A hard
+            # time limit runs this in the worker's main process, where the request
+            # is empty: its handler was running.
+            if (getattr(self.request, "agora_started", False)
+                    or isinstance(exc, TimeLimitExceeded)):
+                self._finish(args, failure_of(exc, einfo), task_id=task_id)
+            else:
+                log.warning("handler task failed before its start was recorded",
+                            exception=type(exc).__name__)
         finally:
             structlog.contextvars.clear_contextvars()
 

@@ -231,26 +231,11 @@ def _one(client: redis.Redis, call: scripts.Call) -> Any:
         return call(client)
 
 
-# -- events without ordering (no sid/sequence) ---------------------------------------
-def q_claim_notice(pipe: Pipe, notice_id: str, entry_id: str, ttl_s: int) -> object:
-    """Queue the noticeId claim of an unordered event (reply: new, again, dup; a
-    duplicate's entry is acknowledged by the script)."""
-    return scripts.evalsha(pipe, "claim_notice",
-                           [keys.notice_dedupe(notice_id), keys.INBOX, keys.COUNTERS],
-                           [entry_id, ttl_s, keys.INBOX_GROUP])
-
-
-def start_notice(client: redis.Redis, notice_id: str, handler: str, task_id: str,
-                 ttl_s: int) -> bool:
-    """May this handler task run for the unordered event ``notice_id``?"""
-    return bool(_one(client, lambda p: scripts.evalsha(
-        p, "start_notice", [keys.notice_dedupe(notice_id), keys.COUNTERS],
-        [handler, task_id, ttl_s])))
-
-
+# -- inbox entries without a turn ------------------------------------------------------
 def q_settle_entry(pipe: Pipe, entry_id: str, counts: Mapping[str, int] | None = None,
                    dead_letter: Mapping[str, Any] | None = None, maxlen: int = 0) -> object:
-    """Queue the settling of an inbox entry that has no turn (``settle_entry.lua``):
+    """Queue the settling of an inbox entry that has no turn, a body dead-lettered
+    (``settle_entry.lua``):
     acknowledge and delete it and, only if this call acknowledged it, add
     ``counts`` to the counters and write ``dead_letter`` (stream fields, see
     ``deadletters.entry_fields``). Reply: 1, or 0 (settled before: nothing written)."""
@@ -265,15 +250,3 @@ def q_settle_entry(pipe: Pipe, entry_id: str, counts: Mapping[str, int] | None =
     return scripts.evalsha(pipe, "settle_entry",
                            [keys.INBOX, keys.COUNTERS, keys.DEADLETTERS], args)
 
-
-def finish_notice(client: redis.Redis, notice_id: str, handler: str, task_id: str,
-                  ttl_s: int, maxlen: int, dead_letter: Mapping[str, Any] | None = None
-                  ) -> bool:
-    """End a handler of the unordered event ``notice_id`` (``finish_notice.lua``),
-    writing ``dead_letter`` (stream fields) with it; False if not this task's."""
-    args: list[Any] = [handler, task_id, ttl_s, maxlen]
-    for name, value in (dead_letter or {}).items():
-        args += [name, value]
-    return bool(_one(client, lambda p: scripts.evalsha(
-        p, "finish_notice", [keys.notice_dedupe(notice_id), keys.DEADLETTERS,
-                             keys.COUNTERS], args)))

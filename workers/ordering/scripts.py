@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).with_name("lua")
 RECORDING_SCRIPTS = ("admit", "take", "start", "finish")
-STANDALONE_SCRIPTS = ("claim_notice", "start_notice", "finish_notice", "settle_entry")
+STANDALONE_SCRIPTS = ("settle_entry",)
 
 Pipe = Any  # a redis-py Pipeline (or client) that ``evalsha`` can be queued on
 Call = Callable[[Pipe], object]
