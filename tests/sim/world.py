@@ -343,6 +343,7 @@ class Executor:
             # run_handler raised: Celery calls on_failure, which records the failure
             # (finish applies only if this task holds the handler), then acks.
             ident = (sid, member if sid else notice_of(key), name)
+            sim.model.gave_up.add(ident)
             if ON_FAILURE_NEEDS_START:
                 sim.model.note(f"{self!r} start of {ident} task={task_id} raised "
                                f"{type(exc).__name__}: on_failure records nothing")
@@ -388,6 +389,7 @@ class Executor:
             # Redis away for longer than REDIS_RETRY_S: logged by Celery, acked all
             # the same (the handler's deadline dead-letters it if nobody finishes it).
             self.sim.faults["handler_done_gave_up"] += 1
+            self.sim.model.gave_up.add((sid, member if sid else notice_of(key), msg.name))
             if run is not None:
                 run.unreported = True
                 self.sim.model.note(f"{self!r} gave up reporting {run.key} task={run.task}")
