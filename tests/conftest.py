@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -71,6 +72,26 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def start_worker(redis_client: redis.Redis, redis_server: ServerProcess,
+                 tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start real ``celery worker`` processes (``tests/workers_procs.Worker``) on the
+    session's Redis, each ready when returned; all stopped after the test."""
+    from workers_procs import Worker
+
+    started: list[Worker] = []
+
+    def start(name: str, **kwargs: Any) -> Worker:
+        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
+        started.append(worker)
+        worker.wait_ready(redis_client)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
 
 
 @pytest.fixture

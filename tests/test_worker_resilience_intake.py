@@ -9,8 +9,7 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -25,20 +24,6 @@ from agora_callbacks.embedded_server import free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def start_worker(redis_client: redis.Redis, redis_server: Any,
-                 tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(name: str, **kwargs: Any) -> Worker:
-        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
-        started.append(worker)
-        worker.wait_ready(redis_client)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def intake_pids(worker: Worker) -> list[int]:

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -45,20 +44,6 @@ KOMBU_BUG = ("kombu 5.7.0/Celery 5.7.0: re-closing the channel after collect() r
              "(AttributeError 'hostname'): the worker exits on a broker connection loss")
 
 
-@pytest.fixture
-def start_worker(redis_client: redis.Redis, redis_server: Any,
-                 tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(name: str, **kwargs: Any) -> Worker:
-        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
-        started.append(worker)
-        worker.wait_ready(redis_client)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _runs(client: redis.Redis) -> list[dict[str, Any]]:

@@ -13,9 +13,8 @@ import os
 import random
 import signal
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,20 +29,6 @@ from agora_callbacks.inbox import fields_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def start_worker(redis_client: redis.Redis, redis_server: Any,
-                 tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(name: str, **kwargs: Any) -> Worker:
-        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
-        started.append(worker)
-        worker.wait_ready(redis_client)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def rows(client: redis.Redis, name: str) -> list[dict[str, Any]]:

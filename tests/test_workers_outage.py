@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -26,20 +25,6 @@ from agora_callbacks import deadletters
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def start_worker(redis_server, redis_client: redis.Redis,  # type: ignore[no-untyped-def]
-                 tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(name: str, **kwargs: object) -> Worker:
-        worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
-        started.append(worker)
-        worker.wait_ready(redis_client)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def rows(client: redis.Redis, key: str) -> list[dict[str, object]]:
