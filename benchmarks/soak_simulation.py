@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in results if r["violations"] or not r["settled"]]
     print(f"steps: {sum(r['steps'] for r in results)} "
           f"({len(results)} seeds x {args.per_seed}, plus settling)")
-    print(f"seeds: {args.seed_base}..{args.seed_base + n - 1} "
-          f"(gentle: {sum(1 for r in results if r['gentle'])})")
+    gentle = [r for r in results if r["gentle"]]
+    judged = [r for r in gentle if not r["tally"].get("queue_overloaded")]
+    print(f"seeds: {args.seed_base}..{args.seed_base + n - 1} (gentle: {len(gentle)}, "
+          f"{len(judged)} of them judged on liveness: queue within the deadline)")
     print("faults injected:")
     for kind, count in sorted(faults.items()):
         print(f"  {kind:28s} {count}")
