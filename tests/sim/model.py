@@ -45,11 +45,22 @@ the snapshot the server restarted from:
   longer count for ``fence``, ``overlap`` and ``order``), and a ``finish`` applied
   after the snapshot no longer counts as the outcome (Redis does not have it);
 - a ``finish`` lost that way leaves its handler started by a task that already
-  ran to completion: for an event with ordering, its deadline dead-letters it as
-  ``lost`` (which then is its one outcome); an event without ordering has no
-  deadline, so a handler that ran to completion and whose start or finish record
-  a rollback lost (``finish_notice`` then refuses it) is accepted as done;
+  ran to completion: its deadline dead-letters it as ``lost`` (which then is its
+  one outcome). (Workers before 9adf9bf handled an event without ``sid`` outside
+  any recording, with no deadline: there a handler that ran to completion and
+  whose start or finish record a rollback lost is accepted as done);
 - the counters lose the increments after the snapshot: they are not compared.
+
+Events without ``sid``/``sequence`` are checked as the workers checked out handle
+them: as the only event of a recording of its own (``keys.unordered_sid``, since
+9adf9bf), or, before, by ``noticeId`` (``claim_notice``/``finish_notice``), where
+the gaps found then (see ``scenarios.py``) are counted as ``known`` gaps rather
+than violations, except in the scenarios (``strict``).
+
+The gentle fault mix (``Rates.gentle``) has no fault that may legitimately make a
+handler miss its deadline, so there a ``lost`` dead letter is a ``liveness``
+violation, unless some task gave up starting or reporting that handler (Redis
+away past ``REDIS_RETRY_S``) or the handler queue fell behind the deadline.
 """
 
 from __future__ import annotations
