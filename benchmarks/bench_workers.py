@@ -148,8 +148,42 @@ def main() -> int:
             # (a) bare Celery: n no-op tasks on the same pool, in two halves, one
             # before and one after ours, so that a change in the machine's load
             # during the run weighs on both alike.
+            import psutil
+
+            parts: dict[str, dict[str, float]] = {"bare": {}, "ours": {}}
+
+            def cpu_by_part() -> dict[str, float]:
+                """CPU seconds used so far by Redis, the worker's main process, its
+                pool processes and its intake: figures the machine's other load
+                does not change much."""
+                main = psutil.Process(worker.pid)
+                named = [("redis", psutil.Process(server.process.pid)), ("main", main)]
+                for child in main.children(recursive=True):
+                    cmd = " ".join(child.cmdline())
+                    named.append(("intake" if "spawn_main" in cmd or "multiprocessing"
+                                  in cmd else "pool", child))
+                out: dict[str, float] = {}
+                for name, proc in named:
+                    try:
+                        t = proc.cpu_times()
+                    except psutil.NoSuchProcess:
+                        continue
+                    out[name] = out.get(name, 0.0) + t.user + t.system
+                return out
+
+            def cpu_s(phase: str = "", before: dict[str, float] | None = None) -> float:
+                now = cpu_by_part()
+                if phase and before is not None:
+                    for k, v in now.items():
+                        parts[phase][k] = parts[phase].get(k, 0.0) + v - before.get(k, 0.0)
+                return sum(now.values())
+
+            cpu = {"bare": 0.0, "ours": 0.0}
+
             def bare_celery(part: list[tuple[str, bytes]]) -> tuple[float, list[float]]:
                 reset(client)
+                b0 = cpu_by_part()
+                c0 = sum(b0.values())
                 sent: dict[str, float] = {}
                 t0 = time.monotonic()
                 with bench_workers_handlers.celery_app.producer_or_acquire() as producer:
@@ -157,6 +191,7 @@ def main() -> int:
                         sent[key] = time.time()
                         bench_workers_handlers.noop.apply_async((key,), producer=producer)
                 t1 = wait_count(client, len(part), timeout=600)
+                cpu["bare"] += cpu_s("bare", b0) - c0
                 return t1 - t0, latencies(client, sent)
 
             first_s, celery_lat = bare_celery(items[: n // 2])
@@ -165,9 +200,12 @@ def main() -> int:
             reset(client)
             mem_before = int(client.info("memory")["used_memory"])
             received: dict[str, float] = {}
+            b0 = cpu_by_part()
+            c0 = sum(b0.values())
             t0 = time.monotonic()
             store_all(client, items, received)
             t1 = wait_count(client, n, timeout=600)
+            cpu["ours"] = cpu_s("ours", b0) - c0
             ours_rate = n / (t1 - t0)
             ours_lat = latencies(client, received)
             counters = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTERS).items()}
@@ -232,6 +270,12 @@ def main() -> int:
         ("ours: body -> parse, dedupe, order, dispatch -> handler, events/s",
          f"{ours_rate:,.0f}"),
         ("ratio ours / baseline (goal >= 0.8)", f"{ours_rate / celery_rate:.2f}"),
+        ("CPU per event, worker + Redis: baseline / ours, ms",
+         f"{cpu['bare'] / n * 1000:.2f} / {cpu['ours'] / n * 1000:.2f}"),
+        *((f"  of which {part}: baseline / ours, ms",
+           f"{parts['bare'].get(part, 0) / n * 1000:.2f} / "
+           f"{parts['ours'].get(part, 0) / n * 1000:.2f}")
+          for part in ("main", "pool", "intake", "redis")),
         ("baseline publish-to-start latency p50 / p99, ms (burst)",
          f"{percentile(celery_lat, .5):,.0f} / {percentile(celery_lat, .99):,.0f}"),
         ("ours receive-to-handler latency p50 / p99, ms (burst)",

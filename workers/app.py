@@ -29,6 +29,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     vt = settings.handler_visibility_timeout_s
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport with one publishing client per thread instead of
+        # a new one per message (workers/broker.py: about 1 ms of CPU less per
+        # handler task published); rediss:// and unix:// keep kombu's own.
+        **({"broker_transport": "workers.broker:Transport"}
+           if settings.redis_url.startswith("redis://") else {}),
         # Handler results are not kept: a handler's effects are its own business,
         # and a result backend would cost a write per task.
         "result_backend": None,
