@@ -189,9 +189,10 @@ VARIABLES: tuple[Variable, ...] = (
         "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "5000",
         "A stored body taken by a worker that then died is taken over by another "
         "worker after this long without an acknowledgement. A live worker settles a "
-        "batch in milliseconds. Must be below `REORDER_HOLD_MS` (unless that is 0) so "
-        "that a crashed worker's bodies are recovered before their successors skip them "
-        "as a gap.",
+        "batch in milliseconds. Takeover rounds are at most half of it apart, so a dead "
+        "worker's bodies are taken over within 1.5 x `CLAIM_IDLE_MS`; that must be below "
+        "`REORDER_HOLD_MS` (unless that is 0), so that they are recovered before their "
+        "successors skip them as a gap.",
     ),
     Variable(
         "HANDLER_VISIBILITY_TIMEOUT_S", "handler_visibility_timeout_s", _positive_int,
@@ -342,10 +343,10 @@ class Settings:
                    f"after its last event, so a recording still waiting for its handlers "
                    f"would lose its turn and the events buffered behind it, acknowledged, "
                    f"without a dead letter")
-        if self.reorder_hold_ms and self.claim_idle_ms >= self.reorder_hold_ms:
-            yield (f"CLAIM_IDLE_MS ({self.claim_idle_ms} ms) must be below "
+        if self.reorder_hold_ms and self.claim_idle_ms * 3 >= self.reorder_hold_ms * 2:
+            yield (f"CLAIM_IDLE_MS ({self.claim_idle_ms} ms) must be below two thirds of "
                    f"REORDER_HOLD_MS ({self.reorder_hold_ms} ms): the bodies of a worker "
-                   f"that died are taken over only after CLAIM_IDLE_MS, so their "
+                   f"that died are taken over within 1.5 x CLAIM_IDLE_MS, and their "
                    f"successors would skip them as a gap first")
         if self.redis_retry_s >= self.handler_deadline_s:
             yield (f"REDIS_RETRY_S ({self.redis_retry_s} s) must be below "
