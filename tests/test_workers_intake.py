@@ -18,6 +18,7 @@ from typing import Any
 import prometheus_client
 import pytest
 import redis
+from celery import Celery
 from celery.exceptions import Ignore, Reject
 from conftest import wait_for
 from workers_support import (
@@ -34,7 +35,7 @@ from workers_support import (
 from agora_callbacks import deadletters, keys
 from agora_callbacks.settings import Settings
 from workers import REGISTRY, on_event, runtime
-from workers.app import celery_app
+from workers.app import celery_config
 from workers.dispatch import Dispatcher
 from workers.intake import Intake
 from workers.ordering import Failure, Record, Turn
@@ -471,15 +472,13 @@ def test_an_unordered_failure_is_dead_lettered_once(w: World, redis_client: redi
 
 
 # -- Celery itself ----------------------------------------------------------------------------
-def use_broker(url: str) -> None:
-    """Point the (already created) Celery app at the test's Redis."""
-    if celery_app.conf.broker_url == url:
-        return
-    celery_app.conf.broker_url = url
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-        celery_app._pool = None
-    celery_app.amqp._producer_pool = None
+def celery_on_test_redis(settings: Settings) -> Celery:
+    """A Celery app configured like the workers' one, on the test's Redis (the
+    module-level app was built before the session's Redis existed). A handler
+    task published with its producer goes to this app's broker."""
+    app = Celery("agora_callbacks_test", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
 
 
 def queued(client: redis.Redis) -> list[tuple[str, list[Any]]]:
@@ -494,9 +493,8 @@ def queued(client: redis.Redis) -> list[tuple[str, list[Any]]]:
 
 def test_the_celery_publisher_sends_one_task_per_handler(
         settings: Settings, redis_client: redis.Redis) -> None:
-    use_broker(settings.redis_url)
     s = build(settings, redis_client).rt.settings
-    rt = Runtime.build(s, client=redis_client, publish=celery_publisher(celery_app))
+    rt = Runtime.build(s, client=redis_client, publish=celery_publisher(celery_on_test_redis(settings)))
     intake = Intake(rt, consumer="test", client=redis_client)
     store(redis_client, body("s15", 0, 31))
     assert intake.process(intake.read(block_ms=10)) == 1
