@@ -2,11 +2,8 @@
 handler runs (its acknowledgement cannot be sent), Redis comes back a few seconds
 later, and the same worker handles new events.
 
-Known to fail with kombu 5.7.0 / Celery 5.7.0, hence ``xfail``; not strict, as
-the failure needs the connection loss to be noticed first on the remote-control
-(pub/sub) connection, not on the BRPOP one, which is usual but not certain (an
-XPASS says an upgrade may have fixed it, or that the race went the other way).
-On the connection loss, Celery's
+The cause (finding 10, kombu 5.7.0 / Celery 5.7.0), which ``workers/broker.py``
+turns into an ordinary connection error: on the connection loss, Celery's
 ``Consumer.on_connection_error_after_connected`` calls ``connection.collect()``
 and then ``connection.close()``. ``collect()`` closes the default channel, whose
 close is interrupted by the dead BRPOP socket (a ``ConnectionError``, swallowed,
@@ -14,15 +11,14 @@ before the channel is marked closed), then drops the transport's ``client``.
 ``close()`` closes that channel again; this time it gets as far as restoring the
 unacknowledged messages (the running ``acks_late`` handler tasks), which builds a
 new Redis pool from ``transport.client``, now ``None``: ``AttributeError:
-'NoneType' object has no attribute 'hostname'`` in ``Channel._connparams``. It is
-not a connection error, so Celery treats it as "Unrecoverable error" and the
-worker exits 1. An acknowledgement on that channel after the close fails the same
-way. No public setting avoids it: ``worker_cancel_long_running_tasks_on_connection_loss``
-acts after that close (the worker still exits); ``worker_enable_remote_control=False``
-removes the pub/sub connection (the test then passed 4 runs of 4) but also
-``celery inspect ping`` and Flower's worker controls, and gossip (on by default
-outside the tests) subscribes the same way; ``ack_emulation=False`` would lose
-a dead worker's tasks."""
+'NoneType' object has no attribute 'hostname'``, which Celery takes for an
+"Unrecoverable error": the worker exited 1. The channel of ``workers/broker.py``
+raises ``redis.ConnectionError`` instead when its transport's client is gone,
+which kombu swallows there and Celery recovers from. Public settings tried first:
+``worker_cancel_long_running_tasks_on_connection_loss`` acts after that close;
+``worker_enable_remote_control=False`` removes the pub/sub connection whose loss
+is usually noticed first, but also ``celery inspect ping`` and Flower's worker
+controls; ``ack_emulation=False`` would lose a dead worker's tasks."""
 
 from __future__ import annotations
 
@@ -39,10 +35,6 @@ from workers_support import body, store
 
 pytestmark = pytest.mark.slow
 
-KOMBU_BUG = ("kombu 5.7.0/Celery 5.7.0: re-closing the channel after collect() restores "
-             "unacknowledged messages through a transport whose client is None "
-             "(AttributeError 'hostname'): the worker exits on a broker connection loss")
-
 
 
 
@@ -53,7 +45,6 @@ def _runs(client: redis.Redis) -> list[dict[str, Any]]:
         return []
 
 
-@pytest.mark.xfail(strict=False, reason=KOMBU_BUG)
 def test_a_worker_survives_redis_going_down_while_a_handler_runs(
         start_worker: Callable[..., Worker], redis_client: redis.Redis,
         redis_server: Any) -> None:

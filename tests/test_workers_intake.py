@@ -494,7 +494,8 @@ def queued(client: redis.Redis) -> list[tuple[str, list[Any]]]:
 def test_the_celery_publisher_sends_one_task_per_handler(
         settings: Settings, redis_client: redis.Redis) -> None:
     s = build(settings, redis_client).rt.settings
-    rt = Runtime.build(s, client=redis_client, publish=celery_publisher(celery_on_test_redis(settings)))
+    publish = celery_publisher(celery_on_test_redis(settings))
+    rt = Runtime.build(s, client=redis_client, publish=publish)
     intake = Intake(rt, consumer="test", client=redis_client)
     store(redis_client, body("s15", 0, 31))
     assert intake.process(intake.read(block_ms=10)) == 1

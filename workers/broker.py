@@ -8,8 +8,12 @@ publish. The workers publish one handler task per event from the worker itself,
 so they keep one client per channel and thread instead, on the channel's own
 connection pool (``benchmarks/bench_workers.py`` measures the difference).
 
-Only the public ``conn_or_acquire``, ``Client`` and ``pool`` of kombu's channel
-are used. ``workers.app`` selects this transport for ``redis://`` broker URLs;
+The same method turns a publish or an acknowledgement on a channel whose
+connection was lost into a ``redis.ConnectionError`` (kombu would fail with an
+``AttributeError`` that stops the worker), so that a worker rides out a Redis
+outage. Only the public ``conn_or_acquire``, ``Client``, ``pool`` and
+``connection`` of kombu's channel and the transport's ``client`` are used.
+``workers.app`` selects this transport for ``redis://`` broker URLs;
 ``rediss://`` and ``unix://`` URLs keep kombu's own.
 """
 
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 
@@ -35,6 +40,13 @@ class Channel(kombu_redis.Channel):
         if client:
             yield client
             return
+        if getattr(self.connection, "client", None) is None:
+            # The transport was collected after a lost broker connection (its
+            # kombu Connection is gone): kombu's channel would build a pool from
+            # it and fail with AttributeError, which Celery takes for an
+            # unrecoverable error and exits. A connection error is what kombu and
+            # Celery expect here: they reconnect and go on (finding 10).
+            raise redis.ConnectionError("the broker connection is closed")
         pool = self.pool
         cached = getattr(self.agora_clients, "client", None)
         if cached is None or cached.connection_pool is not pool:
