@@ -67,6 +67,9 @@ class VirtualClock:
     def sleep(self, seconds: float) -> None:
         self.ms += max(1, int(seconds * 1000))
 
+    def monotonic(self) -> float:
+        return self.ms / 1000
+
     def advance(self, ms: int) -> int:
         self.ms += ms
         return self.ms

@@ -18,7 +18,6 @@ published from here; if this process dies first, the recording's timer (set by
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -40,10 +39,12 @@ log = get_logger("workers.dispatch")
 T = TypeVar("T")
 
 #: Redis errors that are worth trying again: the server is away for a moment
-#: (restart, failover, ``CLIENT PAUSE``, a latency spike past the timeout).
+#: (restart, failover, ``CLIENT PAUSE``, a latency spike past the timeout), or its
+#: script cache was flushed again between loading the scripts and the retry.
 TRANSIENT: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
+    redis.exceptions.NoScriptError,
 )
 
 
@@ -60,14 +61,14 @@ def retrying(rt: Runtime, what: str, call: Callable[[], T]) -> T:
     budget_ms = int(getattr(rt.settings, "redis_retry_s", 30) * 1000)
     delay = 0.05
     slept_ms = 0
-    began = time.monotonic()
+    began = rt.clock.monotonic()
     while True:
         try:
             return call()
         except TRANSIENT as exc:
             # The attempts' own time counts (a timeout is REDIS_TIMEOUT_S), and so do
             # the sleeps (on the runtime's clock, which a test may drive).
-            waited_ms = max(slept_ms, int((time.monotonic() - began) * 1000))
+            waited_ms = max(slept_ms, int((rt.clock.monotonic() - began) * 1000))
             if waited_ms >= budget_ms:
                 log.error(f"{what} failed, giving up", error=str(exc), waited_ms=waited_ms)
                 raise

@@ -128,38 +128,6 @@ def quiet_logs() -> Iterator[None]:
         logs._generation += 1
 
 
-class _HostClock:
-    """``time`` as ``workers.dispatch`` sees it during a run: ``monotonic()`` is the
-    virtual clock, everything else the real module."""
-
-    def __init__(self, sched: Scheduler) -> None:
-        self._sched = sched
-
-    def monotonic(self) -> float:
-        return self._sched.now / 1000
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
-@contextmanager
-def virtual_host_clock(sched: Scheduler) -> Iterator[None]:
-    """``retrying`` (workers/dispatch.py) reads ``time.monotonic()`` to count the
-    attempts' own time against ``REDIS_RETRY_S``: the host's clock, not the
-    runtime's. Under the simulation, real time between two round trips of an
-    operation is whatever the scheduler spent elsewhere, so it would make a run
-    depend on the machine's speed. During a run it reads the virtual clock (see
-    the report: the runtime clock should carry it)."""
-    import workers.dispatch as dispatch_module
-
-    real = dispatch_module.time
-    dispatch_module.time = _HostClock(sched)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        dispatch_module.time = real
-
-
 @dataclass
 class Rates:
     """Probabilities of the faults (per step, or per round trip for errors)."""
@@ -780,7 +748,7 @@ class Simulation:
         settled = False
         tally: dict[str, int] = {}
         try:
-            with registered_handlers(), quiet_logs(), virtual_host_clock(self.sched):
+            with registered_handlers(), quiet_logs():
                 drive()
                 settled = self.settle()
                 if not settled:

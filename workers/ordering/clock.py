@@ -13,7 +13,7 @@ from typing import Any
 
 
 class RedisClock:
-    """Redis's clock; ``sleep`` is the host's."""
+    """Redis's clock; ``sleep`` and ``monotonic`` are the host's."""
 
     def script_ms(self) -> int:
         """The ``now_ms`` argument of a script: 0, the script reads Redis's clock."""
@@ -26,3 +26,7 @@ class RedisClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that only moves forward (the time a retry took)."""
+        return time.monotonic()
