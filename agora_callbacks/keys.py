@@ -1,8 +1,10 @@
 """Every Redis key name the service uses, in one place.
 
 All keys start with ``acb:``. The keys of one recording share the hash tag
-``{<sid>}`` so a Lua script touching several of them stays legal on Redis
-Cluster. No other module builds a key name by hand.
+``{<sid>}`` (one slot); the per-recording scripts also write the global timers,
+counters, dead letters and inbox in the same atomic step, which is why Redis
+Cluster is not supported (README, "Production Redis"). No other module builds a
+key name by hand.
 
 Bounds (guarantee 6), stated where each key is named:
 - ``INBOX``: stream of stored raw bodies; an entry is deleted (XDEL) once a worker
