@@ -5,23 +5,13 @@ Both do the same Redis work (count the run, note its start time) in one round tr
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-import redis
+from process_redis import client
 
 from workers import on_event
 from workers.app import celery_app
-
-_client: tuple[int, redis.Redis] | None = None
-
-
-def client() -> redis.Redis:
-    global _client
-    if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
-    return _client[1]
 
 
 def _note(key: str) -> None:

@@ -15,19 +15,10 @@ import os
 import time
 from typing import Any
 
-import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from process_redis import client
 
 from workers import on_event
-
-_client: tuple[int, redis.Redis] | None = None
-
-
-def client() -> redis.Redis:
-    global _client
-    if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis.Redis.from_url(os.environ["REDIS_URL"]))
-    return _client[1]
 
 
 def _sleep(seconds: float) -> None:

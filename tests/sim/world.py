@@ -128,6 +128,14 @@ def quiet_logs() -> Iterator[None]:
         logs._generation += 1
 
 
+def fresh_runtime(sim: Simulation) -> tuple[Any, Runtime]:
+    """A new process's Redis client (faults injected through the simulation's hook)
+    and runtime: the simulation's settings, clock and broker."""
+    client = faulty_client(sim.url, Hook(sim))
+    return client, Runtime.build(sim.settings, client=client, clock=sim.clock,
+                                 publish=sim.broker.publish)
+
+
 @dataclass
 class Rates:
     """Probabilities of the faults (per step, or per round trip for errors)."""
@@ -210,10 +218,7 @@ class IntakeWorker:
 
     def boot(self) -> None:
         self.incarnation += 1
-        sim = self.sim
-        self.client = faulty_client(sim.url, Hook(sim))
-        self.rt = Runtime.build(sim.settings, client=self.client, clock=sim.clock,
-                                publish=sim.broker.publish)
+        self.client, self.rt = fresh_runtime(self.sim)
         self.intake = Intake(self.rt, consumer=repr(self), client=self.client)
         # Reads never block here (no BLOCK argument): a blocked XREADGROUP would wait
         # on Redis's real clock (in steps of its 100 ms cron), outside virtual time.
@@ -269,10 +274,7 @@ class Executor:
 
     def boot(self) -> None:
         self.incarnation += 1
-        sim = self.sim
-        self.client = faulty_client(sim.url, Hook(sim))
-        self.rt = Runtime.build(sim.settings, client=self.client, clock=sim.clock,
-                                publish=sim.broker.publish)
+        self.client, self.rt = fresh_runtime(self.sim)
         self.dispatcher = Dispatcher(self.rt)
 
     def die(self) -> None:
