@@ -8,8 +8,8 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
 (cheap) into the typed event for the user's function.
 
 - Before running, it asks the recording's turn whether this copy may run
-  (``start.lua``): a handler starts once per event, claimed by the first copy of its task that
-  starts; the same task may run again (a Celery retry, a redelivery after its
+  (``start.lua``): a handler starts once per event, claimed by the first copy of
+  its task that starts; the same task may run again (a Celery retry, a redelivery after its
   process died mid-run); any other copy (published again after the publish lease,
   published late, redelivered after the handler finished) is skipped.
 - On success, or on final failure (retries exhausted, or an exception that is not
@@ -24,8 +24,8 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
   ``on_failure`` for them, so ``run_handler`` does it. ``Reject(requeue=True)``
   sends the message back to the queue: the handler runs again and the turn waits.
 - In a pool process, the task returns (and is acknowledged) as soon as its
-  handler's part of the turn has ended; publishing the next event with its
-  commit is handed to a thread of the process (``_AfterHandler``), so that this
+  handler's part of the turn has ended; publishing the next event's handler
+  tasks is handed to a thread of the process (``_AfterHandler``), so that this
   round trip overlaps the next task instead of delaying it. Nothing depends on
   that thread: ``finish`` took the next event under a ``DISPATCH_LEASE_MS``
   publish lease with the recording's timer set to it, so if the process dies
