@@ -58,7 +58,7 @@ def task_args(sid: str, member: str, record: Record, late: bool,
 def retrying(rt: Runtime, what: str, call: Callable[[], T]) -> T:
     """``call()``, tried again with backoff on a transient Redis error, for up to
     ``REDIS_RETRY_S``; the last error is raised after that."""
-    budget_ms = int(getattr(rt.settings, "redis_retry_s", 30) * 1000)
+    budget_ms = rt.settings.redis_retry_s * 1000
     delay = 0.05
     slept_ms = 0
     began = rt.clock.monotonic()
