@@ -122,16 +122,16 @@ class Intake:
         return entries
 
     # -- deciding -----------------------------------------------------------------
-    def _dead_letter(self, item: _Item, counter: str, **fields: Any) -> None:
+    def _dead_letter(self, item: _Item, counter: str, now_ms: int, **fields: Any) -> None:
         entry = item.entry
         item.reason = fields["reason"]
         letter = deadletters.entry_fields(
             kind=deadletters.BODY, body=entry.body, meta=entry.meta.as_dict(),
-            extra={"entry": entry.entry_id}, now_ms=self._now_ms, **fields)
+            extra={"entry": entry.entry_id}, now_ms=now_ms, **fields)
         item.calls.append(lambda p: q_settle_entry(
             p, entry.entry_id, {counter: 1}, letter, self.settings.deadletter_maxlen))
 
-    def _classify(self, entry: InboxEntry) -> _Item:
+    def _classify(self, entry: InboxEntry, now_ms: int) -> _Item:
         from schemas import InvalidEvent, parse_event
 
         item = _Item(entry)
@@ -142,7 +142,7 @@ class Intake:
             item.outcome = "invalid"
             detail = json.dumps(getattr(exc, "messages", {}), default=str)[:8000]
             reason = str(getattr(exc, "reason", "invalid"))
-            self._dead_letter(item, "invalid", reason=reason, detail=detail)
+            self._dead_letter(item, "invalid", now_ms, reason=reason, detail=detail)
             log.warning("invalid body dead-lettered", entry=entry.entry_id, reason=reason,
                         request_id=entry.meta.request_id)
             return item
@@ -150,12 +150,12 @@ class Intake:
         item.key = dedupe_key(event, settings.dedupe_key)
         with structlog.contextvars.bound_contextvars(
                 sid=event.sid, sequence=event.sequence, notice_id=event.notice_id):
-            cutoff = self._now_ms - settings.dedupe_ttl_s * 1000
+            cutoff = now_ms - settings.dedupe_ttl_s * 1000
             if (entry.meta.origin is None and event.notify_ms is not None
                     and event.notify_ms < cutoff):
                 item.outcome = "stale"
                 self._dead_letter(
-                    item, "stale", reason="stale", key=item.key,
+                    item, "stale", now_ms, reason="stale", key=item.key,
                     detail=f"notifyMs {event.notify_ms} is older than the dedupe window "
                            f"({settings.dedupe_ttl_s} s): a replayed capture")
                 log.warning("stale body dead-lettered", notify_ms=event.notify_ms)
@@ -182,8 +182,8 @@ class Intake:
         if not entries:
             return 0
         # Redis's clock (not this host's): the stale-replay cutoff and dead letters.
-        self._now_ms = self.rt.clock.now_ms(self.client)
-        items = [self._classify(e) for e in entries]
+        now_ms = self.rt.clock.now_ms(self.client)
+        items = [self._classify(e, now_ms) for e in entries]
         calls = [c for it in items for c in it.calls]
         results = scripts.run(self.client, calls)
         settled = 0
