@@ -50,17 +50,23 @@ def _healthy(port: int) -> bool:
         conn.close()
 
 
+def _spawn_web(redis_url: str, log_path: Path, port: int,
+               **env: str) -> subprocess.Popen[bytes]:
+    """``agora-callbacks web`` with one worker process of two threads, its output in
+    ``log_path``, in a process group of its own (stop it with ``_stop``)."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--threads", "2"],
+            env=_env(redis_url, **env), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 @pytest.fixture
 def web(redis_server: ServerProcess, redis_client: redis.Redis,
         tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    log = (tmp_path / "web.log").open("wb")
-    process = subprocess.Popen(
-        [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--threads", "2"],
-        env=_env(redis_server.url), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    process = _spawn_web(redis_server.url, tmp_path / "web.log", port)
     try:
         wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
                  message="agora-callbacks web to answer /healthz")
@@ -68,7 +74,6 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis,
         yield process, port
     finally:
         _stop(process)
-        log.close()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -192,12 +197,7 @@ def test_log_lines_reach_the_output_and_none_is_lost_at_sigterm(
     while it runs, and what is still buffered when SIGTERM stops it."""
     port = free_port()
     log_path = tmp_path / "web.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--threads", "2"],
-            env=_env(redis_server.url, LOG_BUFFER_MS=buffer_ms), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+    process = _spawn_web(redis_server.url, log_path, port, LOG_BUFFER_MS=buffer_ms)
     try:
         wait_for(lambda: _healthy(port), timeout=30, message="the ingress up")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

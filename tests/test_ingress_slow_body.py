@@ -20,7 +20,6 @@ import http.client
 import io
 import json
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_for
-from test_ingress_server import BODY, SECRET, _bodies, _cli, _env, _healthy, _post, _stop
+from test_ingress_server import BODY, SECRET, _bodies, _healthy, _post, _spawn_web, _stop
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from agora_callbacks.embedded_server import ServerProcess, free_port
@@ -47,12 +46,7 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis,
         tmp_path: Path) -> Iterator[int]:
     port = free_port()
     log_path = tmp_path / "web.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--threads", "2"],
-            env=_env(redis_server.url), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = _spawn_web(redis_server.url, log_path, port)
     try:
         wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
                  message="agora-callbacks web to answer /healthz")
