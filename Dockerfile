@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# agora_callbacks/ingress, /workers and /schemas are links to these folders.
 COPY agora_callbacks ./agora_callbacks
 COPY ingress ./ingress
 COPY workers ./workers

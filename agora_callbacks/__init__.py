@@ -1,9 +1,46 @@
-"""Shared core of the Agora Cloud Recording callback pipeline.
+"""Receive Agora Cloud Recording callbacks (NCS) and act on them reliably.
 
-The pipeline itself lives in three top-level packages, in the order a callback
-travels: ``ingress`` (verify and store), ``schemas`` (typed events) and
-``workers`` (dedupe, order, dispatch). This package holds what they share:
-settings, Redis key names, the inbox hand-off, dead letters, logging, the CLI.
+The pipeline lives in three subpackages, in the order a callback travels:
+``agora_callbacks.ingress`` (verify and store), ``agora_callbacks.schemas`` (typed
+events) and ``agora_callbacks.workers`` (dedupe, order, dispatch). The modules
+beside them hold what they share: settings, Redis key names, the inbox hand-off,
+dead letters, logging, the CLI.
+
+Public API::
+
+    from agora_callbacks import on_event, parse_event, InvalidEvent, Event, dedupe_key
+
+The names load on first use, so that ``import agora_callbacks`` (the CLI, the
+ingress) does not import Celery.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib import import_module, metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agora_callbacks.schemas import Event, InvalidEvent, parse_event
+    from agora_callbacks.workers import dedupe_key, on_event
+
+try:
+    __version__: str = metadata.version("agora-callbacks")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_PUBLIC = {
+    "on_event": "agora_callbacks.workers",
+    "dedupe_key": "agora_callbacks.workers",
+    "parse_event": "agora_callbacks.schemas",
+    "InvalidEvent": "agora_callbacks.schemas",
+    "Event": "agora_callbacks.schemas",
+}
+
+__all__ = ["Event", "InvalidEvent", "__version__", "dedupe_key", "on_event", "parse_event"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agora_callbacks' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -27,7 +27,7 @@ from agora_callbacks.settings import Settings
 
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes, configured like the workers' app."""
-    from workers.app import celery_config
+    from agora_callbacks.workers.app import celery_config
 
     app = Celery("agora_callbacks", set_as_current=False)
     app.conf.update(celery_config(settings))

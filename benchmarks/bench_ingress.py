@@ -47,12 +47,12 @@ sys.path.insert(0, str(ROOT))
 
 from agora_callbacks import keys  # noqa: E402
 from agora_callbacks.embedded_server import ServerProcess, free_port  # noqa: E402
+from agora_callbacks.ingress.signature import sign_headers  # noqa: E402
 from benchmarks.bench_ingress_load import constant_rate  # noqa: E402
-from ingress.signature import sign_headers  # noqa: E402
 
 SECRET = "bench-secret"
 PATH = "/agora/ncs"
-INGRESS_APP = "ingress.wsgi:app"
+INGRESS_APP = "agora_callbacks.ingress.wsgi:app"
 BARE_APP = "benchmarks.bench_ingress_bare:app"
 
 # A Cloud Recording "uploaded" callback (event 31) for a two-file individual recording.

@@ -90,9 +90,9 @@ def ingress_child(redis_url: str, n: int) -> dict[str, float]:
     import redis
 
     from agora_callbacks import keys, metrics
+    from agora_callbacks.ingress.app import BLUEPRINTS, create_app
+    from agora_callbacks.ingress.signature import sign_headers
     from agora_callbacks.settings import Settings
-    from ingress.app import BLUEPRINTS, create_app
-    from ingress.signature import sign_headers
 
     settings = Settings.from_env({"REDIS_URL": redis_url, "AGORA_NCS_SECRETS": SECRET,
                                   "LOG_LEVEL": "error", "LOG_FORMAT": "json"})
@@ -167,11 +167,11 @@ def run_state(client: Any, recordings: int) -> dict[str, Any]:
     import random
 
     from agora_callbacks import keys
+    from agora_callbacks.schemas import parse_event
     from agora_callbacks.simulate.lifecycles import KINDS, lifecycle, new_sid
-    from schemas import parse_event
-    from workers.builtin import store
-    from workers.builtin.fold import apply, fold
-    from workers.builtin.record import new_record
+    from agora_callbacks.workers.builtin import store
+    from agora_callbacks.workers.builtin.fold import apply, fold
+    from agora_callbacks.workers.builtin.record import new_record
 
     rng = random.Random(5)
     plans = []

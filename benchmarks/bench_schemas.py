@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import schemas.loader
-from schemas import parse_event
+import agora_callbacks.schemas.loader
+from agora_callbacks.schemas import parse_event
 
 # (eventType, weight in one recording, details factory)
 MIX: list[tuple[int, int, Callable[[random.Random], dict[str, Any]]]] = [
@@ -100,11 +100,11 @@ def best_rate(fn: Callable[[bytes], object], bodies: list[bytes], repeat: int) -
 
 
 def parse_marshmallow_only(body: bytes) -> object:
-    schemas.loader.FAST_PATH = False
+    agora_callbacks.schemas.loader.FAST_PATH = False
     try:
         return parse_event(body)
     finally:
-        schemas.loader.FAST_PATH = True
+        agora_callbacks.schemas.loader.FAST_PATH = True
 
 
 def main() -> None:

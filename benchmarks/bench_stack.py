@@ -99,7 +99,7 @@ def wait_http(url: str, timeout: float) -> None:
 
 def run_stack(plan: sender.Plan, events: int, concurrency: int,
               timeout: float) -> tuple[sender.Report, float]:
-    from workers.builtin import store
+    from agora_callbacks.workers.builtin import store
 
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         port, metrics_port = free_port(), free_port()

@@ -129,7 +129,7 @@ def main() -> int:
         from workers_procs import Worker
 
         from agora_callbacks import keys
-        from workers.ordering import Ordering, Record
+        from agora_callbacks.workers.ordering import Ordering, Record
 
         client = redis.Redis.from_url(server.url)
         worker = Worker(server.url, "bench", concurrency=args.concurrency,

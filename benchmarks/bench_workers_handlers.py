@@ -10,8 +10,8 @@ from typing import Any
 
 from process_redis import client
 
-from workers import on_event
-from workers.app import celery_app
+from agora_callbacks.workers import on_event
+from agora_callbacks.workers.app import celery_app
 
 
 def _note(key: str) -> None:

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from agora_callbacks import metrics
-from ingress import inbox_writer, routes
+from agora_callbacks.ingress import inbox_writer, routes
 
 WITHOUT = {part.strip() for part in os.environ.get("INGRESS_WITHOUT", "").split(",")
            if part.strip()}
@@ -39,6 +39,6 @@ if "metrics" in WITHOUT:
 if "store" in WITHOUT:
     inbox_writer.InboxWriter.store = lambda self, body, meta: "0-0"  # type: ignore[method-assign]
 
-from ingress.wsgi import app  # noqa: E402  (after the parts are taken out)
+from agora_callbacks.ingress.wsgi import app  # noqa: E402  (after the parts are taken out)
 
 __all__ = ["app"]

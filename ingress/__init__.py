@@ -2,6 +2,6 @@
 
 Verify the signature over the raw bytes, store the raw body in Redis in one round
 trip, and only then answer ``200 {}``; ``503`` with ``Retry-After`` when Redis cannot
-take it. Build the WSGI app with ``ingress.app.create_app``; the production server
-loads ``ingress.wsgi:app``.
+take it. Build the WSGI app with ``agora_callbacks.ingress.app.create_app``; the production server
+loads ``agora_callbacks.ingress.wsgi:app``.
 """

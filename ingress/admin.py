@@ -16,10 +16,10 @@ import hmac
 import redis
 from flask import Blueprint, Response, jsonify, request
 
+from agora_callbacks.ingress import responses
+from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
-from ingress import responses
-from ingress.state import get_state
-from workers.builtin import store
+from agora_callbacks.workers.builtin import store
 
 bp = Blueprint("admin", __name__)
 log = get_logger("ingress.admin")

@@ -17,16 +17,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from agora_callbacks import logs
+from agora_callbacks.ingress import request_id, responses
+from agora_callbacks.ingress.state import EXTENSION, build_state
 from agora_callbacks.settings import Settings
-from ingress import request_id, responses
-from ingress.state import EXTENSION, build_state
 
 #: Blueprints of the app, as "module:attribute", registered in this order.
 BLUEPRINTS: list[str] = [
-    "ingress.health:bp",
-    "ingress.routes:bp",
-    "ingress.admin:bp",
-    "ingress.metrics_endpoint:bp",
+    "agora_callbacks.ingress.health:bp",
+    "agora_callbacks.ingress.routes:bp",
+    "agora_callbacks.ingress.admin:bp",
+    "agora_callbacks.ingress.metrics_endpoint:bp",
 ]
 
 log = logs.get_logger("ingress.app")

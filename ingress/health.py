@@ -6,9 +6,9 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response
 
+from agora_callbacks.ingress import responses
+from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
-from ingress import responses
-from ingress.state import get_state
 
 bp = Blueprint("health", __name__)
 log = get_logger("ingress.health")

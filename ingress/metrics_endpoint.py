@@ -20,8 +20,8 @@ from flask.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
-from ingress import request_id
-from ingress.state import get_state
+from agora_callbacks.ingress import request_id
+from agora_callbacks.ingress.state import get_state
 
 PATH = "/metrics"
 _REGISTRY = "agora_callbacks.metrics_registry"

@@ -21,11 +21,11 @@ import redis
 from flask import Blueprint, Response, request
 
 from agora_callbacks import inbox, metrics
+from agora_callbacks.ingress import request_id, responses
+from agora_callbacks.ingress.body import BodyError, read_body
+from agora_callbacks.ingress.signature import V1, V2, Rejected, check_headers, verify
+from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
-from ingress import request_id, responses
-from ingress.body import BodyError, read_body
-from ingress.signature import V1, V2, Rejected, check_headers, verify
-from ingress.state import get_state
 
 PATH = "/agora/ncs"
 

@@ -10,9 +10,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from agora_callbacks.ingress.inbox_writer import InboxWriter
 from agora_callbacks.redis_conn import client_from_settings
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import InboxWriter
 
 EXTENSION = "agora_callbacks.ingress"
 

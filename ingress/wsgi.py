@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from ingress.app import create_app
+from agora_callbacks.ingress.app import create_app
 
 app = create_app()

@@ -6,12 +6,12 @@ into an immutable ``Event`` with typed ``details`` (one type per documented
 else. Codes carry their documented meaning in ``schemas.enums``.
 """
 
-from schemas import details, enums
-from schemas.details import *  # noqa: F403
-from schemas.enums import *  # noqa: F403
-from schemas.errors import InvalidEvent
-from schemas.events import Event
-from schemas.parse import MAX_DEPTH, parse_event
+from agora_callbacks.schemas import details, enums
+from agora_callbacks.schemas.details import *  # noqa: F403
+from agora_callbacks.schemas.enums import *  # noqa: F403
+from agora_callbacks.schemas.errors import InvalidEvent
+from agora_callbacks.schemas.events import Event
+from agora_callbacks.schemas.parse import MAX_DEPTH, parse_event
 
 __all__ = [
     "MAX_DEPTH",

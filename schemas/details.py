@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import enums as e
-from schemas.fields import Bool, Int, Obj, ObjList, Str, StrOrInt, Uid
-from schemas.loader import Model, spec
+from agora_callbacks.schemas import enums as e
+from agora_callbacks.schemas.fields import Bool, Int, Obj, ObjList, Str, StrOrInt, Uid
+from agora_callbacks.schemas.loader import Model, spec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

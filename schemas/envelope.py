@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.enums import ProductId, ServiceType
-from schemas.fields import Int, Obj, Str, Uid
-from schemas.loader import Model, spec
+from agora_callbacks.schemas.enums import ProductId, ServiceType
+from agora_callbacks.schemas.fields import Int, Obj, Str, Uid
+from agora_callbacks.schemas.loader import Model, spec
 
 MAX_SEQUENCE = 2**53 - 1
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.details import Details
-from schemas.enums import ServiceType
-from schemas.loader import EMPTY
+from agora_callbacks.schemas.details import Details
+from agora_callbacks.schemas.enums import ServiceType
+from agora_callbacks.schemas.loader import EMPTY
 
 CLOUD_RECORDING_PRODUCT_ID = 3
 
@@ -54,7 +54,7 @@ class Event:
         """Pickle and deepcopy as the raw body, parsed again on the other side (the
         read-only mappings inside cannot be pickled, and the event is a function
         of ``raw``)."""
-        from schemas.parse import parse_event
+        from agora_callbacks.schemas.parse import parse_event
 
         return parse_event, (dict(self.raw),)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from marshmallow import fields
 
-from schemas.enums import member_or_value
+from agora_callbacks.schemas.enums import member_or_value
 
 #: Returned by ``fast`` when marshmallow must decide.
 SLOW: Any = object()

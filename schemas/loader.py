@@ -32,8 +32,8 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError
 from marshmallow.fields import Field
 
-from schemas.errors import INVALID_EVENT, InvalidEvent
-from schemas.fields import SLOW, FastField, ObjList
+from agora_callbacks.schemas.errors import INVALID_EVENT, InvalidEvent
+from agora_callbacks.schemas.fields import SLOW, FastField, ObjList
 
 #: Switch for tests and the benchmark: False sends every object through marshmallow.
 FAST_PATH = True

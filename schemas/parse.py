@@ -22,11 +22,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from schemas.details import DETAILS_TYPES, Details
-from schemas.envelope import Envelope, Payload
-from schemas.errors import INVALID_EVENT, INVALID_JSON, INVALID_UTF8, TOO_DEEP, InvalidEvent
-from schemas.events import CLOUD_RECORDING_PRODUCT_ID, Event
-from schemas.loader import EMPTY, builder, compiled, load, load_values
+from agora_callbacks.schemas.details import DETAILS_TYPES, Details
+from agora_callbacks.schemas.envelope import Envelope, Payload
+from agora_callbacks.schemas.errors import (
+    INVALID_EVENT,
+    INVALID_JSON,
+    INVALID_UTF8,
+    TOO_DEEP,
+    InvalidEvent,
+)
+from agora_callbacks.schemas.events import CLOUD_RECORDING_PRODUCT_ID, Event
+from agora_callbacks.schemas.loader import EMPTY, builder, compiled, load, load_values
 
 MAX_DEPTH = 32
 UNEXPECTED = "unexpected"

@@ -18,7 +18,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from process_redis import client
 
-from workers import on_event
+from agora_callbacks.workers import on_event
 
 
 def _sleep(seconds: float) -> None:

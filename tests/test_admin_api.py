@@ -12,11 +12,11 @@ from flask.testing import FlaskClient
 
 from agora_callbacks import keys
 from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.ingress import admin
+from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
-from ingress import admin
-from ingress.app import create_app
-from workers.builtin import store
-from workers.builtin.record import new_record
+from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin.record import new_record
 
 TOKEN = "s3cret-admin-token"
 SID = "0123456789abcdef0123456789abcdef"

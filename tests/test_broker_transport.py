@@ -8,12 +8,12 @@ import redis
 from kombu import Connection
 
 from agora_callbacks.settings import Settings
-from workers.app import celery_config
-from workers.broker import Transport
+from agora_callbacks.workers.app import celery_config
+from agora_callbacks.workers.broker import Transport
 
 
 def test_redis_urls_use_it_and_tls_or_socket_urls_keep_kombus(settings: Settings) -> None:
-    assert celery_config(settings)["broker_transport"] == "workers.broker:Transport"
+    assert celery_config(settings)["broker_transport"] == "agora_callbacks.workers.broker:Transport"
     for url in ("rediss://example.invalid:6380/0", "unix:///tmp/redis.sock"):
         other = Settings.from_env({"REDIS_URL": url, "AGORA_NCS_SECRETS": "s"})
         assert "broker_transport" not in celery_config(other)

@@ -14,9 +14,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from agora_callbacks import keys
 from agora_callbacks.cli import main
+from agora_callbacks.ingress import signature
+from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
-from ingress import signature
-from ingress.app import create_app
 
 SECRET = "secret"
 

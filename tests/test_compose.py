@@ -83,7 +83,7 @@ def test_app_services_share_image_and_environment(config: dict[str, Any]) -> Non
     assert "ports" not in services["worker"]
     assert "container_name" not in services["worker"]
     assert services["web"]["command"][:2] == ["agora-callbacks", "web"]
-    assert "workers.app:celery_app" in " ".join(services["worker"]["command"])
+    assert "agora_callbacks.workers.app:celery_app" in " ".join(services["worker"]["command"])
     assert "flower" in services["flower"]["command"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from agora_callbacks import forks
-from ingress import request_id
+from agora_callbacks.ingress import request_id
 
 
 def _in_child(check: str) -> int:

@@ -22,9 +22,9 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.errors import ConfigError
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.ingress.signature import HEADER_V1, HEADER_V2, sign_headers
 from agora_callbacks.settings import Settings
-from ingress.app import create_app
-from ingress.signature import HEADER_V1, HEADER_V2, sign_headers
 
 URL = "/agora/ncs"
 

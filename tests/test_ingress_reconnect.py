@@ -15,11 +15,11 @@ from flask import Flask
 
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.ingress.inbox_writer import InboxWriter
+from agora_callbacks.ingress.signature import sign_headers
+from agora_callbacks.ingress.state import ingress_redis
 from agora_callbacks.settings import Settings
-from ingress.app import create_app
-from ingress.inbox_writer import InboxWriter
-from ingress.signature import sign_headers
-from ingress.state import ingress_redis
 
 URL = "/agora/ncs"
 BODY = b'{"noticeId":"n","eventType":40,"payload":{"sid":"s","sequence":1}}'

@@ -19,7 +19,7 @@ from conftest import wait_for
 
 from agora_callbacks import keys
 from agora_callbacks.embedded_server import ServerProcess, free_port
-from ingress.signature import sign_headers
+from agora_callbacks.ingress.signature import sign_headers
 
 SECRET = "server-secret"
 LIMIT = 4096

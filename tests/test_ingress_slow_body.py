@@ -31,9 +31,9 @@ from test_ingress_server import BODY, SECRET, _bodies, _healthy, _post, _spawn_w
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from agora_callbacks.embedded_server import ServerProcess, free_port
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.ingress.signature import HEADER_V1, HEADER_V2, sign_headers
 from agora_callbacks.settings import Settings
-from ingress.app import create_app
-from ingress.signature import HEADER_V1, HEADER_V2, sign_headers
 
 #: Generous room for a loaded machine: the only timed assertion.
 ANSWER_WITHIN_S = 10.0

@@ -14,9 +14,9 @@ import redis
 
 from agora_callbacks import inbox, keys
 from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.ingress.inbox_writer import FIELDS, InboxWriter, xadd_args
+from agora_callbacks.ingress.state import ingress_redis
 from agora_callbacks.settings import Settings
-from ingress.inbox_writer import FIELDS, InboxWriter, xadd_args
-from ingress.state import ingress_redis
 
 
 def _meta(i: int) -> inbox.ReceiveMeta:

@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agora_callbacks import deadletters, inbox, keys, metrics, metrics_dir
 from agora_callbacks.embedded_server import ServerProcess, free_port
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.ingress.signature import sign_headers
 from agora_callbacks.settings import Settings
-from ingress.app import create_app
-from ingress.signature import sign_headers
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -37,7 +37,7 @@ def exposed(client: redis.Redis) -> set[str]:
     # A worker's endpoint adds its intake's figures to the same registry.
     from prometheus_client import CollectorRegistry
 
-    from workers.metrics_server import IntakeCollector
+    from agora_callbacks.workers.metrics_server import IntakeCollector
 
     class Step:
         restarts = 0

@@ -18,7 +18,7 @@ from conftest import SECRET, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from agora_callbacks.embedded_server import ServerProcess, free_port
-from ingress.signature import sign_headers
+from agora_callbacks.ingress.signature import sign_headers
 
 pytestmark = pytest.mark.slow
 

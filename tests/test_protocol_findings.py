@@ -26,9 +26,9 @@ from workers_support import (
 from agora_callbacks import deadletters, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
-from workers import timers
-from workers.ordering import Ordering, Record, member_of, scripts
-from workers.ordering.clock import RedisClock
+from agora_callbacks.workers import timers
+from agora_callbacks.workers.ordering import Ordering, Record, member_of, scripts
+from agora_callbacks.workers.ordering.clock import RedisClock
 
 
 def redis_now(client: redis.Redis) -> int:

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from agora_callbacks.schemas import parse_event
 from agora_callbacks.simulate.lifecycles import lifecycle
-from schemas import parse_event
-from workers.builtin import store
-from workers.builtin.fold import fold
-from workers.builtin.meanings import PHASES
-from workers.builtin.record import MAX_ITEMS, new_record
+from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin.fold import fold
+from agora_callbacks.workers.builtin.meanings import PHASES
+from agora_callbacks.workers.builtin.record import MAX_ITEMS, new_record
 
 START = 1_700_000_000_000
 SID = "5f" * 16

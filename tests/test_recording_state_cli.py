@@ -9,10 +9,10 @@ import redis
 from click.testing import CliRunner
 
 from agora_callbacks.cli import main
+from agora_callbacks.schemas import parse_event
 from agora_callbacks.simulate.lifecycles import lifecycle
-from schemas import parse_event
-from workers.builtin import store
-from workers.builtin.fold import fold
+from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin.fold import fold
 
 SID = "c0ffee00" * 4
 

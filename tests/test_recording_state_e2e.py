@@ -19,12 +19,12 @@ from workers_procs import Worker
 
 from agora_callbacks import keys
 from agora_callbacks.embedded_server import free_port
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.ingress.signature import sign_headers
+from agora_callbacks.schemas import parse_event
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
-from ingress.app import create_app
-from ingress.signature import sign_headers
-from schemas import parse_event
-from workers.builtin.fold import fold
+from agora_callbacks.workers.builtin.fold import fold
 
 pytestmark = pytest.mark.slow
 

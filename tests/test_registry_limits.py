@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from agora_callbacks.settings import Settings
-from workers import REGISTRY, on_event
-from workers.app import celery_app, celery_config
-from workers.registry import check_time_options
+from agora_callbacks.workers import REGISTRY, on_event
+from agora_callbacks.workers.app import celery_app, celery_config
+from agora_callbacks.workers.registry import check_time_options
 
 VT = int(celery_app.conf.broker_transport_options["visibility_timeout"])
 #: An eventType no Cloud Recording event has: these handlers never see another test's events.

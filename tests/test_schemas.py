@@ -10,11 +10,18 @@ from typing import Any
 
 import pytest
 
-import schemas.loader
 from agora_callbacks.errors import AgoraCallbacksError
-from schemas import DETAILS_TYPES, MAX_DEPTH, Details, Event, InvalidEvent, parse_event
-from schemas import enums as e
-from schemas.loader import builder
+from agora_callbacks.schemas import (
+    DETAILS_TYPES,
+    MAX_DEPTH,
+    Details,
+    Event,
+    InvalidEvent,
+    loader,
+    parse_event,
+)
+from agora_callbacks.schemas import enums as e
+from agora_callbacks.schemas.loader import builder
 
 
 def body(event_type: int, details: Any = None, *, envelope: dict[str, Any] | None = None,
@@ -171,7 +178,7 @@ def test_marshmallow_alone_gives_the_same_event(
         monkeypatch: pytest.MonkeyPatch) -> None:
     data = body(event_type, details)
     fast = parse(data)
-    monkeypatch.setattr(schemas.loader, "FAST_PATH", False)
+    monkeypatch.setattr(loader, "FAST_PATH", False)
     assert parse(data) == fast
 
 

@@ -11,11 +11,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import schemas.loader
-from schemas import DETAILS_TYPES, Event, InvalidEvent, parse_event
-from schemas.envelope import MAX_SEQUENCE, Envelope, Payload
-from schemas.fields import INT64_MAX, INT64_MIN, Bool, Int, ObjList, Str, StrOrInt, Uid
-from schemas.loader import FieldSpec, Model, compiled, load
+from agora_callbacks.schemas import DETAILS_TYPES, Event, InvalidEvent, loader, parse_event
+from agora_callbacks.schemas.envelope import MAX_SEQUENCE, Envelope, Payload
+from agora_callbacks.schemas.fields import (
+    INT64_MAX,
+    INT64_MIN,
+    Bool,
+    Int,
+    ObjList,
+    Str,
+    StrOrInt,
+    Uid,
+)
+from agora_callbacks.schemas.loader import FieldSpec, Model, compiled, load
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -88,7 +96,7 @@ def model_pairs(draw: st.DrawFn, model: type[Model]) -> Pair:
     extra = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in known),
                                  json_values, max_size=2))
     body.update(extra)
-    expected["extra"] = schemas.loader.freeze(extra)
+    expected["extra"] = loader.freeze(extra)
     return body, expected
 
 
@@ -131,13 +139,13 @@ def parse_both(raw: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """(fast-path outcome, marshmallow-only outcome): an Event or the InvalidEvent."""
     outcomes = []
     for fast in (True, False):
-        monkeypatch.setattr(schemas.loader, "FAST_PATH", fast)
+        monkeypatch.setattr(loader, "FAST_PATH", fast)
         try:
             outcomes.append(parse_event(raw))
         except InvalidEvent as exc:
             assert exc.reason != "unexpected", exc.__cause__
             outcomes.append((exc.reason, exc.messages))
-    monkeypatch.setattr(schemas.loader, "FAST_PATH", True)
+    monkeypatch.setattr(loader, "FAST_PATH", True)
     # repr tells apart what == does not (True and 1, a member and its value)
     assert repr(outcomes[0]) == repr(outcomes[1])
     return outcomes[0], outcomes[1]
@@ -252,7 +260,7 @@ def test_fast_path_and_marshmallow_agree_field_by_field(
     for fast in (True, False):
         problems: dict[str, list[str]] = {}
         with pytest.MonkeyPatch.context() as monkeypatch:
-            monkeypatch.setattr(schemas.loader, "FAST_PATH", fast)
+            monkeypatch.setattr(loader, "FAST_PATH", fast)
             try:
                 outcomes.append((load(compiled(model), data, "", problems), problems))
             except InvalidEvent as exc:

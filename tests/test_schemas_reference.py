@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-import schemas.loader
-from schemas import InvalidEvent, parse_event
-from schemas import enums as e
+from agora_callbacks.schemas import InvalidEvent, loader, parse_event
+from agora_callbacks.schemas import enums as e
 
 #: (eventType, example text), in page order. The second is not valid JSON.
 EXAMPLES: list[tuple[int, str]] = [
@@ -221,7 +220,7 @@ def test_the_reference_page_has_these_examples() -> None:
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "marshmallow"])
 def test_valid_example_parses_to_its_values(index: int, fast_path: bool,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(schemas.loader, "FAST_PATH", fast_path)
+    monkeypatch.setattr(loader, "FAST_PATH", fast_path)
     event_type, text = EXAMPLES[index]
     event = parse_event(wrap(event_type, text).encode())
     assert event.event_type == event_type

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingress import signature
-from ingress.signature import (
+from agora_callbacks.ingress import signature
+from agora_callbacks.ingress.signature import (
     HEADER_V1,
     HEADER_V2,
     Rejected,

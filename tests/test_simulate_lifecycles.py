@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agora_callbacks.schemas import DETAILS_TYPES, parse_event
 from agora_callbacks.simulate.lifecycles import (
     EVENT_TYPES,
     KINDS,
@@ -16,7 +17,6 @@ from agora_callbacks.simulate.lifecycles import (
     mixed_kinds,
     new_sid,
 )
-from schemas import DETAILS_TYPES, parse_event
 
 START = 1_700_000_000_000
 OPTIONS = [

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from agora_callbacks.ingress import signature
 from agora_callbacks.simulate import sender
 from agora_callbacks.simulate.lifecycles import lifecycle, new_sid
-from ingress import signature
 
 SECRET = "secret"
 START = 1_700_000_000_000

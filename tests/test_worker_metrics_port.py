@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from agora_callbacks.embedded_server import free_port
-from workers.metrics_server import serve_on_first_free_port
+from agora_callbacks.workers.metrics_server import serve_on_first_free_port
 
 
 def _registry() -> CollectorRegistry:

@@ -11,7 +11,7 @@ import pytest
 import redis
 from conftest import wait_for
 
-from workers.consumers import remove_idle_consumers
+from agora_callbacks.workers.consumers import remove_idle_consumers
 
 STREAM, GROUP = "t:stream", "g"
 

@@ -122,7 +122,7 @@ def test_health_checks_see_the_intake_down_until_it_is_back(
 
 def test_an_intake_that_keeps_dying_takes_its_worker_down(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
-    from workers import bootstep
+    from agora_callbacks.workers import bootstep
 
     max_restarts = getattr(bootstep, "MAX_RESTARTS", 5)
     worker = start_worker("a")

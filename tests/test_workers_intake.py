@@ -34,15 +34,15 @@ from workers_support import (
 
 from agora_callbacks import deadletters, keys
 from agora_callbacks.settings import Settings
-from workers import REGISTRY, on_event, runtime
-from workers.app import celery_config
-from workers.dispatch import Dispatcher
-from workers.intake import Intake
-from workers.ordering import Failure, Record, Turn
-from workers.ordering.clock import RedisClock
-from workers.publish import celery_publisher
-from workers.runtime import Runtime
-from workers.timers import sweep
+from agora_callbacks.workers import REGISTRY, on_event, runtime
+from agora_callbacks.workers.app import celery_config
+from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.intake import Intake
+from agora_callbacks.workers.ordering import Failure, Record, Turn
+from agora_callbacks.workers.ordering.clock import RedisClock
+from agora_callbacks.workers.publish import celery_publisher
+from agora_callbacks.workers.runtime import Runtime
+from agora_callbacks.workers.timers import sweep
 
 HOLD_MS = 300
 LEASE_MS = 1_000
@@ -363,7 +363,7 @@ def test_a_pool_process_that_died_after_ending_a_turn_is_replaced_by_the_sweep(
 
 def test_the_after_handler_thread_publishes_the_next_event(
         w: World, redis_client: redis.Redis) -> None:
-    from workers.task import _AfterHandler
+    from agora_callbacks.workers.task import _AfterHandler
 
     for seq in range(3):
         store(redis_client, body("s12", seq))

@@ -11,7 +11,7 @@ import redis
 from workers_support import VirtualClock, assert_timer, pending_entry, timer_of
 
 from agora_callbacks import deadletters, keys
-from workers.ordering import (
+from agora_callbacks.workers.ordering import (
     Admitted,
     Failure,
     Finished,

@@ -21,7 +21,7 @@ from typing import Any
 from celery.exceptions import Ignore, Reject
 from process_redis import client
 
-from workers import on_event
+from agora_callbacks.workers import on_event
 
 
 class Flaky(Exception):

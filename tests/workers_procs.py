@@ -16,6 +16,7 @@ import redis
 from agora_callbacks import keys
 
 TESTS_DIR = Path(__file__).resolve().parent
+CELERY_APP = "agora_callbacks.workers.app:celery_app"
 
 FAST_ENV = {
     "REORDER_HOLD_MS": "1000",
@@ -46,7 +47,7 @@ class Worker:
         self.log_path = (log_dir or Path("/tmp")) / f"worker-{name}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app:celery_app", "worker",
+            [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
              "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=WARNING",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queues],
             env=environ, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

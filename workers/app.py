@@ -1,4 +1,4 @@
-"""The Celery app of the workers: ``celery -A workers.app:celery_app worker``.
+"""The Celery app of the workers: ``celery -A agora_callbacks.workers.app:celery_app worker``.
 
 Built once from ``Settings``. Handler modules are imported when a worker starts
 (``CALLBACK_HANDLERS`` and the ``agora_callbacks.handlers`` entry-point group),
@@ -16,10 +16,10 @@ from celery import Celery, signals
 from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
-from workers import runtime
-from workers.bootstep import IntakeStep
-from workers.metrics_server import MetricsServerStep
-from workers.publish import celery_publisher
+from agora_callbacks.workers import runtime
+from agora_callbacks.workers.bootstep import IntakeStep
+from agora_callbacks.workers.metrics_server import MetricsServerStep
+from agora_callbacks.workers.publish import celery_publisher
 
 ENTRY_POINT_GROUP = "agora_callbacks.handlers"
 
@@ -32,7 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's Redis transport with one publishing client per thread instead of
         # a new one per message (workers/broker.py: about 1 ms of CPU less per
         # handler task published); rediss:// and unix:// keep kombu's own.
-        **({"broker_transport": "workers.broker:Transport"}
+        **({"broker_transport": "agora_callbacks.workers.broker:Transport"}
            if settings.redis_url.startswith("redis://") else {}),
         # Handler results are not kept: a handler's effects are its own business,
         # and a result backend would cost a write per task.
@@ -97,7 +97,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 #: Handlers that ship with the service, loaded in every worker.
-BUILTIN_HANDLERS = ("workers.builtin.recording_state",)
+BUILTIN_HANDLERS = ("agora_callbacks.workers.builtin.recording_state",)
 
 
 def handler_modules(settings: Settings) -> list[str]:

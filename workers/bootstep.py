@@ -48,7 +48,7 @@ from celery.exceptions import WorkerShutdown
 from celery.platforms import EX_FAILURE
 
 from agora_callbacks.logs import get_logger
-from workers.intake import consumer_name
+from agora_callbacks.workers.intake import consumer_name
 
 log = get_logger("workers.bootstep")
 
@@ -91,9 +91,9 @@ def _wait_for_redis(client: redis.Redis, stop: Any) -> bool:
 def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> None:
     """Entry point of the intake process. ``ready`` is set once Redis answered and
     the intake is about to read."""
-    from workers import app as worker_app
-    from workers import runtime
-    from workers.intake import Intake
+    from agora_callbacks.workers import app as worker_app
+    from agora_callbacks.workers import runtime
+    from agora_callbacks.workers.intake import Intake
 
     # Stopped by its worker only (``stop``, or the worker's death): a SIGTERM or
     # Ctrl-C sent to the whole process group must not kill it mid-batch, nor look

@@ -13,7 +13,7 @@ connection was lost into a ``redis.ConnectionError`` (kombu would fail with an
 ``AttributeError`` that stops the worker), so that a worker rides out a Redis
 outage. Only the public ``conn_or_acquire``, ``Client``, ``pool`` and
 ``connection`` of kombu's channel and the transport's ``client`` are used.
-``workers.app`` selects this transport for ``redis://`` broker URLs;
+``agora_callbacks.workers.app`` selects this transport for ``redis://`` broker URLs;
 ``rediss://`` and ``unix://`` URLs keep kombu's own.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from schemas.events import Event
+    from agora_callbacks.schemas.events import Event
 
 
 def is_ordered(event: Event) -> bool:

@@ -26,13 +26,13 @@ import redis
 
 from agora_callbacks import deadletters, metrics
 from agora_callbacks.logs import get_logger
-from workers.ordering import (
+from agora_callbacks.workers.ordering import (
     Failure,
     Record,
     Turn,
     sequence_of,
 )
-from workers.runtime import Runtime
+from agora_callbacks.workers.runtime import Runtime
 
 log = get_logger("workers.dispatch")
 

@@ -37,14 +37,14 @@ import structlog
 from agora_callbacks import deadletters, keys, metrics
 from agora_callbacks.inbox import InboxEntry
 from agora_callbacks.logs import get_logger
-from workers import timers
-from workers.consumers import remove_idle_consumers
-from workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from workers.dispatch import Dispatcher
-from workers.ordering import Record, parse_admit, q_settle_entry, scripts
-from workers.ordering.scripts import Call
-from workers.registry import REGISTRY
-from workers.runtime import Runtime
+from agora_callbacks.workers import timers
+from agora_callbacks.workers.consumers import remove_idle_consumers
+from agora_callbacks.workers.dedupe import dedupe_field, dedupe_key, is_ordered
+from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.ordering import Record, parse_admit, q_settle_entry, scripts
+from agora_callbacks.workers.ordering.scripts import Call
+from agora_callbacks.workers.registry import REGISTRY
+from agora_callbacks.workers.runtime import Runtime
 
 log = get_logger("workers.intake")
 
@@ -132,7 +132,7 @@ class Intake:
             p, entry.entry_id, {counter: 1}, letter, self.settings.deadletter_maxlen))
 
     def _classify(self, entry: InboxEntry, now_ms: int) -> _Item:
-        from schemas import InvalidEvent, parse_event
+        from agora_callbacks.schemas import InvalidEvent, parse_event
 
         item = _Item(entry)
         settings = self.settings

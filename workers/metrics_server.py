@@ -32,8 +32,8 @@ from prometheus_client.registry import Collector
 
 from agora_callbacks import metrics, metrics_dir
 from agora_callbacks.logs import get_logger
-from workers import runtime
-from workers.bootstep import IntakeStep
+from agora_callbacks.workers import runtime
+from agora_callbacks.workers.bootstep import IntakeStep
 
 log = get_logger("workers.metrics_server")
 

@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery
 
 from agora_callbacks.logs import get_logger
-from workers.registry import REGISTRY
-from workers.runtime import Publish
+from agora_callbacks.workers.registry import REGISTRY
+from agora_callbacks.workers.runtime import Publish
 
 log = get_logger("workers.publish")
 

@@ -1,6 +1,6 @@
 """Handler registration: ``@on_event`` turns a function into a Celery task.
 
-    from workers import on_event
+    from agora_callbacks.workers import on_event
 
     @on_event("uploaded")           # by msgName
     @on_event(31, queue="files")    # by eventType; Celery options pass through
@@ -168,8 +168,8 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         handler: Handler | None = getattr(fn, "__agora_handler__", None)
         if handler is None:
-            from workers.app import celery_app
-            from workers.task import make_task
+            from agora_callbacks.workers.app import celery_app
+            from agora_callbacks.workers.task import make_task
 
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name:

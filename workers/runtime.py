@@ -16,8 +16,8 @@ import redis
 
 from agora_callbacks.redis_conn import client_from_settings
 from agora_callbacks.settings import Settings
-from workers.ordering import Ordering
-from workers.ordering.clock import RedisClock
+from agora_callbacks.workers.ordering import Ordering
+from agora_callbacks.workers.ordering.clock import RedisClock
 
 #: Publishes one handler task per name with the given task arguments.
 Publish = Callable[[Sequence[str], list[Any]], None]

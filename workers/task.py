@@ -46,10 +46,10 @@ from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 
 from agora_callbacks import keys, metrics
 from agora_callbacks.logs import get_logger
-from workers import runtime
-from workers.dispatch import Dispatcher, failure_of
-from workers.ordering import Failure, Turn, sequence_of
-from workers.registry import Handler
+from agora_callbacks.workers import runtime
+from agora_callbacks.workers.dispatch import Dispatcher, failure_of
+from agora_callbacks.workers.ordering import Failure, Turn, sequence_of
+from agora_callbacks.workers.registry import Handler
 
 log = get_logger("workers.task")
 
@@ -118,7 +118,7 @@ class HandlerTask(Task):
 
     def run_handler(self, sid: str, member: str, key: str, late: bool,
                     gap: list[int] | None, meta: dict[str, Any], body: str) -> Any:
-        from schemas import parse_event
+        from agora_callbacks.schemas import parse_event
 
         dispatcher = Dispatcher(runtime.get())
         seq = sequence_of(member) if member else None
@@ -205,8 +205,8 @@ class HandlerTask(Task):
 
 
 def make_task(handler: Handler, options: dict[str, Any]) -> Any:
-    """The Celery task of ``handler`` (on the app of ``workers.app``)."""
-    from workers.app import celery_app
+    """The Celery task of ``handler`` (on the app of ``agora_callbacks.workers.app``)."""
+    from agora_callbacks.workers.app import celery_app
 
     def run(self: HandlerTask, sid: str, member: str, key: str, late: bool,
             gap: list[int] | None, meta: dict[str, Any], body: str) -> Any:

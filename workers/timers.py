@@ -17,8 +17,8 @@ from typing import Any
 
 from agora_callbacks import keys
 from agora_callbacks.logs import get_logger
-from workers.dispatch import Dispatcher
-from workers.ordering import parse_turn, scripts
+from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.ordering import parse_turn, scripts
 
 log = get_logger("workers.timers")
 

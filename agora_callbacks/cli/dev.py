@@ -22,7 +22,7 @@ from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, safe_url
 from agora_callbacks.devstack import Child, ChildExited, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
 
-CELERY_APP = "workers.app:celery_app"
+CELERY_APP = "agora_callbacks.workers.app:celery_app"
 
 
 def _bin(name: str) -> str:

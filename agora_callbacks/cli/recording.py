@@ -1,6 +1,6 @@
 """``agora-callbacks recording SID``: where a recording stands, with the codes' meanings.
 
-Reads the record the built-in handler folds (``workers.builtin.recording_state``)
+Reads the record the built-in handler folds (``agora_callbacks.workers.builtin.recording_state``)
 from Redis; ``--json`` prints it as stored. Exits 1 when there is no record
 (never seen, or expired ``RECORDING_STATE_TTL_S`` after its last event).
 """
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from agora_callbacks.cli import context
-from workers.builtin import store
+from agora_callbacks.workers.builtin import store
 
 
 def when(ms: Any) -> str:

@@ -21,7 +21,7 @@ from agora_callbacks.errors import ConfigError
 from agora_callbacks.metrics_dir import ensure_multiproc_dir
 from agora_callbacks.settings import Settings
 
-APP = "ingress.wsgi:app"
+APP = "agora_callbacks.ingress.wsgi:app"
 
 
 def server_argv(settings: Settings, host: str, port: int | None = None,

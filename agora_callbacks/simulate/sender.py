@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from agora_callbacks.ingress.signature import sign_headers
 from agora_callbacks.simulate.lifecycles import encode
-from ingress.signature import sign_headers
 
 RESEND_DELAY_MS = (200, 3_000)
 

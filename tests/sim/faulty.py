@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from workers.ordering import scripts
+from agora_callbacks.workers.ordering import scripts
 
 Observer = Callable[[str, list[Any], Any], None]
 

@@ -77,7 +77,7 @@ from typing import Any
 import redis
 
 from agora_callbacks import keys
-from workers.ordering import member_of, sequence_of
+from agora_callbacks.workers.ordering import member_of, sequence_of
 
 from .traffic import MSG_NAMES, Sent
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers.ordering import scripts
+from agora_callbacks.workers.ordering import scripts
 
 #: name -> (script, text to replace, replacement, the violation kind expected);
 #: script "_lib" changes the prologue of every per-recording script.

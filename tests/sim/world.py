@@ -44,12 +44,12 @@ import structlog
 
 from agora_callbacks import inbox, keys, logs
 from agora_callbacks.settings import Settings
-from workers import timers
-from workers.dispatch import Dispatcher
-from workers.intake import CLAIM_INTERVAL_S, SWEEP_INTERVAL_S, Intake
-from workers.ordering import Failure
-from workers.registry import REGISTRY, Handler
-from workers.runtime import Runtime
+from agora_callbacks.workers import timers
+from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.intake import CLAIM_INTERVAL_S, SWEEP_INTERVAL_S, Intake
+from agora_callbacks.workers.ordering import Failure
+from agora_callbacks.workers.registry import REGISTRY, Handler
+from agora_callbacks.workers.runtime import Runtime
 
 from .broker import Broker, Message
 from .faulty import faulty_client, raise_fault

@@ -1,7 +1,7 @@
 """What each Cloud Recording event type changes in the record: ``RULES[eventType]``.
 
 Each rule reads the typed ``details`` (snake_case fields from ``schemas``) and
-changes the record only through ``workers.builtin.record``'s helpers. Event types
+changes the record only through ``agora_callbacks.workers.builtin.record``'s helpers. Event types
 without a rule (future ones, 60/61 VoD) still count in ``event_types`` and the
 sequence tracking.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from schemas import enums
-from workers.builtin import meanings
-from workers.builtin.meanings import coded, plain
-from workers.builtin.record import (
+from agora_callbacks.schemas import enums
+from agora_callbacks.workers.builtin import meanings
+from agora_callbacks.workers.builtin.meanings import coded, plain
+from agora_callbacks.workers.builtin.record import (
     Context,
     add_file_list,
     append_bounded,

@@ -2,11 +2,11 @@
 
 ``fold(state, event, late=, gap=)`` is pure: from the previous record (None before
 the first event) and one event it returns a new record, a plain JSON-ready dict
-(``"version": 1``, every field listed in ``workers.builtin.record.new_record``),
+(``"version": 1``, every field listed in ``agora_callbacks.workers.builtin.record.new_record``),
 and always the same record for the same inputs. The handler that applies it and
-stores the result is ``workers.builtin.recording_state``.
+stores the result is ``agora_callbacks.workers.builtin.recording_state``.
 
-Rules (the per-event ones are in ``workers.builtin.events``):
+Rules (the per-event ones are in ``agora_callbacks.workers.builtin.events``):
 
 - "current" fields (phase, recorder uid, stream and CDN states, last service
   status) move only with an event newer than every one folded so far; a late
@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from schemas import enums
-from workers.builtin.events import RULES
-from workers.builtin.meanings import plain
-from workers.builtin.record import (
+from agora_callbacks.schemas import enums
+from agora_callbacks.workers.builtin.events import RULES
+from agora_callbacks.workers.builtin.meanings import plain
+from agora_callbacks.workers.builtin.record import (
     Context,
     as_int,
     as_str,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from schemas import enums
+from agora_callbacks.schemas import enums
 
 
 def plain(value: Any) -> Any:

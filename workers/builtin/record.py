@@ -1,7 +1,7 @@
 """The recording record (``"version": 1``) and the small rules that change it.
 
 A record is a plain JSON-ready dict; ``new_record`` lists every field. The
-per-event rules in ``workers.builtin.events`` change it only through the helpers
+per-event rules in ``agora_callbacks.workers.builtin.events`` change it only through the helpers
 here, which hold the invariants: the phase moves only with a current event and
 never leaves a terminal phase; lists stay bounded; files merge by name;
 sequences are kept as compact ranges.
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import enums
-from workers.builtin.meanings import PHASES, TERMINAL_PHASES, coded, plain
+from agora_callbacks.schemas import enums
+from agora_callbacks.workers.builtin.meanings import PHASES, TERMINAL_PHASES, coded, plain
 
 VERSION = 1
 #: Longest kept length of a list that grows with the recording (errors, reloads...).

@@ -1,10 +1,10 @@
 """The built-in handler: every event folded into its recording's stored record.
 
 ``recording_state`` is registered for every event (``@on_event("*")``) and loaded
-in every worker (``workers.app.BUILTIN_HANDLERS``). It loads the record of the
-event's ``sid``, folds the event in (``workers.builtin.fold.fold``, pure) and
+in every worker (``agora_callbacks.workers.app.BUILTIN_HANDLERS``). It loads the record of the
+event's ``sid``, folds the event in (``agora_callbacks.workers.builtin.fold.fold``, pure) and
 stores the result under ``keys.recording_state(sid)`` for
-``RECORDING_STATE_TTL_S`` (``workers.builtin.store``). The workers run one
+``RECORDING_STATE_TTL_S`` (``agora_callbacks.workers.builtin.store``). The workers run one
 recording's handlers one at a time in ``sequence`` order, so load -> fold -> save
 needs no lock; a re-run on an event already applied changes nothing.
 
@@ -18,10 +18,10 @@ from typing import Any
 import redis
 
 from agora_callbacks.logs import get_logger
-from workers import on_event, runtime
-from workers.builtin import store
-from workers.builtin.fold import apply, fold
-from workers.builtin.record import as_str, field, new_record
+from agora_callbacks.workers import on_event, runtime
+from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin.fold import apply, fold
+from agora_callbacks.workers.builtin.record import as_str, field, new_record
 
 __all__ = ["HANDLER_NAME", "fold", "recording_state"]
 
@@ -29,7 +29,7 @@ __all__ = ["HANDLER_NAME", "fold", "recording_state"]
 HANDLER_NAME = "agora_callbacks.recording_state"
 
 
-log = get_logger("workers.builtin.recording_state")
+log = get_logger("agora_callbacks.workers.builtin.recording_state")
 
 
 def _retry_backoff_max_s() -> int:

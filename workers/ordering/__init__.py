@@ -19,9 +19,9 @@ import redis
 from redis.exceptions import NoScriptError
 
 from agora_callbacks import keys
-from workers.ordering import scripts
-from workers.ordering.clock import RedisClock
-from workers.ordering.scripts import Pipe
+from agora_callbacks.workers.ordering import scripts
+from agora_callbacks.workers.ordering.clock import RedisClock
+from agora_callbacks.workers.ordering.scripts import Pipe
 
 
 def recording_keys(sid: str) -> list[str]:
