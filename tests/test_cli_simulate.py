@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +74,9 @@ def test_readable_summary_lists_the_sids(ingress_url: str) -> None:
     assert code == 0, out
     assert "accepted (200)" in out and "latency p50 / p99" in out
     assert "agora-callbacks recording SID" in out
-    assert out.strip().splitlines()[-1].split()[1] == "web"
+    lines = out.strip().splitlines()
+    assert lines[-2].split()[1] == "web"
+    assert lines[-1].startswith("OK: all ") and lines[-1].endswith(" requests accepted (200)")
 
 
 def test_wrong_secret_is_rejected_and_exits_non_zero(ingress_url: str,
@@ -83,6 +86,7 @@ def test_wrong_secret_is_rejected_and_exits_non_zero(ingress_url: str,
     assert code == 1
     figures = summary(out)
     assert figures["accepted"] == 0 and figures["rejected"] == {"401": figures["sent"]}
+    assert figures["ok"] is False and "check the secret (signed with --secret" in figures["verdict"]
     assert redis_client.xlen(keys.INBOX) == 0
 
 
@@ -95,8 +99,9 @@ def test_loss_is_not_sent(ingress_url: str, redis_client: redis.Redis) -> None:
     assert redis_client.xlen(keys.INBOX) == figures["events"] - figures["dropped_by_loss"]
 
 
-def test_secret_defaults_to_the_first_configured(ingress_url: str,
+def test_secret_defaults_to_the_first_configured(ingress_url: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGORA_DEV_DIR", str(tmp_path / "no-dev-stack"))
     monkeypatch.setenv("AGORA_NCS_SECRETS", f" {SECRET} ,other")
     code, out = run("--url", ingress_url, "--kind", "web", "--rate", "0", "--json")
     assert code == 0, out
