@@ -46,7 +46,7 @@ class BadArgument(CommandFailed):
 
 def status(text: str, level: str) -> str:
     """``text`` in the colour of ``level`` (``OK``, ``WARNING``, ``ERROR``)."""
-    return click.style(text, fg=_COLOUR[level], bold=level == ERROR)
+    return click.style(text, fg=_COLOUR[level], bold=True if level == ERROR else None)
 
 
 def note(text: str) -> str:
