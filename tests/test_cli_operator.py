@@ -14,7 +14,7 @@ import pytest
 import redis
 from cli_support import ANSI, BIN_DIR, environ, run
 
-from agora_callbacks import deadletters
+from agora_callbacks import deadletters, keys
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.schemas import parse_event
 from agora_callbacks.settings import Settings
@@ -240,3 +240,12 @@ def test_recording_lists_event_types_as_numbers_and_colours_its_status(
     assert as_json.code == 0 and ANSI.search(as_json.out) is None
     assert json.loads(as_json.out) == record
     assert [int(k) for k in json.loads(as_json.out)["event_types"]] == numbers
+
+
+def test_a_redis_error_in_the_middle_of_a_command_is_one_line(
+        redis_client: redis.Redis) -> None:
+    # Redis answers, then refuses the command: a key of another type than expected.
+    redis_client.rpush(keys.recording_state(SID), "not a record")
+    ran = run(["recording", SID])
+    assert ran.code == 1 and ran.out == ""
+    assert one_error_line(ran.err).startswith("Error: Redis: WRONGTYPE")

@@ -24,6 +24,20 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; a Redis failure in the middle of it (the server went
+        away, a command refused) is one ``Error:`` line and exit 1, not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            import redis
+
+            from agora_callbacks.cli.output import CommandFailed
+
+            if isinstance(exc, redis.RedisError):
+                raise CommandFailed(f"Redis: {str(exc).rstrip('.')}") from None
+            raise
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -17,7 +17,6 @@ import sys
 
 import click
 
-from agora_callbacks.cli.output import CommandFailed
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.metrics_dir import ensure_multiproc_dir
 from agora_callbacks.settings import Settings
@@ -57,7 +56,7 @@ def web(host: str, port: int | None, workers: int | None, threads: int | None) -
         settings = Settings.from_env()
         settings.require_secrets()
     except ConfigError as exc:
-        raise CommandFailed(str(exc)) from None
+        raise click.ClickException(str(exc)) from None
     ensure_multiproc_dir("web")
     argv = server_argv(settings, host, port, workers, threads)
     sys.stdout.flush()
