@@ -249,3 +249,19 @@ def test_a_redis_error_in_the_middle_of_a_command_is_one_line(
     ran = run(["recording", SID])
     assert ran.code == 1 and ran.out == ""
     assert one_error_line(ran.err).startswith("Error: Redis: WRONGTYPE")
+
+
+@pytest.mark.parametrize(("variable", "raw", "message"), [
+    ("MAX_BODY_BYTES", "abc", "MAX_BODY_BYTES: expected an integer, got 'abc'"),
+    ("TRUSTED_PROXY_HOPS", "1.5", "TRUSTED_PROXY_HOPS: expected an integer, got '1.5'"),
+    ("PORT", "", "PORT: expected an integer, got ''"),
+    ("REDIS_TIMEOUT_S", "fast", "REDIS_TIMEOUT_S: expected a number, got 'fast'"),
+    ("WEB_THREADS", "0", "WEB_THREADS: must be a positive integer, got '0'"),
+])
+def test_every_numeric_setting_names_itself_and_what_it_expected(
+        variable: str, raw: str, message: str) -> None:
+    from agora_callbacks.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: raw})
+    assert str(caught.value) == message
