@@ -50,7 +50,9 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit status: 0 done; 1 failed, or not found (one 'Error:' line on "
+                    "stderr); 2 a wrong command line.")
 @click.version_option(package_name="agora-callbacks")
 def main() -> None:
     """Receive Agora Cloud Recording callbacks (NCS) and act on them reliably."""
