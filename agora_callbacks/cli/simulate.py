@@ -194,7 +194,10 @@ def _print_summary(f: dict[str, object]) -> None:
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        click.echo(f"{name:<{width}}  {value}")
+        text = str(value)
+        if name in ("rejected (status x count)", "transport errors") and text != "none":
+            text = status(text, ERROR)
+        click.echo(f"{name:<{width}}  {text}")
     click.echo("recordings sent (see each with `agora-callbacks recording SID`):")
     kinds = f["kinds"]
     sids = f["sids"]
