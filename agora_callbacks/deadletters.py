@@ -16,6 +16,7 @@ time, so nothing is lost and everything can be replayed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,16 @@ from agora_callbacks import inbox, keys, metrics
 
 BODY = "body"
 HANDLER = "handler"
+KINDS = (BODY, HANDLER)
+#: What a dead letter id (a stream entry id) looks like, for messages.
+ID_EXAMPLE = "1700000000000-0"
+_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has the form of a dead letter id (``ID_EXAMPLE``)."""
+    match = _ID.match(value)
+    return match is not None and all(int(part) < 2**64 for part in match.groups())
 
 
 @dataclass(frozen=True)

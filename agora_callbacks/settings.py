@@ -36,22 +36,32 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"expected true/false, got {raw!r}")
 
 
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw.strip())
+    value = _int(raw)
     if value <= 0:
         raise ValueError(f"must be a positive integer, got {raw!r}")
     return value
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw.strip())
+    value = _int(raw)
     if value < 0:
         raise ValueError(f"must be zero or a positive integer, got {raw!r}")
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw.strip())
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
     if not value > 0:
         raise ValueError(f"must be a positive number, got {raw!r}")
     return value

@@ -56,7 +56,20 @@ def test_list_empty(redis_client: redis.Redis) -> None:
     assert code == 0 and out.strip() == "no dead letters"
 
 
-def test_list_shows_kind_reason_sid_sequence_handler(
+def columns(lines: list[str]) -> list[dict[str, str]]:
+    """A table's rows as {header: cell}, cut at the header's column starts (the
+    columns are aligned, so every cell starts where its header does)."""
+    header = lines[0]
+    names = header.replace("TIME (UTC)", "TIME_(UTC)").split()
+    starts = [header.index(n.replace("_", " ")) for n in names]
+    rows = []
+    for line in lines[1:]:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip([n.replace("_", " ") for n in names], cells, strict=True)))
+    return rows
+
+
+def test_list_shows_kind_reason_sid_sequence_handler_error(
         redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
     a = add_body_letter(redis_client, settings, bodies[3])
     b = add_body_letter(redis_client, settings, b"\xff not json", reason="not_json")
@@ -65,18 +78,73 @@ def test_list_shows_kind_reason_sid_sequence_handler(
     assert code == 0, out
     lines = out.strip().splitlines()
     assert lines[0].split() == ["ID", "TIME", "(UTC)", "KIND", "REASON", "SID", "SEQ", "EVENT",
-                                "HANDLER"]
-    row_a, row_b, row_c = (next(line for line in lines if line.startswith(i)) for i in (a, b, c))
+                                "HANDLER", "ERROR"]
+    rows = {row["ID"]: row for row in columns(lines)}
     ev3, ev5 = (str(json.loads(bodies[i])["eventType"]) for i in (3, 5))
-    assert row_a.split()[3:8] == ["body", "invalid", "f" * 32, "3", ev3]
-    assert row_b.split()[3:] == ["body", "not_json", "-", "-", "-", "-"]
-    assert row_c.split()[3:] == ["handler", "retries_exhausted", "f" * 32, "5", ev5,
-                                 "myapp.handlers.on_upload"]
+    keys_ = ["KIND", "REASON", "SID", "SEQ", "EVENT", "HANDLER", "ERROR"]
+    assert [rows[a][k] for k in keys_] == ["body", "invalid", "f" * 32, "3", ev3, "-",
+                                           "payload.sequence: Not a valid integer."]
+    assert [rows[b][k] for k in keys_] == ["body", "not_json", "-", "-", "-", "-",
+                                           "payload.sequence: Not a valid integer."]
+    assert [rows[c][k] for k in keys_] == ["handler", "retries_exhausted", "f" * 32, "5", ev5,
+                                           "myapp.handlers.on_upload", "ValueError: boom"]
 
     code, out = run("list", "--json")
-    rows = [json.loads(line) for line in out.strip().splitlines()]
-    assert [r["id"] for r in rows] == [a, b, c]
-    assert rows[0]["sid"] == "f" * 32 and rows[0]["sequence"] == 3 and "body" not in rows[0]
+    rows_json = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["id"] for r in rows_json] == [a, b, c]
+    assert rows_json[0]["sid"] == "f" * 32 and rows_json[0]["sequence"] == 3
+    assert "body" not in rows_json[0]
+    assert rows_json[2]["error"] == "ValueError: boom"
+
+
+def test_error_column_flattens_validation_messages_and_stays_one_line(
+        redis_client: redis.Redis, settings: Settings) -> None:
+    deadletters.add(
+        redis_client, settings.deadletter_maxlen, kind=deadletters.BODY, reason="invalid",
+        detail=json.dumps({"payload.sequence": ["Not a valid integer."],
+                           "eventType": ["Missing data for required field."]}),
+        body=b"{}", meta={})
+    deadletters.add(
+        redis_client, settings.deadletter_maxlen, kind=deadletters.HANDLER, reason="handler_failed",
+        detail="Traceback ...", body=b"{}", meta={}, handler="h",
+        exception="RuntimeError: " + "x" * 300 + "\nsecond line")
+    code, out = run("list")
+    assert code == 0, out
+    rows = columns(out.strip().splitlines())
+    assert rows[0]["ERROR"] == ("payload.sequence: Not a valid integer.; "
+                                "eventType: Missing data for required field.")
+    assert rows[1]["ERROR"].startswith("RuntimeError: xxx") and rows[1]["ERROR"].endswith("...")
+    assert len(rows[1]["ERROR"]) == 100 and len(out.strip().splitlines()) == 3
+
+
+def test_list_filters_by_kind_reason_and_sid(redis_client: redis.Redis, settings: Settings,
+                                             bodies: list[bytes]) -> None:
+    a = add_body_letter(redis_client, settings, bodies[3])
+    b = add_body_letter(redis_client, settings, b"\xff not json", reason="not_json")
+    c = add_handler_letter(redis_client, settings, bodies[5])
+    other = [encode(e) for e in lifecycle("web", "e" * 32, start_ms=START, seed=2)]
+    d = add_body_letter(redis_client, settings, other[1])
+
+    def ids(*args: str) -> list[str]:
+        code, out = run("list", "--json", *args)
+        assert code == 0, out
+        return [json.loads(line)["id"] for line in out.strip().splitlines()]
+
+    assert ids("--kind", "handler") == [c]
+    assert ids("--kind", "body") == [a, b, d]
+    assert ids("--reason", "not_json") == [b]
+    assert ids("--reason", "not_json", "--reason", "retries_exhausted") == [b, c]
+    assert ids("--sid", "f" * 32) == [a, c]
+    assert ids("--sid", "f" * 32, "--kind", "body") == [a]
+    assert ids("--sid", "0" * 32) == []
+    code, out = run("list", "--sid", "0" * 32)
+    assert code == 0 and out.strip() == "no dead letter matches (4 in all)"
+    code, out = run("list", "--kind", "body", "-n", "2")
+    assert code == 0 and f"(2 shown; next page: --after {b})" in out
+    code, out = run("list", "--kind", "body", "-n", "2", "--after", b)
+    assert code == 0 and d in out and "next page" not in out
+    code, out = run("list", "--kind", "nope")
+    assert code == 2 and "'nope' is not one of 'body', 'handler'" in out
 
 
 def test_list_pages(redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
@@ -87,6 +155,8 @@ def test_list_pages(redis_client: redis.Redis, settings: Settings, bodies: list[
     code, out = run("list", "-n", "2", "--after", ids[1], "--json")
     assert code == 0
     assert [json.loads(line)["id"] for line in out.strip().splitlines()] == ids[2:4]
+    code, out = run("list", "-n", "2", "--after", ids[3])
+    assert code == 0 and ids[4] in out and "next page" not in out
 
 
 def test_show_pretty_prints_the_body(redis_client: redis.Redis, settings: Settings,

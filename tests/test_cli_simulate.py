@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import cli_support
 import pytest
 import redis
 from click.testing import CliRunner
@@ -73,7 +76,9 @@ def test_readable_summary_lists_the_sids(ingress_url: str) -> None:
     assert code == 0, out
     assert "accepted (200)" in out and "latency p50 / p99" in out
     assert "agora-callbacks recording SID" in out
-    assert out.strip().splitlines()[-1].split()[1] == "web"
+    lines = out.strip().splitlines()
+    assert lines[-2].split()[1] == "web"
+    assert lines[-1].startswith("OK: all ") and lines[-1].endswith(" requests accepted (200)")
 
 
 def test_wrong_secret_is_rejected_and_exits_non_zero(ingress_url: str,
@@ -83,6 +88,7 @@ def test_wrong_secret_is_rejected_and_exits_non_zero(ingress_url: str,
     assert code == 1
     figures = summary(out)
     assert figures["accepted"] == 0 and figures["rejected"] == {"401": figures["sent"]}
+    assert figures["ok"] is False and "check the secret (signed with --secret" in figures["verdict"]
     assert redis_client.xlen(keys.INBOX) == 0
 
 
@@ -95,8 +101,9 @@ def test_loss_is_not_sent(ingress_url: str, redis_client: redis.Redis) -> None:
     assert redis_client.xlen(keys.INBOX) == figures["events"] - figures["dropped_by_loss"]
 
 
-def test_secret_defaults_to_the_first_configured(ingress_url: str,
+def test_secret_defaults_to_the_first_configured(ingress_url: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGORA_DEV_DIR", str(tmp_path / "no-dev-stack"))
     monkeypatch.setenv("AGORA_NCS_SECRETS", f" {SECRET} ,other")
     code, out = run("--url", ingress_url, "--kind", "web", "--rate", "0", "--json")
     assert code == 0, out
@@ -118,3 +125,59 @@ def test_signing_matches_the_reference_vector() -> None:
     assert headers[signature.HEADER_V1] == "5a3bb6a6d9fad2ea9ae3fb707a14c9d7f3136df1"
     assert headers[signature.HEADER_V2] == (
         "de96da5acf03b0021ac3b4fa2225e7ae6f3533a30d50bb02c08ea4fa748bda24")
+
+
+# -- the real command, in a subprocess ---------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_nothing_listening_fails_before_sending(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/agora/ncs"
+    ran = cli_support.run(["simulate", "--url", url, "--secret", SECRET], cwd=tmp_path)
+    assert ran.code == 1 and ran.out == ""
+    assert ran.err.splitlines() == [
+        f"Error: nothing answers at {url} (Connection refused): start the ingress "
+        "(`agora-callbacks dev`) or pass --url"]
+
+
+def _dev_env(tmp_path: Path, secret: str) -> dict[str, str]:
+    """No AGORA_NCS_SECRETS; a dev data dir holding the secret `dev` generated."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "dev-ncs-secret").write_text(secret + "\n")
+    return cli_support.environ(drop=("AGORA_NCS_SECRETS",), AGORA_DEV_DIR=str(dev))
+
+
+def test_the_dev_stacks_secret_is_used_and_the_last_line_is_the_verdict(
+        ingress_url: str, tmp_path: Path, redis_client: redis.Redis) -> None:
+    ran = cli_support.run(["simulate", "--url", ingress_url, "--kind", "web", "--rate", "0",
+                           "--seed", "3", "-q"], env=_dev_env(tmp_path, SECRET), cwd=tmp_path)
+    assert ran.code == 0, ran
+    assert f"signed with the dev stack's {tmp_path / 'dev' / 'dev-ncs-secret'}" in ran.err
+    lines = ran.out.strip().splitlines()
+    sent = redis_client.xlen(keys.INBOX)
+    assert sent > 0 and lines[-1] == f"OK: all {sent} requests accepted (200)"
+    assert "rejected (status x count)  none" in ran.out
+
+
+def test_401s_say_to_check_the_secret_in_red_without_python_reprs(
+        ingress_url: str, tmp_path: Path, redis_client: redis.Redis) -> None:
+    ran = cli_support.run(["simulate", "--url", ingress_url, "--kind", "composite", "--rate", "0",
+                           "--seed", "3", "-q"], env=_dev_env(tmp_path, "stale-secret"),
+                          cwd=tmp_path, tty=True)
+    assert ran.code == 1, ran
+    lines = ran.plain_out.strip().splitlines()
+    sent = int(next(line for line in lines if line.startswith("requests sent")).split()[-1])
+    assert lines[-1] == (
+        f"FAILED: 0 of {sent} requests accepted; {sent} answered 401. 401: the signature was "
+        f"refused: check the secret (signed with the dev stack's "
+        f"{tmp_path / 'dev' / 'dev-ncs-secret'}; the ingress verifies with its "
+        "AGORA_NCS_SECRETS)")
+    assert f"rejected (status x count)  401 x{sent}" in lines
+    assert "{" not in ran.plain_out and "'" not in ran.plain_out.replace("dev stack's", "")
+    assert "\x1b[31m\x1b[1mFAILED: " in ran.out  # red (and bold) on a terminal
+    assert redis_client.xlen(keys.INBOX) == 0

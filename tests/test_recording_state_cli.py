@@ -78,7 +78,8 @@ def test_summary_of_a_web_recording(redis_client: redis.Redis) -> None:
 def test_unknown_recording_exits_1(redis_client: redis.Redis) -> None:
     result = invoke("feedface" * 4)
     assert result.exit_code == 1
-    assert "no state for recording feedface" in result.stderr
+    assert result.stderr.startswith("Error: no record of recording feedface")
+    assert len(result.stderr.splitlines()) == 1
     assert result.stdout == ""
 
 

@@ -127,9 +127,10 @@ def test_handler_time_limits_sit_below_the_visibility_timeout() -> None:
 def test_the_cli_reports_a_bad_combination_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEDUPE_TTL_S", "10")
     result = CliRunner().invoke(main, ["dlq", "list"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if "DEDUPE_TTL_S" in line]
     assert len(errors) == 1 and "REORDER_HOLD_MS" in errors[0], result.output
+    assert result.output.splitlines() == errors and errors[0].startswith("Error: DEDUPE_TTL_S")
     assert "Traceback" not in result.output
 
 

@@ -24,6 +24,20 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; a Redis failure in the middle of it (the server went
+        away, a command refused) is one ``Error:`` line and exit 1, not a traceback."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            import redis
+
+            from agora_callbacks.cli.output import CommandFailed
+
+            if isinstance(exc, redis.RedisError):
+                raise CommandFailed(f"Redis: {str(exc).rstrip('.')}") from None
+            raise
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -36,7 +50,9 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit status: 0 done; 1 failed, or not found (one 'Error:' line on "
+                    "stderr); 2 a wrong command line.")
 @click.version_option(package_name="agora-callbacks")
 def main() -> None:
     """Receive Agora Cloud Recording callbacks (NCS) and act on them reliably."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,60 +12,25 @@ import redis
 
 from agora_callbacks import deadletters, replay
 from agora_callbacks.cli import context
+from agora_callbacks.cli.letters import (
+    DeadLetterId,
+    Filter,
+    body_summary,
+    error_summary,
+    first_matching,
+    iter_all,
+    selected,
+)
+from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status, table
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.logs import get_logger
 from agora_callbacks.settings import Settings
 
 log = get_logger("cli.dlq")
-PAGE = 200
 
 
 def _when(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def body_summary(body: bytes) -> dict[str, Any]:
-    """``sid``, ``sequence`` and ``eventType`` of a body, where it parses that far."""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    if not isinstance(value, dict):
-        return {}
-    payload = value.get("payload")
-    if not isinstance(payload, dict):
-        payload = {}
-    out = {"sid": payload.get("sid", value.get("sid")), "sequence": payload.get("sequence"),
-           "event_type": value.get("eventType")}
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def iter_all(client: redis.Redis) -> Iterator[DeadLetter]:
-    """Every dead letter, oldest first, read page by page."""
-    after = "-"
-    while True:
-        page = deadletters.list_(client, PAGE, after)
-        yield from page
-        if len(page) < PAGE:
-            return
-        after = page[-1].id
-
-
-def selected(client: redis.Redis, ids: tuple[str, ...], all_: bool,
-             usage: str = "give dead letter IDs or --all (not both)") -> list[DeadLetter]:
-    """The dead letters named by ``ids``, or every one with ``all_`` (exactly one of
-    the two); a click error for an unknown id."""
-    if all_ == bool(ids):
-        raise click.UsageError(usage)
-    if all_:
-        return list(iter_all(client))
-    letters = []
-    for i in ids:
-        letter = deadletters.get(client, i)
-        if letter is None:
-            raise click.ClickException(f"no dead letter {i}")
-        letters.append(letter)
-    return letters
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,58 +45,81 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(1),
               help="At most this many.")
-@click.option("--after", default="-", help="Start after this dead letter id.")
+@click.option("--after", default="-", type=DeadLetterId(allow_start=True),
+              help="Start after this dead letter id.")
+@click.option("--kind", type=click.Choice(deadletters.KINDS),
+              help="Only this kind: a stored body, or a handler that failed.")
+@click.option("--reason", "reasons", multiple=True, metavar="REASON",
+              help="Only this reason (invalid_json, stale, handler_failed, lost, ...); "
+                   "repeat for several.")
+@click.option("--sid", help="Only the dead letters of this recording.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_cmd(limit: int, after: str, as_json: bool) -> None:
-    """List dead letters, oldest first.
+@context.redis_url_option
+def list_cmd(limit: int, after: str, kind: str | None, reasons: tuple[str, ...],
+             sid: str | None, as_json: bool, redis_url: str | None) -> None:
+    """List dead letters, oldest first, each with what went wrong (ERROR: the
+    handler's exception, or why the body was refused).
 
     \b
-    Example:
+    Examples:
       agora-callbacks dlq list -n 20
+      agora-callbacks dlq list --kind handler --sid 38f8e3cfdc474cd56fc1ceba380d7e1a
     """
-    client = context.redis_client()
-    letters = deadletters.list_(client, limit, after)
-    total = deadletters.count(client)
+    client = context.redis_client(redis_url=redis_url, quiet=as_json)
+    wanted = Filter(kind, reasons, sid)
+    letters, more = first_matching(iter_all(client, after), wanted, limit)
     if as_json:
         for letter in letters:
             row = {k: v for k, v in letter.as_dict().items() if k != "body"}
+            row["error"] = error_summary(letter, width=None)
             click.echo(json.dumps({**row, **body_summary(letter.body)}))
         return
+    total = deadletters.count(client)
     if not letters:
-        click.echo("no dead letters" if total == 0 else f"none after {after} ({total} in all)")
+        if total == 0:
+            click.echo(status("no dead letters", OK))
+        elif wanted.active:
+            click.echo(f"no dead letter matches ({total} in all)")
+        else:
+            click.echo(f"none after {after} ({total} in all)")
         return
-    rows = [("ID", "TIME (UTC)", "KIND", "REASON", "SID", "SEQ", "EVENT", "HANDLER")]
+    header = ("ID", "TIME (UTC)", "KIND", "REASON", "SID", "SEQ", "EVENT", "HANDLER", "ERROR")
+    rows = []
     for letter in letters:
         s = body_summary(letter.body)
-        rows.append((letter.id, _when(letter.at_ms), letter.kind, letter.reason,
+        rows.append((letter.id, _when(letter.at_ms), letter.kind, (letter.reason, WARNING),
                      str(s.get("sid", "-")), str(s.get("sequence", "-")),
-                     str(s.get("event_type", "-")), letter.handler or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    shown = len(letters)
-    if shown < total:
-        click.echo(f"({shown} shown of {total}; next page: --after {letters[-1].id})")
+                     str(s.get("event_type", "-")), letter.handler or "-",
+                     (error_summary(letter) or "-", ERROR)))
+    for line in table(header, rows):
+        click.echo(line)
+    if more:
+        shown = f"{len(letters)} shown" + ("" if wanted.active else f" of {total}")
+        click.echo(f"({shown}; next page: --after {letters[-1].id})")
 
 
 @dlq.command("show")
-@click.argument("dead_letter_id")
+@click.argument("dead_letter_id", type=DeadLetterId())
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
-def show_cmd(dead_letter_id: str, as_json: bool) -> None:
+@context.redis_url_option
+def show_cmd(dead_letter_id: str, as_json: bool, redis_url: str | None) -> None:
     """Everything about one dead letter, the body pretty-printed when it is JSON.
 
     \b
     Example:
       agora-callbacks dlq show 1732476245123-0
     """
-    letter = deadletters.get(context.redis_client(), dead_letter_id)
+    client = context.redis_client(redis_url=redis_url, quiet=as_json)
+    letter = deadletters.get(client, dead_letter_id)
     if letter is None:
-        raise click.ClickException(f"no dead letter {dead_letter_id}")
+        raise CommandFailed(f"no dead letter {dead_letter_id}")
     if as_json:
         click.echo(json.dumps(replay.export_record(letter), indent=2, ensure_ascii=False))
         return
     fields = [("id", letter.id), ("time", f"{_when(letter.at_ms)} UTC"),
-              ("kind", letter.kind), ("reason", letter.reason), ("detail", letter.detail)]
+              ("kind", letter.kind), ("reason", status(letter.reason, WARNING)),
+              ("error", status(error_summary(letter, width=None), ERROR)),
+              ("detail", letter.detail)]
     fields += [(name, str(value)) for name, value in body_summary(letter.body).items()]
     fields += [("event key", letter.key), ("handler", letter.handler)]
     fields += [("received", json.dumps(letter.meta, sort_keys=True))]
@@ -153,25 +140,28 @@ def show_cmd(dead_letter_id: str, as_json: bool) -> None:
 
 
 @dlq.command("requeue")
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, type=DeadLetterId())
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
-def requeue_cmd(ids: tuple[str, ...], all_: bool) -> None:
+@context.redis_url_option
+def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None:
     """Re-inject dead letters and remove them.
 
     A `body` dead letter goes back into the inbox (the stale-replay check is
     skipped for it; deduplication still applies). A `handler` dead letter re-runs
     that one handler on that event, outside the per-recording order (its turn has
-    long passed).
+    long passed): a worker runs it later, so its outcome comes later (a new
+    failure is a new dead letter).
 
     \b
     Examples:
       agora-callbacks dlq requeue 1732476245123-0
       agora-callbacks dlq requeue --all
     """
-    current = context.settings()
-    client = context.redis_client(current)
+    current = context.settings(redis_url)
+    client = context.redis_client(current, redis_url=redis_url)
     letters = selected(client, ids, all_)
     done = failed = 0
+    handler_sids: set[str] = set()
     for letter in letters:
         try:
             target = requeue_one(current, client, letter)
@@ -179,14 +169,30 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool) -> None:
             failed += 1
             log.warning("dlq.requeue_failed", dead_letter=letter.id, kind=letter.kind,
                         error=str(exc))
-            click.echo(f"{letter.id}: not requeued: {exc}", err=True)
+            click.echo(f"{letter.id}: {status('not requeued', ERROR)}: {exc}", err=True)
             continue
         done += 1
         log.info("dlq.requeued", dead_letter=letter.id, kind=letter.kind, to=target)
-        click.echo(f"{letter.id}: requeued ({letter.kind}) -> {target}")
-    click.echo(f"{done} requeued, {failed} failed")
+        click.echo(f"{letter.id}: {status('requeued', OK)} ({letter.kind}) -> {target}")
+        if letter.kind == deadletters.HANDLER:
+            handler_sids.add(str(body_summary(letter.body).get("sid", "")))
+    summary = f"{done} requeued, {failed} failed"
+    click.echo(status(summary, ERROR if failed else OK))
+    if handler_sids:
+        _handler_outcome_note(handler_sids)
     if failed:
         sys.exit(1)
+
+
+def _handler_outcome_note(sids: set[str]) -> None:
+    """A handler requeue only publishes a task: say when and where its outcome shows."""
+    see = "agora-callbacks dlq list --kind handler"
+    if len(sids) == 1 and "" not in sids:
+        see += f" --sid {next(iter(sids))}"
+    click.echo(status("The handler outcome comes later: ", WARNING)
+               + "a worker runs the task when it takes it. If the handler fails again it "
+               f"is dead-lettered again: see `{see}`; Flower shows the task's run "
+               "(succeeded or failed).")
 
 
 def requeue_one(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
@@ -197,14 +203,15 @@ def requeue_one(settings: Settings, client: redis.Redis, letter: DeadLetter) -> 
         from agora_callbacks.redrive import redrive_handler
 
         return f"task {letter.handler}[{redrive_handler(settings, client, letter)}]"
-    raise click.ClickException(f"unknown dead letter kind {letter.kind!r}")
+    raise ValueError(f"unknown dead letter kind {letter.kind or '(none)'}")
 
 
 @dlq.command("export")
 @click.argument("file", type=click.File("w", encoding="utf-8"))
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, type=DeadLetterId())
 @click.option("--all", "all_", is_flag=True, help="Every dead letter.")
-def export_cmd(file: Any, ids: tuple[str, ...], all_: bool) -> None:
+@context.redis_url_option
+def export_cmd(file: Any, ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None:
     """Write dead letters to FILE as JSON lines (raw body + metadata), for
     `agora-callbacks replay FILE`; `-` writes to stdout. Nothing is removed.
 
@@ -212,6 +219,6 @@ def export_cmd(file: Any, ids: tuple[str, ...], all_: bool) -> None:
     Example:
       agora-callbacks dlq export dead.jsonl --all
     """
-    client = context.redis_client()
+    client = context.redis_client(redis_url=redis_url, quiet=True)
     n = replay.write_export(selected(client, ids, all_), file)
     click.echo(f"{n} dead letter(s) exported", err=True)

@@ -14,7 +14,12 @@ from typing import Any
 import click
 
 from agora_callbacks.cli import context
+from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status
 from agora_callbacks.workers.builtin import store
+
+#: How each lifecycle phase is coloured on a terminal.
+PHASE_LEVEL = {"exited": OK, "uploaded": OK, "transcoded": OK, "recording": OK,
+               "failing_over": WARNING, "failed": ERROR, "exited_abnormally": ERROR}
 
 
 def when(ms: Any) -> str:
@@ -40,9 +45,29 @@ def code(pair: dict[str, Any] | None) -> str:
     return f"{pair.get('code')} ({meaning})" if meaning else f"{pair.get('code')} (undocumented)"
 
 
-def _section(lines: list[str], title: str, rows: list[str]) -> None:
+def quoted(text: Any) -> str:
+    """A text in double quotes (JSON's escaping), ``-`` when there is none."""
+    return "-" if text is None else json.dumps(str(text), ensure_ascii=False)
+
+
+def numeric_order(name: str) -> tuple[int, int, str]:
+    """Sort key of a dict key: numbers by value (``2`` before ``10``), then the rest."""
+    stripped = name.lstrip("-")
+    return (0, int(name), "") if stripped.isdigit() else (1, 0, name)
+
+
+def ordered(value: Any) -> Any:
+    """``value`` with every dict's keys sorted, numbers as numbers (``event_types``)."""
+    if isinstance(value, dict):
+        return {k: ordered(value[k]) for k in sorted(value, key=numeric_order)}
+    if isinstance(value, list):
+        return [ordered(v) for v in value]
+    return value
+
+
+def _section(lines: list[str], title: str, rows: list[str], level: str | None = None) -> None:
     if rows:
-        lines.append(f"{title}:")
+        lines.append(f"{status(title, level) if level else title}:")
         lines.extend(f"  {row}" for row in rows)
 
 
@@ -65,7 +90,7 @@ def _files(record: dict[str, Any]) -> list[str]:
 def _problems(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     errors = [f"seq {e['sequence']} {when(e['at_ms'])}: module {code(e['module'])}, "
               f"level {code(e['level'])}, error {code(e['error'])}"
-              + (f", message {e['message']!r}" if e.get("message") else "")
+              + (f", message {quoted(e['message'])}" if e.get("message") else "")
               for e in record["errors"]]
     warnings = [f"seq {w['sequence']} {when(w['at_ms'])}: module {code(w['module'])}, "
                 f"warning {code(w['warning'])}" for w in record["warnings"]]
@@ -79,8 +104,8 @@ def _web(record: dict[str, Any]) -> list[str]:
     rows = [f"page recording started {when(web['started_ms'])}"]
     if web.get("stop"):
         stop = web["stop"]
-        rows.append(f"stopped: {code(stop)}, message {stop.get('message')!r}, "
-                    f"details {stop.get('details')!r}")
+        rows.append(f"stopped: {code(stop)}, message {quoted(stop.get('message'))}, "
+                    f"details {quoted(stop.get('details'))}")
     if web.get("capability_limit"):
         rows.append(f"capability limit: {code(web['capability_limit'])}")
     rows += [f"reload seq {r['sequence']}: {code(r)}" for r in web.get("reloads", [])]
@@ -115,14 +140,16 @@ def _sequences(record: dict[str, Any]) -> str:
 
 def render(record: dict[str, Any]) -> str:
     """The readable summary of a record."""
-    status, times, upload = record["status"], record["times"], record["upload"]
+    state, times, upload = record["status"], record["times"], record["upload"]
+    level = PHASE_LEVEL.get(state["phase"])
+    phase = status(state["phase"], level) if level else state["phase"]
     lines = [
         f"Recording {record['sid']}",
         f"  channel {record.get('cname') or '-'}, mode {record.get('mode') or 'unknown'}, "
         f"recorder uid {record.get('uid') or '-'}",
-        f"Status: {status['phase']}: {status['meaning']}",
-        f"  set by event {status['event_type']} (seq {status['sequence']}) at "
-        f"{when(status['at_ms'])}",
+        f"Status: {phase}: {state['meaning']}",
+        f"  set by event {state['event_type']} (seq {state['sequence']}) at "
+        f"{when(state['at_ms'])}",
     ]
     if record.get("service_status"):
         lines.append(f"  service status {code(record['service_status'])}")
@@ -139,8 +166,8 @@ def render(record: dict[str, Any]) -> str:
     lines.append(f"Upload: {done}{backup}, progress {progress}")
     _section(lines, f"Files ({len(record['files'])})", _files(record))
     errors, warnings = _problems(record)
-    _section(lines, f"Errors ({len(errors)})", errors)
-    _section(lines, f"Warnings ({len(warnings)})", warnings)
+    _section(lines, f"Errors ({len(errors)})", errors, ERROR)
+    _section(lines, f"Warnings ({len(warnings)})", warnings, WARNING)
     _section(lines, "Leaves", [
         f"seq {leave['sequence']} {when(leave['at_ms'])}: code {leave['code']}: "
         + "; ".join(f"{r['name']} ({r['meaning']})" for r in leave["reasons"])
@@ -155,7 +182,8 @@ def render(record: dict[str, Any]) -> str:
     _section(lines, "Transcoding", _transcoding(record))
     _section(lines, "Web page recording", _web(record))
     lines.append(f"Sequences: {_sequences(record)}")
-    types = ", ".join(f"{k} x{v}" for k, v in record["event_types"].items())
+    counts = record["event_types"]
+    types = ", ".join(f"{k} x{counts[k]}" for k in sorted(counts, key=numeric_order))
     lines.append(f"Events: {record['event_count']} ({types}); first "
                  f"{when(times['first_event_ms'])}, last {when(times['last_event_ms'])}")
     if record.get("dropped"):
@@ -163,20 +191,21 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command("recording")
+@click.command("recording", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("sid")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored record as JSON.")
-def recording(sid: str, as_json: bool) -> None:
+@context.redis_url_option
+def recording(sid: str, as_json: bool, redis_url: str | None) -> None:
     """Show where recording SID stands: status and its meaning, mode, times, files,
     errors, warnings, leave reasons, exit, failovers, transcoding, gaps and late
-    events, as folded from its callbacks by the built-in handler."""
-    client = context.redis_client()
+    events, as folded from its callbacks by the built-in handler. Exits 1 when
+    there is no record of SID."""
+    client = context.redis_client(redis_url=redis_url, quiet=as_json)
     record = store.load(client, sid)
     if record is None:
-        click.echo(f"no state for recording {sid}: never seen, or expired after "
-                   "RECORDING_STATE_TTL_S", err=True)
-        raise SystemExit(1)
+        raise CommandFailed(f"no record of recording {sid}: never seen by these workers, "
+                            "or expired RECORDING_STATE_TTL_S after its last event")
     if as_json:
-        click.echo(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False))
+        click.echo(json.dumps(ordered(record), indent=2, ensure_ascii=False))
     else:
         click.echo(render(record))

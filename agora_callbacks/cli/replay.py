@@ -10,7 +10,8 @@ import click
 from agora_callbacks import deadletters
 from agora_callbacks import replay as replaying
 from agora_callbacks.cli import context
-from agora_callbacks.cli.dlq import selected
+from agora_callbacks.cli.letters import check_id, selected
+from agora_callbacks.cli.output import CommandFailed
 from agora_callbacks.logs import get_logger
 
 log = get_logger("cli.replay")
@@ -22,7 +23,9 @@ log = get_logger("cli.replay")
               help="Replay dead letters: the IDs given, or --all.")
 @click.option("--all", "all_", is_flag=True, help="With --from-dlq: every body dead letter.")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
-def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) -> None:
+@context.redis_url_option
+def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
+           redis_url: str | None) -> None:
     """Re-inject raw bodies into the inbox; the workers handle them as usual.
 
     FILE holds JSON lines as written by `agora-callbacks dlq export`, or raw NCS
@@ -41,9 +44,11 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) 
     if not from_dlq:
         if len(sources) != 1 or all_:
             raise click.UsageError("give one FILE, or --from-dlq with dead letter IDs or --all")
-        _replay_file(sources[0], dry_run)
+        _replay_file(sources[0], dry_run, redis_url)
         return
-    client = context.redis_client()
+    for source in sources:
+        check_id(source)
+    client = context.redis_client(redis_url=redis_url)
     letters = selected(client, sources, all_,
                        usage="with --from-dlq, give dead letter IDs or --all")
     bodies = [letter for letter in letters if letter.kind == deadletters.BODY]
@@ -62,18 +67,19 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool) 
         sys.exit(1)
 
 
-def _replay_file(path: str, dry_run: bool) -> None:
+def _replay_file(path: str, dry_run: bool, redis_url: str | None) -> None:
     name = "stdin" if path == "-" else path
     stream: BinaryIO
     try:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+        raise CommandFailed(f"cannot read {path}: {exc.strerror}") from None
     with stream:  # read as a stream: a large file is injected batch by batch
         bodies = replaying.read_bodies(stream)
         if dry_run:
             click.echo(f"{sum(1 for _ in bodies)} bodies would be replayed from {name}")
             return
-        entries = replaying.inject(context.redis_client(), bodies, origin=f"replay:{name}")
+        client = context.redis_client(redis_url=redis_url)
+        entries = replaying.inject(client, bodies, origin=f"replay:{name}")
     log.info("replay.file", file=name, bodies=len(entries))
     click.echo(f"{len(entries)} bodies replayed from {name} into the inbox")

@@ -5,19 +5,81 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import sys
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import click
 
+from agora_callbacks.cli import context
+from agora_callbacks.cli.output import ERROR, OK, CommandFailed, status
 from agora_callbacks.simulate import lifecycles, sender
 
 KIND_CHOICES = [*lifecycles.KINDS, "mixed"]
+#: Seconds to wait for the receiver to accept a connection before sending anything.
+PROBE_TIMEOUT_S = 3.0
 
 
-def _default_secret() -> str | None:
+def find_secret(option: str | None) -> tuple[str, str]:
+    """The secret to sign with and where it came from: ``--secret``, the first of
+    ``AGORA_NCS_SECRETS``, else the one ``agora-callbacks dev`` generated in its data
+    dir. A usage error when there is none."""
+    if option:
+        return option, "--secret"
     raw = os.environ.get("AGORA_NCS_SECRETS", "")
     first = next((part.strip() for part in raw.split(",") if part.strip()), "")
-    return first or None
+    if first:
+        return first, "AGORA_NCS_SECRETS"
+    generated = context.dev_secret()
+    if generated:
+        return generated, f"the dev stack's {context.dev_dir() / context.SECRET_FILE}"
+    raise click.UsageError(
+        "no secret: pass --secret, set AGORA_NCS_SECRETS, or run `agora-callbacks dev` "
+        f"from this directory (it keeps its secret in {context.dev_dir() / context.SECRET_FILE})")
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast, before anything is sent, when nothing accepts connections at ``url``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"expected an http:// or https:// URL, got {url}",
+                                 param_hint="'--url'")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise CommandFailed(
+            f"nothing answers at {url} ({why}): start the ingress (`agora-callbacks dev`) "
+            "or pass --url") from None
+
+
+def counts(values: object) -> str:
+    """``401 x14, 503 x2`` from ``{"401": 14, "503": 2}``; ``none`` when empty."""
+    assert isinstance(values, Mapping)
+    return ", ".join(f"{k} x{v}" for k, v in values.items()) or "none"
+
+
+def verdict(figures: Mapping[str, object], secret_source: str) -> tuple[str, bool]:
+    """One line saying whether the receiver took everything, and what to check when
+    it did not; and whether it did."""
+    sent, accepted = figures["sent"], figures["accepted"]
+    assert isinstance(sent, int) and isinstance(accepted, int)
+    if sent == accepted:
+        return f"OK: all {sent} requests accepted (200)", True
+    rejected = figures["rejected"]
+    errors = figures["errors"]
+    assert isinstance(rejected, dict) and isinstance(errors, dict)
+    parts = [f"{n} answered {code}" for code, n in rejected.items()]
+    parts += [f"{n} failed ({name})" for name, n in errors.items()]
+    line = f"FAILED: {accepted} of {sent} requests accepted; {', '.join(parts)}"
+    if "401" in rejected:
+        line += (f". 401: the signature was refused: check the secret (signed with "
+                 f"{secret_source}; the ingress verifies with its AGORA_NCS_SECRETS)")
+    elif "503" in rejected:
+        line += ". 503: the ingress could not store the bodies: is its Redis up?"
+    return line, False
 
 
 def _default_url() -> str:
@@ -33,8 +95,9 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", default=_default_url, show_default="http://127.0.0.1:$PORT/agora/ncs",
               help="Callback URL to post to.")
-@click.option("--secret", default=_default_secret, show_default="first of AGORA_NCS_SECRETS",
-              help="NCS secret to sign with.")
+@click.option("--secret", default=None,
+              help="NCS secret to sign with [default: the first of AGORA_NCS_SECRETS, "
+                   "else the secret of the `agora-callbacks dev` of this directory]")
 @click.option("--recordings", "-n", default=1, show_default=True, type=click.IntRange(1),
               help="Number of recordings.")
 @click.option("--kind", type=click.Choice(KIND_CHOICES), default="mixed", show_default=True,
@@ -67,15 +130,15 @@ def simulate(url: str, secret: str | None, recordings: int, kind: str, rate: flo
 
     Each recording is the full event sequence Agora sends for an individual,
     composite or web page recording, signed like NCS signs it (both headers).
-    Duplicates, reordering and loss imitate NCS's delivery. Exits 1 when any
-    request was not answered 200.
+    Duplicates, reordering and loss imitate NCS's delivery. Ends with one verdict
+    line; exits 1 when any request was not answered 200 (or nothing answers at URL).
 
     \b
     Example:
       agora-callbacks simulate --recordings 10 --duplicates 0.1 --reorder-ms 200
     """
-    if not secret:
-        raise click.UsageError("no secret: pass --secret or set AGORA_NCS_SECRETS")
+    secret, secret_source = find_secret(secret)
+    probe(url)
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(f"{seed}:sids")
@@ -94,7 +157,8 @@ def simulate(url: str, secret: str | None, recordings: int, kind: str, rate: flo
     err = sys.stderr
     if not as_json:
         click.echo(f"Sending {len(plan.deliveries)} requests ({plan.events} events of "
-                   f"{recordings} recording(s), seed {seed}) to {url}", err=True)
+                   f"{recordings} recording(s), seed {seed}) to {url}, signed with "
+                   f"{secret_source}", err=True)
     show_bar = not quiet and not as_json
     with click.progressbar(length=len(plan.deliveries), label="sending", file=err,
                            hidden=not show_bar) as bar:
@@ -103,11 +167,13 @@ def simulate(url: str, secret: str | None, recordings: int, kind: str, rate: flo
     figures = sender.summary(plan, report)
     figures["kinds"] = kinds
     figures["seed"] = seed
+    line, ok = verdict(figures, secret_source)
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        click.echo(json.dumps({**figures, "ok": ok, "verdict": line}, indent=2))
     else:
         _print_summary(figures)
-    if report.failed:
+        click.echo(status(line, OK if ok else ERROR))
+    if not ok:
         sys.exit(1)
 
 
@@ -117,8 +183,8 @@ def _print_summary(f: dict[str, object]) -> None:
         ("events", f["events"]),
         ("requests sent", f["sent"]),
         ("accepted (200)", f["accepted"]),
-        ("rejected (status: count)", f["rejected"] or "none"),
-        ("transport errors", f["errors"] or "none"),
+        ("rejected (status x count)", counts(f["rejected"])),
+        ("transport errors", counts(f["errors"])),
         ("duplicates sent", f["duplicates_sent"]),
         ("dropped by loss", f["dropped_by_loss"]),
         ("sent out of order", f["reordered"]),
@@ -128,7 +194,10 @@ def _print_summary(f: dict[str, object]) -> None:
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        click.echo(f"{name:<{width}}  {value}")
+        text = str(value)
+        if name in ("rejected (status x count)", "transport errors") and text != "none":
+            text = status(text, ERROR)
+        click.echo(f"{name:<{width}}  {text}")
     click.echo("recordings sent (see each with `agora-callbacks recording SID`):")
     kinds = f["kinds"]
     sids = f["sids"]
