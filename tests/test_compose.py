@@ -102,3 +102,11 @@ def test_dockerfile_installs_the_project(project_root: Path) -> None:
     assert "pip install ." in dockerfile and "\nUSER " in dockerfile
     for package in ("agora_callbacks", "ingress", "workers", "schemas"):
         assert f"COPY {package} " in dockerfile
+
+
+@needs_compose
+def test_ingress_metrics_are_behind_a_token(project_root: Path) -> None:
+    result = resolved(project_root, AGORA_NCS_SECRETS="x", METRICS_TOKEN="scrape-me")
+    assert result.returncode == 0, result.stderr
+    web = yaml.safe_load(result.stdout)["services"]["web"]
+    assert web["environment"]["METRICS_TOKEN"] == "scrape-me"

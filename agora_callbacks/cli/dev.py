@@ -205,7 +205,7 @@ def _banner(base: str, flower_port: int | None, secret: str, token: str,
     rows = [("callback URL", f"{base}/agora/ncs")]
     if flower_port is not None:
         rows.append(("Flower", f"http://127.0.0.1:{flower_port}"))
-    rows.append(("web metrics", f"{base}/metrics"))
+    rows.append(("web metrics", f"{base}/metrics  (Authorization: Bearer <admin token>)"))
     rows += notes
     width = max(len(name) for name, _ in rows)
     lines = ["", "agora-callbacks dev stack is up"]
