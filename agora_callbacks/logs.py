@@ -290,14 +290,14 @@ def configure(level: str = "info", fmt: str = "auto", *, buffer_ms: int = 0,
     use_console = _use_console(fmt)
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     logger_factory: Any
-    if use_console:
-        processors += _console_chain()
-        logger_factory = structlog.PrintLoggerFactory(file=sys.stdout)
-    else:
-        processors.append(json_line)
-        writer = line_writer(sys.stdout, buffer_ms / 1000) if buffer_ms > 0 else None
-        logger_factory = (structlog.PrintLoggerFactory(file=sys.stdout) if writer is None
-                          else _Always(writer))
+    processors += _console_chain() if use_console else [json_line]
+    # Every line in one write(2) (LineWriter), never print()'s two (the text, then the
+    # newline): with PYTHONUNBUFFERED (the Dockerfile sets it) each is a system call
+    # of its own, and the processes sharing one stdout (Celery's pool, the intake)
+    # would interleave their lines. Buffering is for JSON output only.
+    writer = line_writer(sys.stdout, 0.0 if use_console else buffer_ms / 1000)
+    logger_factory = (structlog.PrintLoggerFactory(file=sys.stdout) if writer is None
+                      else _Always(writer))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
