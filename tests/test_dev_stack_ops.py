@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -175,3 +176,23 @@ def test_every_line_of_every_process_is_json_to_the_end(stack: Stack) -> None:
         assert isinstance(record, dict) and "event" in record and "level" in record, (name, text)
     events = [json.loads(text)["event"] for _, text in lines]
     assert "worker shutting down" in events and "Granian shutdown completed, see ya!" in events
+
+
+def test_a_handler_module_that_does_not_import_stops_dev_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "AGORA_NCS_SECRETS", "ADMIN_TOKEN", "PORT", "PYTHONPATH",
+                        "AGORA_DEV_DIR")}
+    env.update({"LOG_FORMAT": "json", "CALLBACK_HANDLERS": "myhandlers,nosuch"})
+    (tmp_path / "myhandlers.py").write_text(HANDLERS)
+    result = subprocess.run(
+        [str(BIN), "dev", "--port", str(free_port()), "--flower-port", str(free_port()),
+         "--worker-metrics-port", str(free_port()), "--ready-timeout", "90"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    errors = [line for line in out.splitlines() if "Error:" in line]
+    assert errors == [f"worker | Error: CALLBACK_HANDLERS: cannot import 'nosuch': no module "
+                      f"named 'nosuch' in the current directory ({tmp_path}) or on sys.path"], out
+    assert "Traceback" not in out and "killed after the grace period" not in out, out
+    assert "dev: worker stopped (exit code 1)" in out
+    assert not [line for line in out.splitlines() if line.startswith(("web ", "flower "))], out

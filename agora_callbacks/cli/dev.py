@@ -176,8 +176,10 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
         notes.append(("worker metrics", f"http://127.0.0.1:{worker_metrics_port}/metrics"))
 
     base = f"http://127.0.0.1:{port}"
+    # The ingress once the worker is ready: a worker that cannot start (a handler
+    # module that does not import, one line) stops the stack before anything else ran.
     children = [
-        Child("web", web_argv(port, 2), env={"PORT": str(port)},
+        Child("web", web_argv(port, 2), env={"PORT": str(port)}, start_after="worker",
               ready=lambda: _http_ok(f"{base}/readyz")),
         Child("worker", worker_argv(concurrency), ready_line=r"\S+@\S+ ready\."),
     ]
