@@ -15,13 +15,11 @@ from celery import Celery, signals
 from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
+from agora_callbacks.workers import handler_modules, runtime
 
-# Celery's own output (log records, banner, shutdown notice) in our log format.
-from agora_callbacks.workers import (
-    handler_modules,
-    runtime,
-    worker_logging,  # noqa: F401  (signal receivers)
-)
+# Its signal receivers put Celery's own output (log records, banner, shutdown
+# notice) in the service's log format.
+from agora_callbacks.workers import worker_logging as worker_logging
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 from agora_callbacks.workers.publish import celery_publisher
