@@ -143,3 +143,14 @@ def test_the_handlers_image_pattern(project_root: Path) -> None:
         assert service["environment"]["CALLBACK_HANDLERS"] == "example_handlers"
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # kept
     assert services["worker"]["command"] == base["services"]["worker"]["command"]
+
+
+@needs_compose
+def test_each_worker_replica_has_its_own_node_name(config: dict[str, Any]) -> None:
+    """celery@<container hostname>: unique per replica as long as nothing fixes the
+    hostname, shares the host's network namespace or names the node in the command."""
+    worker = config["services"]["worker"]
+    assert "hostname" not in worker and "network_mode" not in worker
+    assert not [arg for arg in worker["command"] if arg.startswith(("-n", "--hostname"))]
+    assert "celery@$$HOSTNAME" in " ".join(worker["healthcheck"]["test"]) \
+        or "celery@$HOSTNAME" in " ".join(worker["healthcheck"]["test"])
