@@ -232,7 +232,7 @@ def _banner(base: str, flower_port: int | None, secret: str, token: str,
             notes: list[tuple[str, str]]) -> None:
     rows = [("callback URL", f"{base}/agora/ncs")]
     if flower_port is not None:
-        rows.append(("Flower", f"http://127.0.0.1:{flower_port}"))
+        rows.append(("Flower", f"http://127.0.0.1:{flower_port}  (API: /api/workers, /api/tasks)"))
     rows.append(("web metrics", f"{base}/metrics  (Authorization: Bearer <admin token>)"))
     rows += notes
     width = max(len(name) for name, _ in rows)
