@@ -11,6 +11,7 @@ is echoed line by line, prefixed with its name, as honcho does.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -28,13 +29,16 @@ Echo = Callable[[str], None]
 @dataclass
 class Child:
     """One process of the stack. ``ready_line`` (a regex) or ``ready`` (a probe) tells
-    when it is ready; with neither it is ready once started."""
+    when it is ready; with neither it is ready once started. ``start_after`` names a
+    child that must be ready before this one starts (Flower after the worker, so that
+    its first look at the workers gets an answer)."""
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     ready_line: str | None = None
     ready: Callable[[], bool] | None = None
+    start_after: str | None = None
     process: subprocess.Popen[bytes] | None = None
     saw_ready_line: threading.Event = field(default_factory=threading.Event)
 
@@ -43,9 +47,53 @@ class Child:
         return self.process.pid if self.process is not None else None
 
     def is_ready(self) -> bool:
+        if self.process is None:
+            return False
         if self.ready_line is not None and not self.saw_ready_line.is_set():
             return False
         return self.ready() if self.ready is not None else True
+
+
+class DataDirInUse(RuntimeError):
+    """Another ``agora-callbacks dev`` holds the lock of this data directory."""
+
+
+class DataDirLock:
+    """One ``dev`` per data directory: an exclusive ``flock`` on ``<dir>/dev.lock``,
+    held while the stack runs and released by the kernel when the process ends, even
+    by SIGKILL (no stale lock to clean up). The file holds the holder's pid, for the
+    message a second ``dev`` prints."""
+
+    FILE = "dev.lock"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ``DataDirInUse`` naming the holder's pid."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(
+                f"another `agora-callbacks dev` (pid {holder}) is running with the data "
+                f"directory {self.path.parent}: stop it first, or start this one with "
+                "another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 class ChildExited(RuntimeError):
@@ -105,17 +153,30 @@ class Supervisor:
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
+        """Start every child that waits for no other (``wait_ready`` starts the rest)."""
         for child in self.children:
-            env = {**self.base_env, **child.env}
-            child.process = subprocess.Popen(
-                list(child.argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            assert child.process.stdout is not None
-            reader = threading.Thread(target=self._pump, args=(child, child.process.stdout),
-                                      daemon=True, name=f"output-{child.name}")
-            reader.start()
-            self._readers.append(reader)
+            if child.start_after is None:
+                self._launch(child)
+
+    def _start_due(self) -> None:
+        """Start the children whose ``start_after`` child is ready."""
+        by_name = {c.name: c for c in self.children}
+        for child in self.children:
+            if child.process is None and child.start_after is not None \
+                    and by_name[child.start_after].is_ready():
+                self._launch(child)
+
+    def _launch(self, child: Child) -> None:
+        env = {**self.base_env, **child.env}
+        child.process = subprocess.Popen(
+            list(child.argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        assert child.process.stdout is not None
+        reader = threading.Thread(target=self._pump, args=(child, child.process.stdout),
+                                  daemon=True, name=f"output-{child.name}")
+        reader.start()
+        self._readers.append(reader)
 
     def _pump(self, child: Child, stream: IO[bytes]) -> None:
         pattern = re.compile(child.ready_line) if child.ready_line else None
@@ -135,6 +196,7 @@ class Supervisor:
             self.check()
             if self.stop_requested.is_set():
                 return
+            self._start_due()
             pending = [c for c in pending if not c.is_ready()]
             if not pending:
                 return

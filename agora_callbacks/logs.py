@@ -14,6 +14,12 @@ written together at most that many milliseconds later by a background thread,
 so a request does not pay a ``write`` (and the thread switch it invites) per line;
 a warning or error is written at once, after everything buffered before it, so
 order is kept and a problem is never held back.
+
+The libraries' own lines (Celery, kombu, Flower and tornado, granian, Python's
+warnings) go through the same renderer: ``configure`` puts a handler with
+``stdlib_formatter`` (structlog's ``ProcessorFormatter``) on the stdlib root logger,
+on stderr, so a JSON deployment prints JSON lines only. granian configures its
+loggers itself, from ``GRANIAN_LOG_CONFIG`` (``agora-callbacks web`` passes it).
 """
 
 from __future__ import annotations
@@ -228,6 +234,50 @@ def flush() -> None:
 
 # -- configuration --------------------------------------------------------------------
 
+#: The root logger's handler that ``configure`` installs (replaced on a forced call).
+HANDLER_NAME = "agora_callbacks"
+#: granian's ``--log-config``: its loggers through ``stdlib_formatter``.
+GRANIAN_LOG_CONFIG = os.path.join(os.path.dirname(__file__), "granian_logging.json")
+
+
+def _use_console(fmt: str) -> bool:
+    return fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+
+
+def _console_chain() -> list[Any]:
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        structlog.dev.ConsoleRenderer(),
+    ]
+
+
+def stdlib_formatter(fmt: str | None = None) -> logging.Formatter:
+    """A stdlib ``Formatter`` rendering a library's log record as this service's lines
+    (the same JSON or console rendering, with ``logger`` = the record's logger name).
+    ``fmt`` defaults to ``LOG_FORMAT`` (so a ``logging.config`` file can name it)."""
+    chosen = fmt or os.environ.get("LOG_FORMAT", "auto").strip().lower() or "auto"
+    render = _console_chain() if _use_console(chosen) else [json_line]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.contextvars.merge_contextvars,
+                           structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+    )
+
+
+def _configure_stdlib(level: int, fmt: str) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(stdlib_formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warnings.warn(...) is a log line too
+
 
 def configure(level: str = "info", fmt: str = "auto", *, buffer_ms: int = 0,
               force: bool = False) -> None:
@@ -237,30 +287,24 @@ def configure(level: str = "info", fmt: str = "auto", *, buffer_ms: int = 0,
     global _configured, _generation
     if _configured and not force:
         return
-    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    use_console = _use_console(fmt)
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     logger_factory: Any
-    if use_console:
-        processors += [
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(),
-        ]
-        logger_factory = structlog.PrintLoggerFactory(file=sys.stdout)
-    else:
-        processors.append(json_line)
-        writer = line_writer(sys.stdout, buffer_ms / 1000) if buffer_ms > 0 else None
-        logger_factory = (structlog.PrintLoggerFactory(file=sys.stdout) if writer is None
-                          else _Always(writer))
+    processors += _console_chain() if use_console else [json_line]
+    # Every line in one write(2) (LineWriter), never print()'s two (the text, then the
+    # newline): with PYTHONUNBUFFERED (the Dockerfile sets it) each is a system call
+    # of its own, and the processes sharing one stdout (Celery's pool, the intake)
+    # would interleave their lines. Buffering is for JSON output only.
+    writer = line_writer(sys.stdout, 0.0 if use_console else buffer_ms / 1000)
+    logger_factory = (structlog.PrintLoggerFactory(file=sys.stdout) if writer is None
+                      else _Always(writer))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=_LEVELS.get(level, logging.INFO), stream=sys.stderr)
+    _configure_stdlib(_LEVELS.get(level, logging.INFO), fmt)
     _configured = True
     _generation += 1
 

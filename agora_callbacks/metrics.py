@@ -252,21 +252,34 @@ def use_multiprocess(process_type: str) -> str:
     return path
 
 
+#: Name prefix of the ingress's own metrics, which a worker's endpoint leaves out.
+INGRESS_PREFIX = "acb_ingress_"
+
+
 class _ProcessMetrics(Collector):
-    """This process's metrics, or those of its whole tree in multi-process mode."""
+    """This process's metrics, or those of its whole tree in multi-process mode,
+    without the families named ``exclude*``."""
+
+    def __init__(self, exclude: tuple[str, ...] = ()) -> None:
+        self._exclude = exclude
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        if multiprocess_mode():
-            return MultiProcessCollector(None).collect()
-        return REGISTRY.collect()
+        families = (MultiProcessCollector(None).collect() if multiprocess_mode()
+                    else REGISTRY.collect())
+        if not self._exclude:
+            return families
+        return (f for f in families if not f.name.startswith(self._exclude))
 
 
-def scrape_registry(client: redis.Redis) -> CollectorRegistry:
-    """A registry for one scrape endpoint: process metrics plus ``RedisCollector``."""
+def scrape_registry(client: redis.Redis, *, exclude: tuple[str, ...] = ()) -> CollectorRegistry:
+    """A registry for one scrape endpoint: process metrics (but the families whose
+    names start with one of ``exclude``) plus ``RedisCollector``. A worker's excludes
+    ``INGRESS_PREFIX``: every process imports the ingress's metrics with this module,
+    and its intake (started in multi-process mode) would list them at zero."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ProcessMetrics())
+    registry.register(_ProcessMetrics(exclude))
     registry.register(RedisCollector(client))
     return registry

@@ -165,6 +165,12 @@ VARIABLES: tuple[Variable, ...] = (
         "When unset those endpoints answer 404: closed by default.",
     ),
     Variable(
+        "METRICS_TOKEN", "metrics_token", _optional_str, "",
+        "Bearer token for the ingress's `GET /metrics` (Prometheus' `authorization` "
+        "scrape option), so a scraper's credential cannot read recordings; "
+        "`ADMIN_TOKEN` is accepted there too. With neither set `/metrics` answers 404.",
+    ),
+    Variable(
         "CALLBACK_HANDLERS", "callback_handlers", _names, "",
         "Comma-separated import paths of modules that register handlers with "
         "`@on_event` (besides the `agora_callbacks.handlers` entry-point group).",
@@ -288,6 +294,7 @@ class Settings:
     web_concurrency: int
     web_threads: int
     admin_token: str | None
+    metrics_token: str | None
     callback_handlers: tuple[str, ...]
     builtin_handlers: bool
     dedupe_key: str

@@ -95,7 +95,8 @@ def ingress_child(redis_url: str, n: int) -> dict[str, float]:
     from agora_callbacks.settings import Settings
 
     settings = Settings.from_env({"REDIS_URL": redis_url, "AGORA_NCS_SECRETS": SECRET,
-                                  "LOG_LEVEL": "error", "LOG_FORMAT": "json"})
+                                  "METRICS_TOKEN": "bench", "LOG_LEVEL": "error",
+                                  "LOG_FORMAT": "json"})
     client = redis.Redis.from_url(redis_url)
     body = json.dumps({"noticeId": "n", "productId": 3, "eventType": 40, "notifyMs": 1,
                        "payload": {"sid": "s", "sequence": 1, "details": {}}}).encode()
@@ -114,7 +115,7 @@ def ingress_child(redis_url: str, n: int) -> dict[str, float]:
     times = []
     for _ in range(20):
         t0 = time.perf_counter()
-        assert scrape.get("/metrics").status_code == 200
+        assert scrape.get("/metrics", headers={"Authorization": "Bearer bench"}).status_code == 200
         times.append(time.perf_counter() - t0)
     saved = {name: getattr(metrics, name) for name in dir(metrics)
              if name.startswith("INGRESS_")}

@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 from agora_callbacks.embedded_server import ServerProcess  # noqa: E402
+from agora_callbacks.workers.bootstep import PROCESS_TITLE  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -160,8 +161,8 @@ def main() -> int:
                 named = [("redis", psutil.Process(server.process.pid)), ("main", main)]
                 for child in main.children(recursive=True):
                     cmd = " ".join(child.cmdline())
-                    named.append(("intake" if "spawn_main" in cmd or "multiprocessing"
-                                  in cmd else "pool", child))
+                    intake = cmd.startswith(PROCESS_TITLE) or "spawn_main" in cmd
+                    named.append(("intake" if intake else "pool", child))
                 out: dict[str, float] = {}
                 for name, proc in named:
                     try:

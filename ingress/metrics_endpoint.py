@@ -1,5 +1,10 @@
 """``GET /metrics``: the ingress's Prometheus scrape endpoint, and request timing.
 
+The endpoint answers on the ingress's public port, so it is protected there: only
+with ``Authorization: Bearer <METRICS_TOKEN>`` (or ``ADMIN_TOKEN``); 401 with any
+other or none; 404 while neither token is set (closed by default, as the admin
+endpoints are).
+
 Serves this process tree's metrics (every worker process of the WSGI server, in
 multi-process mode) together with the pipeline-wide figures read from Redis at
 scrape time (``agora_callbacks.metrics.scrape_registry``).
@@ -15,13 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agora_callbacks import metrics
-from agora_callbacks.ingress import request_id
+from agora_callbacks.ingress import request_id, responses
+from agora_callbacks.ingress.admin import bearer_token, token_matches
 from agora_callbacks.ingress.state import get_state
+from agora_callbacks.logs import get_logger
 
 PATH = "/metrics"
 _REGISTRY = "agora_callbacks.metrics_registry"
@@ -31,6 +38,7 @@ EXACT_ROUTES = ("/agora/ncs", "/healthz", "/readyz")
 PREFIX_ROUTES = (("/recordings/", "/recordings/<sid>"),)
 
 bp = Blueprint("metrics", __name__)
+log = get_logger("ingress.metrics")
 
 
 def route_of(path: str) -> str:
@@ -90,8 +98,26 @@ def _registry(app: Flask) -> CollectorRegistry:
     return registry
 
 
+def _refusal() -> Response | None:
+    """None when the request may scrape, else the answer (404 or 401)."""
+    settings = get_state().settings
+    tokens = [t.encode("utf-8") for t in (settings.metrics_token, settings.admin_token) if t]
+    if not tokens:
+        return responses.error(404, "not found")
+    presented = bearer_token()
+    if any(token_matches(presented, token) for token in tokens):
+        return None
+    log.info("metrics.unauthorized", path=request.path)
+    response = responses.unauthorized()
+    response.headers["WWW-Authenticate"] = 'Bearer realm="agora-callbacks metrics"'
+    return response
+
+
 @bp.get(PATH)
 def scrape() -> Response:
+    refused = _refusal()
+    if refused is not None:
+        return refused
     registry = _registry(current_app._get_current_object())  # type: ignore[attr-defined]
     metrics.INGRESS_TALLY.flush()  # this process's counts are in every scrape
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

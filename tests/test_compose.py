@@ -102,3 +102,55 @@ def test_dockerfile_installs_the_project(project_root: Path) -> None:
     assert "pip install ." in dockerfile and "\nUSER " in dockerfile
     for package in ("agora_callbacks", "ingress", "workers", "schemas"):
         assert f"COPY {package} " in dockerfile
+
+
+@needs_compose
+def test_ingress_metrics_are_behind_a_token(project_root: Path) -> None:
+    result = resolved(project_root, AGORA_NCS_SECRETS="x", METRICS_TOKEN="scrape-me")
+    assert result.returncode == 0, result.stderr
+    web = yaml.safe_load(result.stdout)["services"]["web"]
+    assert web["environment"]["METRICS_TOKEN"] == "scrape-me"
+
+
+HANDLERS_IMAGE = Path("docs") / "handlers-image"
+
+
+@needs_compose
+def test_the_handlers_image_pattern(project_root: Path) -> None:
+    """README's FROM pattern: docs/handlers-image builds FROM the project's image and
+    its compose override runs web, worker and Flower on it with the handlers named."""
+    base = yaml.safe_load(resolved(project_root, AGORA_NCS_SECRETS="x").stdout)
+    project_image = base["services"]["worker"]["image"]
+    dockerfile = (project_root / HANDLERS_IMAGE / "Dockerfile").read_text()
+    froms = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    assert froms == [project_image]
+    assert "COPY --chown=app example_handlers.py ./" in dockerfile
+    assert (project_root / HANDLERS_IMAGE / "example_handlers.py").exists()
+
+    assert COMPOSE is not None
+    env = {k: v for k, v in os.environ.items() if k != "CALLBACK_HANDLERS"}
+    result = subprocess.run(
+        [COMPOSE, "-f", str(project_root / "compose.yaml"),
+         "-f", str(project_root / HANDLERS_IMAGE / "compose.handlers.yaml"), "config"],
+        env={**env, "AGORA_NCS_SECRETS": "x"}, capture_output=True, text=True, timeout=60,
+        cwd=project_root)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("web", "worker", "flower"):
+        service = services[name]
+        assert Path(service["build"]["context"]) == project_root / HANDLERS_IMAGE, name
+        assert service["image"] == "agora-callbacks-handlers:latest"
+        assert service["environment"]["CALLBACK_HANDLERS"] == "example_handlers"
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # kept
+    assert services["worker"]["command"] == base["services"]["worker"]["command"]
+
+
+@needs_compose
+def test_each_worker_replica_has_its_own_node_name(config: dict[str, Any]) -> None:
+    """celery@<container hostname>: unique per replica as long as nothing fixes the
+    hostname, shares the host's network namespace or names the node in the command."""
+    worker = config["services"]["worker"]
+    assert "hostname" not in worker and "network_mode" not in worker
+    assert not [arg for arg in worker["command"] if arg.startswith(("-n", "--hostname"))]
+    assert "celery@$$HOSTNAME" in " ".join(worker["healthcheck"]["test"]) \
+        or "celery@$HOSTNAME" in " ".join(worker["healthcheck"]["test"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -103,16 +104,22 @@ def test_scrape_survives_redis_down() -> None:
     assert ("acb_inbox_backlog", ()) not in samples(text)
 
 
-def _app(settings: Settings, client: redis.Redis) -> Flask:
-    return create_app(settings, redis_client=client)
+METRICS_TOKEN = "metrics-token"
+#: What Prometheus sends (its scrape config's ``authorization`` credentials).
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+def _app(settings: Settings, client: redis.Redis | None = None) -> Flask:
+    return create_app(dataclasses.replace(settings, metrics_token=METRICS_TOKEN),
+                      redis_client=client)
 
 
 def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Redis) -> None:
     http = _app(settings, redis_client).test_client()
-    before = samples(http.get("/metrics").get_data(as_text=True))
+    before = samples(http.get("/metrics", headers=SCRAPE).get_data(as_text=True))
 
     def delta(name: str, **labels: str) -> float:
-        now = samples(http.get("/metrics").get_data(as_text=True))
+        now = samples(http.get("/metrics", headers=SCRAPE).get_data(as_text=True))
         key = (name, tuple(sorted(labels.items())))
         return now.get(key, 0.0) - before.get(key, 0.0)
 
@@ -135,7 +142,7 @@ def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Re
     assert delta("acb_ingress_responses_total", route="/agora/ncs", status="401") == 1
     assert delta("acb_ingress_responses_total", route="other", status="404") == 1
     assert delta("acb_ingress_request_duration_seconds_count", route="/agora/ncs") == 5
-    response = http.get("/metrics")
+    response = http.get("/metrics", headers=SCRAPE)
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     text = response.get_data(as_text=True)
@@ -145,14 +152,13 @@ def test_ingress_counts_its_decisions(settings: Settings, redis_client: redis.Re
 
 def test_ingress_counts_store_failures(settings: Settings, redis_server: ServerProcess,
                                        redis_client: redis.Redis) -> None:
-    app = create_app(settings)
-    http = app.test_client()
-    before = samples(http.get("/metrics").get_data(as_text=True))
+    http = _app(settings).test_client()
+    before = samples(http.get("/metrics", headers=SCRAPE).get_data(as_text=True))
     body = b'{"noticeId":"n2"}'
     redis_server.stop()
     response = http.post("/agora/ncs", data=body, headers=sign_headers(body, SECRET))
     assert response.status_code == 503
-    after = samples(http.get("/metrics").get_data(as_text=True))
+    after = samples(http.get("/metrics", headers=SCRAPE).get_data(as_text=True))
     assert after[("acb_ingress_store_failed_total", ())] == \
         before.get(("acb_ingress_store_failed_total", ()), 0) + 1
     assert after[("acb_redis_up", ())] == 0

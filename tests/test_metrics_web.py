@@ -1,6 +1,6 @@
 """The ingress's /metrics under its production server (``agora-callbacks web``, two
-worker processes): every scrape reports the whole process tree, whichever worker
-answers it."""
+worker processes): only with the metrics (or admin) token, and every scrape reports
+the whole process tree, whichever worker answers it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ from agora_callbacks.ingress.signature import sign_headers
 
 pytestmark = pytest.mark.slow
 
+METRICS_TOKEN = "prometheus-credential"
+ADMIN_TOKEN = "admin-credential"
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 
 def request(port: int, method: str, path: str, body: bytes = b"",
             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -40,6 +44,7 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis, tmp_path: Path) 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
     env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET,
+                "METRICS_TOKEN": METRICS_TOKEN, "ADMIN_TOKEN": ADMIN_TOKEN,
                 "LOG_LEVEL": "warning", "LOG_FORMAT": "json"})
     log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
     cli = os.path.join(os.path.dirname(sys.executable), "agora-callbacks")
@@ -84,7 +89,7 @@ def test_every_scrape_sums_all_worker_processes(web: int) -> None:
         assert status == 200
 
     def scraped() -> float:
-        status, text = request(web, "GET", "/metrics")
+        status, text = request(web, "GET", "/metrics", headers=SCRAPE)
         assert status == 200
         return stored(text.decode())
 
@@ -92,3 +97,43 @@ def test_every_scrape_sums_all_worker_processes(web: int) -> None:
     # then on every scrape, whichever worker answers, shows all of them, once.
     wait_for(lambda: scraped() == sent, timeout=10, message=f"a scrape showing {sent}")
     assert [scraped() for _ in range(10)] == [sent] * 10
+
+
+def test_metrics_need_the_metrics_or_admin_token(web: int) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN},
+                    {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        status, text = request(web, "GET", "/metrics", headers=headers)
+        assert status == 401, (headers, status)
+        assert b"acb_" not in text
+    for token in (METRICS_TOKEN, ADMIN_TOKEN):
+        status, text = request(web, "GET", "/metrics",
+                               headers={"Authorization": f"Bearer {token}"})
+        assert status == 200
+        assert b"acb_redis_up 1.0" in text
+
+
+def test_metrics_are_closed_without_a_token(redis_server: ServerProcess,
+                                            redis_client: redis.Redis) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() != "prometheus_multiproc_dir" and k not in ("METRICS_TOKEN", "ADMIN_TOKEN")}
+    env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET,
+                "LOG_LEVEL": "warning", "LOG_FORMAT": "json"})
+    cli = os.path.join(os.path.dirname(sys.executable), "agora-callbacks")
+    proc = subprocess.Popen([cli, "web", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy() -> bool:
+        try:
+            return request(port, "GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=30, interval=0.1, message="agora-callbacks web to answer")
+        assert request(port, "GET", "/metrics")[0] == 404
+        assert request(port, "GET", "/metrics", headers={"Authorization": "Bearer x"})[0] == 404
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

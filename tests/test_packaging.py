@@ -37,7 +37,8 @@ def test_wheel_carries_the_pipeline_and_its_data(wheel: Path) -> None:
                      "agora_callbacks/schemas/parse.py",
                      "agora_callbacks/workers/app.py",
                      "agora_callbacks/workers/ordering/lua/admit.lua",
-                     "agora_callbacks/workers/ordering/PROTOCOL.md"):
+                     "agora_callbacks/workers/ordering/PROTOCOL.md",
+                     "agora_callbacks/granian_logging.json"):
         assert required in names, required
 
 

@@ -109,7 +109,8 @@ def test_lifecycle_is_folded_by_the_worker_and_served(settings: Settings,
     assert metrics[("acb_redis_up", ())] == 1
     assert ("acb_handler_failures_total", (("handler", HANDLER_NAME),)) not in metrics
 
-    ingress = samples(http.get("/metrics").get_data(as_text=True))
+    ingress = samples(http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+                      .get_data(as_text=True))
     assert ingress[("acb_ingress_stored_total", ())] >= len(order)
     assert ingress[("acb_pipeline_admitted_total", ())] == len(events)
 

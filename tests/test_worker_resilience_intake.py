@@ -20,6 +20,7 @@ from workers_procs import Worker
 from workers_support import body, store
 
 from agora_callbacks.embedded_server import free_port
+from agora_callbacks.workers.bootstep import PROCESS_TITLE
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 def intake_pids(worker: Worker) -> list[int]:
-    """The worker's intake process (a multiprocessing ``spawn`` child), if running."""
+    """The worker's intake process (a multiprocessing ``spawn`` child, titled
+    ``agora-callbacks intake <consumer>`` once it runs), if running."""
     try:
         kids = psutil.Process(worker.pid).children()
     except psutil.NoSuchProcess:
@@ -35,7 +37,9 @@ def intake_pids(worker: Worker) -> list[int]:
     pids = []
     for kid in kids:
         with contextlib.suppress(psutil.Error):
-            if "spawn_main" in " ".join(kid.cmdline()) and kid.status() != psutil.STATUS_ZOMBIE:
+            cmdline = " ".join(kid.cmdline())
+            if (cmdline.startswith(PROCESS_TITLE) or "spawn_main" in cmdline) \
+                    and kid.status() != psutil.STATUS_ZOMBIE:
                 pids.append(kid.pid)
     return pids
 

@@ -249,7 +249,9 @@ def test_the_intake_process_exits_with_its_worker(
 
     worker = start_worker("a")
     kids = psutil.Process(worker.pid).children()
-    intake = [k for k in kids if "spawn" in " ".join(k.cmdline())]
+    # Titled "agora-callbacks intake <consumer>" once it runs (spawn_main before).
+    intake = [k for k in kids if " ".join(k.cmdline()).startswith("agora-callbacks intake")
+              or "spawn" in " ".join(k.cmdline())]
     assert len(intake) == 1, [k.cmdline() for k in kids]
     os.kill(worker.pid, signal.SIGKILL)
     worker.proc.wait()

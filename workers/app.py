@@ -7,7 +7,6 @@ and the intake runs in every worker (``workers.bootstep``).
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -16,12 +15,16 @@ from celery import Celery, signals
 from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
-from agora_callbacks.workers import runtime
+from agora_callbacks.workers import handler_modules, runtime
+
+# Its signal receivers put Celery's own output (log records, banner, shutdown
+# notice) in the service's log format.
+from agora_callbacks.workers import worker_logging as worker_logging
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 from agora_callbacks.workers.publish import celery_publisher
 
-ENTRY_POINT_GROUP = "agora_callbacks.handlers"
+ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 BUILTIN_HANDLERS = ("agora_callbacks.workers.builtin.recording_state",)
 
 
-def handler_modules(settings: Settings) -> list[str]:
+def handler_module_names(settings: Settings) -> list[str]:
     """The built-in handler modules, then those named by ``CALLBACK_HANDLERS``
     (entry points are loaded separately)."""
     builtin = BUILTIN_HANDLERS if settings.builtin_handlers else ()
@@ -108,15 +111,12 @@ def handler_modules(settings: Settings) -> list[str]:
 
 
 def load_handlers(settings: Settings) -> list[str]:
-    """Import every handler module; return what was loaded."""
-    loaded: list[str] = []
-    for name in handler_modules(settings):
-        importlib.import_module(name)
-        loaded.append(name)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
-        loaded.append(ep.value)
-    return loaded
+    """Import every handler module, the current directory first on the path (as
+    ``celery -A`` does); return what was loaded. Raises
+    ``handler_modules.HandlerImportError`` (one line) when one cannot be imported."""
+    sources = [*handler_modules.from_variable(handler_module_names(settings)),
+               *handler_modules.from_entry_points(entry_points(group=ENTRY_POINT_GROUP))]
+    return handler_modules.import_all(sources, celery_app.loader.import_from_cwd)
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -140,5 +140,10 @@ app = celery_app
 
 @signals.import_modules.connect
 def _import_handlers(sender: Any = None, **kwargs: Any) -> None:
-    loaded = load_handlers(runtime.get().settings)
+    try:
+        loaded = load_handlers(runtime.get().settings)
+    except handler_modules.HandlerImportError as exc:
+        # One line and exit status 1, also under plain `celery worker` (a SystemExit
+        # is not caught and logged by Celery's signal dispatch, as an error is).
+        raise SystemExit(f"Error: {exc}") from None
     logs.get_logger("workers.app").info("handler modules loaded", modules=loaded)

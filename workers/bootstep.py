@@ -43,6 +43,7 @@ from collections import deque
 from typing import Any
 
 import redis
+import setproctitle
 from celery import bootsteps
 from celery.exceptions import WorkerShutdown
 from celery.platforms import EX_FAILURE
@@ -53,6 +54,8 @@ from agora_callbacks.workers.intake import consumer_name
 log = get_logger("workers.bootstep")
 
 PARENT_CHECK_S = 0.5
+#: The intake process's title in ``ps`` (followed by its consumer name).
+PROCESS_TITLE = "agora-callbacks intake"
 
 #: Deaths of the intake tolerated within ``RESTART_WINDOW_S``; one more stops the worker.
 MAX_RESTARTS = 5
@@ -100,6 +103,8 @@ def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> Non
     # like a crash to the watcher while the worker shuts down.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its name in ps/top, instead of a copy of the worker's python command line.
+    setproctitle.setproctitle(f"{PROCESS_TITLE} {consumer}")
     rt = runtime.get()
     worker_app.load_handlers(rt.settings)
     threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()

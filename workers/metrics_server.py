@@ -138,7 +138,7 @@ class MetricsServerStep(bootsteps.StartStopStep):
         if not port:
             log.info("metrics endpoint off", port=0)
             return
-        registry = metrics.scrape_registry(rt.client)
+        registry = metrics.scrape_registry(rt.client, exclude=(metrics.INGRESS_PREFIX,))
         intake = next((s for s in getattr(parent, "steps", ()) if isinstance(s, IntakeStep)),
                       None)
         healthy = None

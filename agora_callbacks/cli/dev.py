@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, safe_url
-from agora_callbacks.devstack import Child, ChildExited, Supervisor
+from agora_callbacks.devstack import Child, ChildExited, DataDirInUse, DataDirLock, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
 
 CELERY_APP = "agora_callbacks.workers.app:celery_app"
@@ -66,9 +66,17 @@ def web_argv(port: int, workers: int) -> list[str]:
 
 
 def worker_argv(concurrency: int) -> list[str]:
-    """A worker, as the Procfile's ``worker`` line runs it."""
+    """A worker, as the Procfile's ``worker`` line runs it, with a node name of its own
+    (``dev-<pid of dev>@host``): several on one host, on one broker, never collide."""
     return [_bin("celery"), "-A", CELERY_APP, "worker", "--concurrency", str(concurrency),
+            "--hostname", f"dev-{os.getpid()}@%h",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+
+
+#: Flower's environment under ``dev``: its HTTP API (``/api/workers``, ``/api/tasks``)
+#: without authentication, which Flower 2 refuses unless told; it listens on the
+#: loopback only (``flower_argv``).
+FLOWER_ENV = {"FLOWER_UNAUTHENTICATED_API": "true"}
 
 
 def flower_argv(port: int) -> list[str]:
@@ -110,6 +118,14 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     Example:
       agora-callbacks dev --port 8080
     """
+    # Absolute: the server changes into its data dir before opening its log file.
+    data_dir = data_dir.resolve()
+    # One dev per data dir: a second one would open the same AOF and, stopping, delete
+    # the first one's redis.url. Checked first when the directory exists (no dev can
+    # hold a directory that does not).
+    lock = DataDirLock(data_dir)
+    if data_dir.is_dir():
+        _lock(lock)
     wanted = {"--port": port, "--redis-port": redis_port,
               "--worker-metrics-port": worker_metrics_port}
     if not no_flower:
@@ -118,9 +134,9 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
         if number and _port_in_use(number):
             raise click.UsageError(f"port {number} is already in use: choose another with "
                                    f"{option}")
-    # Absolute: the server changes into its data dir before opening its log file.
-    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if not lock.held:
+        _lock(lock)
     env: dict[str, str] = {}
     notes: list[tuple[str, str]] = []
     server: ServerProcess | None = None
@@ -160,13 +176,18 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
         notes.append(("worker metrics", f"http://127.0.0.1:{worker_metrics_port}/metrics"))
 
     base = f"http://127.0.0.1:{port}"
+    # The ingress once the worker is ready: a worker that cannot start (a handler
+    # module that does not import, one line) stops the stack before anything else ran.
     children = [
-        Child("web", web_argv(port, 2), env={"PORT": str(port)},
+        Child("web", web_argv(port, 2), env={"PORT": str(port)}, start_after="worker",
               ready=lambda: _http_ok(f"{base}/readyz")),
-        Child("worker", worker_argv(concurrency), ready_line=r"celery@\S+ ready\."),
+        Child("worker", worker_argv(concurrency), ready_line=r"\S+@\S+ ready\."),
     ]
     if not no_flower:
-        children.append(Child("flower", flower_argv(flower_port),
+        # After the worker is ready: Flower's first inspection of the workers, at its
+        # start, then gets answers instead of "Inspect method ... failed" warnings.
+        children.append(Child("flower", flower_argv(flower_port), env=FLOWER_ENV,
+                              start_after="worker",
                               ready=lambda: _http_ok(f"http://127.0.0.1:{flower_port}/healthcheck")))
     # Each process tree (web, worker) keeps its own metrics files: never share one
     # PROMETHEUS_MULTIPROC_DIR between them.
@@ -200,12 +221,19 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     sys.exit(code)
 
 
+def _lock(lock: DataDirLock) -> None:
+    try:
+        lock.acquire()
+    except DataDirInUse as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _banner(base: str, flower_port: int | None, secret: str, token: str,
             notes: list[tuple[str, str]]) -> None:
     rows = [("callback URL", f"{base}/agora/ncs")]
     if flower_port is not None:
-        rows.append(("Flower", f"http://127.0.0.1:{flower_port}"))
-    rows.append(("web metrics", f"{base}/metrics"))
+        rows.append(("Flower", f"http://127.0.0.1:{flower_port}  (API: /api/workers, /api/tasks)"))
+    rows.append(("web metrics", f"{base}/metrics  (Authorization: Bearer <admin token>)"))
     rows += notes
     width = max(len(name) for name, _ in rows)
     lines = ["", "agora-callbacks dev stack is up"]

@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.metrics_dir import ensure_multiproc_dir
 from agora_callbacks.settings import Settings
@@ -39,6 +40,8 @@ def server_argv(settings: Settings, host: str, port: int | None = None,
         "--respawn-failed-workers",
         "--workers-kill-timeout", "30",
         "--log-level", "warning" if settings.log_level in ("warning", "error") else "info",
+        # granian's own lines (start, workers, stop) rendered like ours (logs.stdlib_formatter).
+        "--log-config", logs.GRANIAN_LOG_CONFIG,
         APP,
     ]
 
