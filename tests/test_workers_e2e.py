@@ -2,7 +2,11 @@
 
 Each test starts its own ``celery worker`` subprocesses (prefork) on the session's
 Redis with short timeouts (``workers_procs.FAST_ENV``); the handlers of
-``workers_e2e_handlers`` record every run in Redis.
+``workers_e2e_handlers`` record every run in Redis. The tests marked
+``both_brokers`` run twice: with the session's Redis as the Celery broker, and with
+RabbitMQ (a virtual host of the session's own; ``tests/brokers.py``). The two
+that do not involve the broker (runs never overlap; the intake exits with its
+worker) run on Redis only.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def assert_once_in_order_without_overlap(client: redis.Redis,
             assert next_start >= prev_end, f"{sid}: {nxt} started before {prev} ended"
 
 
+@pytest.mark.both_brokers
 def test_many_recordings_copies_and_shuffles_are_handled_once_in_order(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(7)
@@ -104,6 +109,7 @@ def test_many_recordings_copies_and_shuffles_are_handled_once_in_order(
     wait_for(lambda: redis_client.xlen(keys.INBOX) == 0, message="inbox drained")
 
 
+@pytest.mark.both_brokers
 def test_gap_late_retry_and_dead_lettered_handler(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     sid = "gappy"
@@ -136,6 +142,7 @@ def test_gap_late_retry_and_dead_lettered_handler(
     assert done[5]["start"] > four_last
 
 
+@pytest.mark.both_brokers
 def test_a_handler_that_ignores_or_rejects_its_event_ends_its_turn(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     """Celery's Ignore and Reject are the handler's explicit choice: the recording
@@ -162,6 +169,7 @@ def test_a_handler_that_ignores_or_rejects_its_event_ends_its_turn(
     assert int(redis_client.hget(keys.COUNTERS, "deadletters_handler") or 0) == 1
 
 
+@pytest.mark.both_brokers
 def test_a_pool_process_killed_mid_handler_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     sid = "killed-child"
@@ -180,6 +188,7 @@ def test_a_pool_process_killed_mid_handler_loses_nothing(
     assert len(starts) == 2 and starts[1]["pid"] != victim, starts
 
 
+@pytest.mark.both_brokers
 def test_a_worker_killed_while_taking_in_bodies_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(3)
