@@ -34,7 +34,8 @@ log = get_logger("agora_callbacks.workers.builtin.recording_state")
 
 def _retry_backoff_max_s() -> int:
     """30 s, or less with a short redelivery horizon (``HANDLER_VISIBILITY_TIMEOUT_S``
-    on Redis): a retry's countdown must stay below it (``workers.registry`` refuses a handler whose can reach it)."""
+    on Redis): a retry's countdown must stay below it (``workers.registry`` refuses a
+    handler whose can reach it)."""
     return max(1, min(30, runtime.get().settings.handler_redelivery_s // 2))
 
 
