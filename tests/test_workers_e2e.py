@@ -189,6 +189,31 @@ def test_a_pool_process_killed_mid_handler_loses_nothing(
 
 
 @pytest.mark.both_brokers
+def test_a_whole_worker_killed_mid_handler_loses_nothing(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis, broker: Any) -> None:
+    """SIGKILL of a worker's main process and its pool while a handler runs: its
+    unacknowledged handler task comes back (RabbitMQ: at once, when the dead
+    connection closes; Redis: after HANDLER_VISIBILITY_TIMEOUT_S, 10 s here) and
+    runs on the other worker; every event once, in order."""
+    sid = "killed-worker"
+    redis_client.hset(f"t:ctl:{sid}:2", "sleep_ms", 1500)
+    workers = [start_worker("a"), start_worker("b")]
+    for seq in range(5):
+        store(redis_client, body(sid, seq))
+    first = wait_for(lambda: [r for r in rows(redis_client, "t:starts") if r["seq"] == 2],
+                     message="handler of 2 started")
+    pid = first[0]["pid"]  # type: ignore[index]
+    [victim] = [w for w in workers if pid in w.children()]
+    victim.kill()
+    wait_for(lambda: len(runs_of(redis_client)) == 5, timeout=60,
+             message="all handled after the worker died")
+    assert_once_in_order_without_overlap(redis_client, {sid: list(range(5))})
+    starts = [r for r in rows(redis_client, "t:starts") if r["seq"] == 2]
+    assert len(starts) == 2 and starts[1]["pid"] not in (pid, *victim.children()), starts
+    assert deadletters.count(redis_client) == 0
+
+
+@pytest.mark.both_brokers
 def test_a_worker_killed_while_taking_in_bodies_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(3)
