@@ -3,8 +3,10 @@
 RabbitMQ (``RABBITMQ_URL``, default ``amqp://guest:guest@127.0.0.1:5672``) is used
 only in a virtual host of the test session's own, created at its start and deleted
 at its end: through RabbitMQ's management HTTP API (port 15672) where it answers,
-else with ``rabbitmqctl`` where it is installed and allowed. Where neither works,
-or no RabbitMQ answers, the RabbitMQ tests skip and say why (``amqp_vhost``).
+else with ``rabbitmqctl`` where it is installed and allowed (this kind of machine
+has no management plugin enabled, and rabbitmqctl works as root). Where no
+RabbitMQ answers, the RabbitMQ tests skip and say why; where one answers but no
+virtual host can be made, they fail and say why (``conftest.broker``).
 
 Between tests, the queues the workers use are purged (``Broker.purge``): a handler
 task left in a queue by one test (a killed worker's message, a publish to a queue
@@ -87,6 +89,35 @@ class VirtualHost:
         return urllib.parse.urlunsplit(
             (parts.scheme, parts.netloc, "/" + urllib.parse.quote(self.name, safe=""), "", ""))
 
+    def messages(self, queue: str) -> tuple[int, int]:
+        """(ready, unacknowledged) messages of ``queue`` (0, 0 when it does not exist)."""
+        if self.via == "management":
+            parts = _parts()
+            auth = base64.b64encode(f"{parts.username or 'guest'}:{parts.password or 'guest'}"
+                                    .encode()).decode()
+            path = f"/api/queues/{urllib.parse.quote(self.name, safe='')}/{queue}"
+            request = urllib.request.Request(f"{MANAGEMENT_URL}{path}",
+                                             headers={"Authorization": f"Basic {auth}"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    found = json.load(answer)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return (0, 0)
+                raise
+            return (int(found.get("messages_ready", 0)),
+                    int(found.get("messages_unacknowledged", 0)))
+        ctl = shutil.which("rabbitmqctl")
+        assert ctl is not None
+        out = subprocess.run([ctl, "list_queues", "-p", self.name, "-q", "--no-table-headers",
+                              "name", "messages_ready", "messages_unacknowledged"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout
+        for line in out.splitlines():
+            name, ready, unacked = line.split()
+            if name == queue:
+                return (int(ready), int(unacked))
+        return (0, 0)
+
     def delete(self) -> None:
         if self.via == "management":
             _management("DELETE", f"/api/vhosts/{urllib.parse.quote(self.name, safe='')}")
@@ -127,6 +158,7 @@ class Broker:
 
     kind: str
     url: str
+    vhost: VirtualHost | None = None
 
     def connection(self) -> kombu.Connection:
         return kombu.Connection(self.url, connect_timeout=5)
@@ -141,6 +173,14 @@ class Broker:
                 # is closed by that error: take a new one for the next queue).
                 with contextlib.suppress(conn.channel_errors), conn.channel() as channel:
                     channel.queue_purge(name)
+
+    def settled(self, redis_client: Any, queue: str = "celery") -> bool:
+        """No handler task queued or delivered and unacknowledged: nothing the broker
+        could deliver (again)."""
+        if self.kind == "redis":
+            return bool(redis_client.hlen("unacked") == 0 and redis_client.llen(queue) == 0)
+        assert self.vhost is not None
+        return self.vhost.messages(queue) == (0, 0)
 
     def take(self, queue: str = "celery") -> dict[str, Any] | None:
         """Take one message off ``queue`` (acknowledged: gone from the broker), as
