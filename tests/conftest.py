@@ -22,6 +22,11 @@ from agora_callbacks.settings import Settings
 
 SECRET = "secret"
 
+# The tests choose the Celery broker themselves (the `broker` fixture): a
+# CELERY_BROKER_URL from the developer's shell must not reach the test process's
+# Celery app (created when a test module imports agora_callbacks.workers.app).
+os.environ.pop("CELERY_BROKER_URL", None)
+
 
 @pytest.fixture(scope="session")
 def _redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:

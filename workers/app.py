@@ -117,9 +117,12 @@ def amqp_config(settings: Settings) -> dict[str, Any]:
     consumer_timeout: RabbitMQ closes the channel of a consumer that has held a
     delivery unacknowledged for longer than its ``consumer_timeout`` (30 min by
     default; ``consumer_timeout`` in rabbitmq.conf, in ms) and delivers the
-    channel's messages again: with acks late, a handler still running then would
-    start a second time (same task id, so the start fence lets it). The worker
-    cannot read the server's value, so ``RABBITMQ_CONSUMER_TIMEOUT_S`` states it,
+    channel's messages again. Celery takes that channel error for an
+    unrecoverable one: the worker stops ("Unrecoverable error: PreconditionFailed
+    ... delivery acknowledgement on channel 1 timed out", celery/celery#6760), and
+    with acks late a handler still running then would start again elsewhere (same
+    task id, so the start fence lets it). The worker cannot read the server's
+    value, so ``RABBITMQ_CONSUMER_TIMEOUT_S`` states it,
     and every handler's time limits (and retry delays, held unacknowledged until
     their countdown ends) are set below it (``Settings.handler_redelivery_s``);
     ``workers.registry`` refuses a handler whose options reach it. For handlers
