@@ -107,3 +107,19 @@ def test_a_handler_s_limit_is_checked_against_its_broker() -> None:
     assert "raise RABBITMQ_CONSUMER_TIMEOUT_S=1800" in str(err.value)
     with pytest.raises(ValueError, match="default_retry_delay=1800"):
         check(amqp_settings, default_retry_delay=1800)
+
+
+def test_a_worker_given_an_unknown_broker_stops_with_one_line() -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "agora_callbacks.workers.app:celery_app",
+         "worker", "-c", "1"],
+        env={**os.environ, "CELERY_BROKER_URL": "kafka://k:9092"}, capture_output=True,
+        text=True, timeout=60)
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert lines[-1].startswith("Error: CELERY_BROKER_URL: unsupported broker scheme 'kafka'")
+    assert "Traceback" not in result.stdout + result.stderr
