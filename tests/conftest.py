@@ -98,7 +98,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def amqp_vhost() -> Iterator[Any]:
     """A RabbitMQ virtual host of this session's own (``tests/brokers.py``), deleted
-    at the end; or the reason there is none (the RabbitMQ tests then skip)."""
+    at the end; or the reason there is none (the RabbitMQ tests then skip where no
+    RabbitMQ answers, and fail otherwise: see ``broker``)."""
     import brokers
 
     reason = brokers.rabbitmq_answers()
