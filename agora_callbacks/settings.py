@@ -74,6 +74,20 @@ def _redis_url(raw: str) -> str:
     return url
 
 
+#: Celery broker URL schemes and the broker each selects (``Settings.broker``).
+BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "valkey": "redis",
+                  "valkeys": "redis", "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp"}
+
+
+def _broker_url(raw: str) -> str:
+    url = raw.strip()
+    if url and urlsplit(url).scheme not in BROKER_SCHEMES:
+        raise ValueError(f"unsupported broker scheme {urlsplit(url).scheme or url!r}: expected "
+                         f"redis://, rediss://, unix:// (Redis) or amqp://, amqps:// "
+                         f"(RabbitMQ)")
+    return url
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -113,8 +127,25 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "REDIS_URL", "redis_url", _redis_url, "redis://127.0.0.1:6379/0",
-        "Redis holding raw bodies, pipeline state and the Celery broker. "
+        "Redis holding raw bodies, pipeline state and the Celery broker (unless "
+        "`CELERY_BROKER_URL` names another). "
         "`agora-callbacks dev` starts an embedded server when this is not set.",
+    ),
+    Variable(
+        "CELERY_BROKER_URL", "celery_broker_url", _broker_url, "",
+        "The Celery broker that carries handler tasks: Redis (`redis://`, `rediss://`, "
+        "`unix://`) or RabbitMQ (`amqp://`, `amqps://`). Empty: `REDIS_URL`. Redis "
+        "keeps the inbox, the ordering state and the dead letters either way. See "
+        "\"Choosing a broker\".",
+    ),
+    Variable(
+        "RABBITMQ_CONSUMER_TIMEOUT_S", "rabbitmq_consumer_timeout_s", _positive_int, "1800",
+        "RabbitMQ broker only: the server's `consumer_timeout` (rabbitmq.conf, in ms "
+        "there; RabbitMQ's default is 30 min), in seconds. RabbitMQ closes the channel "
+        "of a delivery unacknowledged for that long and delivers its messages again, so "
+        "every handler's time limits are set below min(this, `HANDLER_DEADLINE_S` / 2), "
+        "as `HANDLER_VISIBILITY_TIMEOUT_S` is on Redis. Raise both (the server's first) "
+        "for handlers that run for hours.",
     ),
     Variable(
         "REDIS_TIMEOUT_S", "redis_timeout_s", _positive_float, "1.0",
@@ -285,6 +316,8 @@ class Settings:
     ncs_secrets: tuple[str, ...]
     require_v2: bool
     redis_url: str
+    celery_broker_url: str
+    rabbitmq_consumer_timeout_s: int
     redis_timeout_s: float
     redis_retry_s: int
     max_body_bytes: int
@@ -376,13 +409,21 @@ class Settings:
                    f"before publishing an event's handler tasks is replaced only after "
                    f"DISPATCH_LEASE_MS, so the handlers would be dead-lettered as lost "
                    f"before they were even published")
-        if self.handler_deadline_s <= 2 * self.handler_visibility_timeout_s:
+        if self.broker == "redis" and \
+                self.handler_deadline_s <= 2 * self.handler_visibility_timeout_s:
             yield (f"HANDLER_DEADLINE_S ({self.handler_deadline_s} s) must exceed twice "
                    f"HANDLER_VISIBILITY_TIMEOUT_S ({self.handler_visibility_timeout_s} s): "
                    f"a handler's run and its retry countdown are each kept below "
                    f"HANDLER_VISIBILITY_TIMEOUT_S and a worker's lost task is redelivered "
                    f"only after it, so a live handler would be dead-lettered as lost")
-        if self.handler_soft_time_limit_s < 1:
+        if self.handler_soft_time_limit_s < 1 and self.broker == "amqp":
+            yield (f"RABBITMQ_CONSUMER_TIMEOUT_S ({self.rabbitmq_consumer_timeout_s} s) and "
+                   f"half HANDLER_DEADLINE_S ({self.handler_deadline_s} s) must each exceed "
+                   f"twice REDIS_RETRY_S ({self.redis_retry_s} s) plus twice the time-limit "
+                   f"margin ({self._time_limit_margin_s} s): a handler's hard time limit is "
+                   f"the lower of the two less the margin and REDIS_RETRY_S, its soft limit "
+                   f"as much again before that, and no time would be left for the handler")
+        elif self.handler_soft_time_limit_s < 1:
             yield (f"HANDLER_VISIBILITY_TIMEOUT_S ({self.handler_visibility_timeout_s} s) "
                    f"must exceed twice REDIS_RETRY_S ({self.redis_retry_s} s) plus twice "
                    f"the time-limit margin ({self._time_limit_margin_s} s): a handler's "
@@ -395,18 +436,50 @@ class Settings:
                    f"for its answer, so not even one retry would fit")
 
     @property
+    def broker_url(self) -> str:
+        """The Celery broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def broker(self) -> str:
+        """``"redis"`` or ``"amqp"`` (RabbitMQ): which broker ``broker_url`` names."""
+        return BROKER_SCHEMES[urlsplit(self.broker_url).scheme]
+
+    @property
+    def handler_redelivery_s(self) -> int:
+        """How long a handler task's message may stay unacknowledged before the broker
+        could deliver it again while it still runs, or the recording would give it
+        up: every handler's time limits and retry delays stay below it. Redis: the
+        transport's visibility timeout (``HANDLER_VISIBILITY_TIMEOUT_S``). RabbitMQ:
+        its ``consumer_timeout`` (``RABBITMQ_CONSUMER_TIMEOUT_S``), and half
+        ``HANDLER_DEADLINE_S`` (a run and a retry countdown both fit in the
+        deadline); a dead worker's messages come back at once there, when its
+        connection closes, not after a timeout."""
+        if self.broker == "amqp":
+            return min(self.rabbitmq_consumer_timeout_s, self.handler_deadline_s // 2)
+        return self.handler_visibility_timeout_s
+
+    @property
+    def handler_redelivery_setting(self) -> str:
+        """The variable(s) ``handler_redelivery_s`` comes from, for messages."""
+        if self.broker == "amqp":
+            return (f"RABBITMQ_CONSUMER_TIMEOUT_S={self.rabbitmq_consumer_timeout_s} "
+                    f"(or half HANDLER_DEADLINE_S={self.handler_deadline_s})")
+        return f"HANDLER_VISIBILITY_TIMEOUT_S={self.handler_visibility_timeout_s}"
+
+    @property
     def _time_limit_margin_s(self) -> int:
-        """Slack below the visibility timeout: a message's wait in the worker before
+        """Slack below the redelivery horizon: a message's wait in the worker before
         its run starts, and the acknowledgement after a kill."""
-        return max(1, self.handler_visibility_timeout_s // 20)
+        return max(1, self.handler_redelivery_s // 20)
 
     @property
     def handler_time_limit_s(self) -> int:
         """Hard time limit of every handler task (the pool process is killed): below
-        ``HANDLER_VISIBILITY_TIMEOUT_S`` by the margin and ``REDIS_RETRY_S``, so the
+        ``handler_redelivery_s`` by the margin and ``REDIS_RETRY_S``, so the
         task is killed, its outcome recorded and its message acknowledged before the
         broker would deliver it again."""
-        return self.handler_visibility_timeout_s - self._time_limit_margin_s - self.redis_retry_s
+        return self.handler_redelivery_s - self._time_limit_margin_s - self.redis_retry_s
 
     @property
     def handler_soft_time_limit_s(self) -> int:

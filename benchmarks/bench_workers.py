@@ -4,6 +4,14 @@ same worker pool, in the same run.
 
     python benchmarks/bench_workers.py                      # full: 1,000 recordings x 20 events
     python benchmarks/bench_workers.py --recordings 200     # reduced, on a busy machine
+    python benchmarks/bench_workers.py --broker amqp        # RabbitMQ as the Celery broker
+
+``--broker redis`` (the default) uses the private Redis below as the Celery broker
+too; ``--broker amqp`` uses RabbitMQ at ``RABBITMQ_URL`` (default
+``amqp://guest:guest@127.0.0.1:5672``) in a virtual host of its own, created for
+the run and deleted after it (``tests/brokers.py``), for both sides: bare Celery
+and our pipeline publish to and consume from the same broker, with the same
+settings (publisher confirms included), on the same pool.
 
 Starts a private Redis (embedded valkey-server) and one ``celery worker -P prefork
 -c 2`` (the intake runs inside it), both as child processes, and stops them at
@@ -117,10 +125,42 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--steady-s", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis",
+                        help="the Celery broker of both sides (default: redis)")
     args = parser.parse_args()
     n = args.recordings * args.events
     rng = random.Random(args.seed)
 
+    vhost = None
+    broker_url = None
+    if args.broker == "amqp":
+        import brokers
+
+        made = brokers.rabbitmq_answers() or brokers.create_vhost()
+        if isinstance(made, str):
+            print(f"--broker amqp: {made}", file=sys.stderr)
+            return 2
+        vhost = made
+        broker_url = vhost.url
+        os.environ["CELERY_BROKER_URL"] = broker_url
+    try:
+        return run(args, n, rng, broker_url)
+    finally:
+        if vhost is not None:
+            vhost.delete()
+
+
+def rabbitmq_process() -> object | None:
+    """RabbitMQ's Erlang VM, for its CPU time (None when it cannot be seen)."""
+    import psutil
+
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "beam.smp" and "rabbit" in " ".join(proc.info["cmdline"] or []):
+            return proc
+    return None
+
+
+def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         server = ServerProcess(Path(tmp) / "redis")
         server.start()
@@ -135,6 +175,7 @@ def main() -> int:
         client = redis.Redis.from_url(server.url)
         worker = Worker(server.url, "bench", concurrency=args.concurrency,
                         handlers="bench_workers_handlers", log_dir=Path(tmp),
+                        broker_url=broker_url,
                         env={"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "tests")]),
                              "LOG_LEVEL": "warning", "BUILTIN_HANDLERS": "false",
                              "REORDER_HOLD_MS": "15000",
@@ -152,6 +193,7 @@ def main() -> int:
             import psutil
 
             parts: dict[str, dict[str, float]] = {"bare": {}, "ours": {}}
+            rabbit = rabbitmq_process() if broker_url else None
 
             def cpu_by_part() -> dict[str, float]:
                 """CPU seconds used so far by Redis, the worker's main process, its
@@ -159,6 +201,8 @@ def main() -> int:
                 does not change much."""
                 main = psutil.Process(worker.pid)
                 named = [("redis", psutil.Process(server.process.pid)), ("main", main)]
+                if rabbit is not None:
+                    named.append(("rabbitmq", rabbit))
                 for child in main.children(recursive=True):
                     cmd = " ".join(child.cmdline())
                     intake = cmd.startswith(PROCESS_TITLE) or "spawn_main" in cmd
@@ -262,7 +306,8 @@ def main() -> int:
 
     body_size = statistics.mean(len(b) for _, b in items)
     print(f"workers benchmark: {args.recordings} recordings x {args.events} events = {n} "
-          f"events, prefork -c {args.concurrency}, bodies ~{body_size:.0f} B")
+          f"events, prefork -c {args.concurrency}, bodies ~{body_size:.0f} B, Celery broker "
+          f"{'RabbitMQ' if broker_url else 'Redis'}")
     print()
     print(f"| {'figure':<58} | {'value':>12} |")
     print(f"|{'-' * 60}|{'-' * 14}|")
@@ -271,12 +316,14 @@ def main() -> int:
         ("ours: body -> parse, dedupe, order, dispatch -> handler, events/s",
          f"{ours_rate:,.0f}"),
         ("ratio ours / baseline (goal >= 0.8)", f"{ours_rate / celery_rate:.2f}"),
-        ("CPU per event, worker + Redis: baseline / ours, ms",
+        (f"CPU per event, worker + Redis{' + RabbitMQ' if broker_url else ''}: "
+         "baseline / ours, ms",
          f"{cpu['bare'] / n * 1000:.2f} / {cpu['ours'] / n * 1000:.2f}"),
         *((f"  of which {part}: baseline / ours, ms",
            f"{parts['bare'].get(part, 0) / n * 1000:.2f} / "
            f"{parts['ours'].get(part, 0) / n * 1000:.2f}")
-          for part in ("main", "pool", "intake", "redis")),
+          for part in ("main", "pool", "intake", "redis",
+                       *(("rabbitmq",) if broker_url else ()))),
         ("baseline publish-to-start latency p50 / p99, ms (burst)",
          f"{percentile(celery_lat, .5):,.0f} / {percentile(celery_lat, .99):,.0f}"),
         ("ours receive-to-handler latency p50 / p99, ms (burst)",

@@ -22,6 +22,11 @@ from agora_callbacks.settings import Settings
 
 SECRET = "secret"
 
+# The tests choose the Celery broker themselves (the `broker` fixture): a
+# CELERY_BROKER_URL from the developer's shell must not reach the test process's
+# Celery app (created when a test module imports agora_callbacks.workers.app).
+os.environ.pop("CELERY_BROKER_URL", None)
+
 
 @pytest.fixture(scope="session")
 def _redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -74,22 +79,81 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
+#: The brokers a test marked ``both_brokers`` runs against (``broker`` fixture).
+BROKERS = ("redis", "amqp")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_brokers: run the test once with Redis and once with RabbitMQ as "
+                   "the Celery broker (the `broker` fixture; `start_worker` uses it)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+            "both_brokers"):
+        metafunc.parametrize("broker", BROKERS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def amqp_vhost() -> Iterator[Any]:
+    """A RabbitMQ virtual host of this session's own (``tests/brokers.py``), deleted
+    at the end; or the reason there is none (the RabbitMQ tests then skip where no
+    RabbitMQ answers, and fail otherwise: see ``broker``)."""
+    import brokers
+
+    reason = brokers.rabbitmq_answers()
+    vhost = reason if reason else brokers.create_vhost()
+    yield vhost
+    if isinstance(vhost, brokers.VirtualHost):
+        vhost.delete()
+
+
 @pytest.fixture
-def start_worker(redis_client: redis.Redis, redis_server: ServerProcess,
+def broker(request: pytest.FixtureRequest, redis_server: ServerProcess) -> Iterator[Any]:
+    """The Celery broker of the test's workers: the session's Redis unless the test
+    is parametrized (``both_brokers``) with ``amqp``; RabbitMQ's queues are purged
+    before and after the test."""
+    import brokers
+
+    kind = getattr(request, "param", "redis")
+    if kind == "redis":
+        yield brokers.Broker("redis", redis_server.url)
+        return
+    vhost = request.getfixturevalue("amqp_vhost")
+    if isinstance(vhost, str):
+        if vhost.startswith("no RabbitMQ answers"):
+            pytest.skip(vhost)
+        # RabbitMQ is there, but the tests cannot have a virtual host of their own:
+        # a broken test setup, not a reason to pass quietly.
+        pytest.fail(vhost)
+    found = brokers.Broker("amqp", vhost.url, vhost)
+    found.purge()
+    yield found
+    found.purge()
+
+
+@pytest.fixture
+def start_worker(redis_client: redis.Redis, redis_server: ServerProcess, broker: Any,
                  tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Start real ``celery worker`` processes (``tests/workers_procs.Worker``) on the
-    session's Redis, each ready when returned; all stopped after the test."""
+    session's Redis and the test's ``broker``, each ready when returned; all
+    stopped after the test."""
     from workers_procs import Worker
 
     started: list[Worker] = []
 
     def start(name: str, **kwargs: Any) -> Worker:
+        if broker.kind != "redis":
+            kwargs.setdefault("broker_url", broker.url)
         worker = Worker(redis_server.url, name, log_dir=tmp_path, **kwargs)
         started.append(worker)
         worker.wait_ready(redis_client)
         return worker
 
     yield start
+    for worker in started:  # all shut down at once, then each is waited for
+        worker.begin_stop()
     for worker in started:
         worker.stop()
 

@@ -154,3 +154,53 @@ def test_each_worker_replica_has_its_own_node_name(config: dict[str, Any]) -> No
     assert not [arg for arg in worker["command"] if arg.startswith(("-n", "--hostname"))]
     assert "celery@$$HOSTNAME" in " ".join(worker["healthcheck"]["test"]) \
         or "celery@$HOSTNAME" in " ".join(worker["healthcheck"]["test"])
+
+
+# -- compose.rabbitmq.yaml: RabbitMQ as the Celery broker (an override) ------------------
+def resolved_rabbitmq(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("AGORA_NCS_SECRETS", "RABBITMQ_PASSWORD", "PORT", "FLOWER_PORT")}
+    assert COMPOSE is not None
+    return subprocess.run([COMPOSE, "-f", str(root / "compose.yaml"), "-f",
+                           str(root / "compose.rabbitmq.yaml"), "config"],
+                          env={**base, **env}, capture_output=True, text=True, timeout=60,
+                          cwd=root)
+
+
+@needs_compose
+def test_the_rabbitmq_override_needs_its_password(project_root: Path) -> None:
+    result = resolved_rabbitmq(project_root, AGORA_NCS_SECRETS="s3cret")
+    assert result.returncode != 0
+    assert "RABBITMQ_PASSWORD" in result.stderr
+
+
+@needs_compose
+def test_the_rabbitmq_override_points_the_workers_at_rabbitmq(project_root: Path) -> None:
+    from agora_callbacks.settings import Settings
+
+    result = resolved_rabbitmq(project_root, AGORA_NCS_SECRETS="s3cret", RABBITMQ_PASSWORD="pw")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    assert set(services) == {"redis", "rabbitmq", "web", "worker", "flower"}
+    rabbit = services["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:3")
+    assert "rabbitmq-diagnostics" in rabbit["healthcheck"]["test"]
+    assert "ports" not in rabbit  # reached inside the compose network only
+    assert rabbit["environment"]["RABBITMQ_DEFAULT_PASS"] == "pw"
+    assert any(str(v).startswith("rabbitmq-data:/var/lib/rabbitmq") for v in rabbit["volumes"])
+    assert "rabbitmq-data" in config["volumes"] and rabbit["hostname"] == "rabbitmq"
+    erl_args = rabbit["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"].split()
+    server_timeout_ms = int(erl_args[erl_args.index("consumer_timeout") + 1])
+    for name in ("worker", "flower"):
+        service = services[name]
+        env = service["environment"]
+        assert env["CELERY_BROKER_URL"] == "amqp://agora:pw@rabbitmq:5672/agora", name
+        assert env["REDIS_URL"] == "redis://redis:6379/0"  # the inbox and state stay
+        assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        settings = Settings.from_env(env)
+        assert settings.broker == "amqp"
+        # The workers are told the server's consumer_timeout.
+        assert settings.rabbitmq_consumer_timeout_s * 1000 == server_timeout_ms
+    assert "CELERY_BROKER_URL" not in services["web"]["environment"]  # no Celery there

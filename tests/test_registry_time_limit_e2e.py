@@ -4,7 +4,9 @@ visibility timeout would deliver it a second time (finding 8).
 The worker runs with ``HANDLER_VISIBILITY_TIMEOUT_S=8`` and ``REDIS_RETRY_S=2``: the
 handlers' hard time limit is then 5 s and their soft limit 2 s. Without the limits,
 kombu restores the still-unacknowledged message after 8 s (its restore sweep runs
-every second here) and a second copy of the handler starts beside the first.
+every second here) and a second copy of the handler starts beside the first. The
+tests marked ``both_brokers`` run on RabbitMQ too, told a consumer timeout of 8 s
+(``RABBITMQ_CONSUMER_TIMEOUT_S``): the same limits, set from it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from agora_callbacks.settings import Settings
 pytestmark = pytest.mark.slow
 
 ENV = {"HANDLER_VISIBILITY_TIMEOUT_S": "8", "REDIS_RETRY_S": "2",
+       # On RabbitMQ the limits are below its consumer_timeout, told as 8 s here
+       # (the server's own is longer: these tests only need the same limits).
+       "RABBITMQ_CONSUMER_TIMEOUT_S": "8",
        "CALLBACK_HANDLERS": "registry_time_limit_handlers", "BUILTIN_HANDLERS": "false"}
 LIMITS = Settings.from_env(ENV)
 VT = LIMITS.handler_visibility_timeout_s
@@ -37,9 +42,11 @@ TURN_ENDS_WITHIN_S = 20
 
 
 @pytest.fixture
-def worker(redis_client: redis.Redis, redis_server: Any, tmp_path: Path) -> Iterator[Worker]:
+def worker(redis_client: redis.Redis, redis_server: Any, broker: Any,
+           tmp_path: Path) -> Iterator[Worker]:
     w = Worker(redis_server.url, "tl", log_dir=tmp_path, concurrency=2,
-               handlers=ENV["CALLBACK_HANDLERS"], env=ENV)
+               handlers=ENV["CALLBACK_HANDLERS"], env=ENV,
+               broker_url=broker.url if broker.kind == "amqp" else None)
     try:
         w.wait_ready(redis_client)
         yield w
@@ -52,9 +59,6 @@ def rows(client: redis.Redis, name: str, sid: str, seq: int | None = None) -> li
     return [r for r in found if r["sid"] == sid and (seq is None or r["seq"] == seq)]
 
 
-def settled(client: redis.Redis) -> bool:
-    """No handler task unacknowledged or queued: kombu has nothing it could restore."""
-    return client.hlen("unacked") == 0 and client.llen("celery") == 0
 
 
 def alive(pid: int) -> bool:
@@ -75,14 +79,16 @@ def start_slow_event(client: redis.Redis, sid: str, mode: str) -> dict[str, Any]
 
 
 def assert_stopped_once_before_the_timeout(client: redis.Redis, worker: Worker, sid: str,
-                                           first: dict[str, Any]) -> None:
+                                           first: dict[str, Any], broker: Any) -> None:
     wait_for(lambda: rows(client, "tl:soft", sid) or len(rows(client, "tl:starts", sid, 0)) > 1,
              timeout=VT + 5, message=f"the soft time limit\n{worker.log()}")
     assert len(rows(client, "tl:starts", sid, 0)) == 1, \
         "the handler started a second time while its first run was alive"
     wait_for(lambda: not alive(first["pid"]) or rows(client, "tl:runs", sid, 1),
              timeout=VT, message="event 0's run stopped")
-    wait_for(lambda: settled(client), timeout=VT, message="the handler task acknowledged")
+    # No handler task queued or unacknowledged: nothing the broker could deliver again.
+    wait_for(lambda: broker.settled(client), timeout=VT, interval=0.1,
+             message="the handler task acknowledged")
     stopped_after = time.time() - first["start"]
     assert stopped_after < VT, f"acknowledged only {stopped_after:.1f} s after the start"
     # Acknowledged: nothing can deliver it again. It started once and never returned.
@@ -103,22 +109,26 @@ def assert_dead_lettered_once_and_the_recording_moved_on(
 
 def test_the_worker_gets_a_soft_and_a_hard_limit_below_the_timeout() -> None:
     assert (LIMITS.handler_soft_time_limit_s, LIMITS.handler_time_limit_s) == (2, 5)
+    on_rabbitmq = Settings.from_env({**ENV, "CELERY_BROKER_URL": "amqp://localhost//"})
+    assert (on_rabbitmq.handler_soft_time_limit_s, on_rabbitmq.handler_time_limit_s) == (2, 5)
 
 
+@pytest.mark.both_brokers
 def test_a_handler_past_its_soft_limit_is_stopped_once_and_dead_lettered_once(
-        worker: Worker, redis_client: redis.Redis) -> None:
+        worker: Worker, redis_client: redis.Redis, broker: Any) -> None:
     sid = "tl-cooperative"
     first = start_slow_event(redis_client, sid, "cooperative")
-    assert_stopped_once_before_the_timeout(redis_client, worker, sid, first)
+    assert_stopped_once_before_the_timeout(redis_client, worker, sid, first, broker)
     assert_dead_lettered_once_and_the_recording_moved_on(redis_client, worker, sid,
                                                          "SoftTimeLimitExceeded")
 
 
+@pytest.mark.both_brokers
 def test_a_handler_that_ignores_its_soft_limit_is_killed_at_the_hard_one(
-        worker: Worker, redis_client: redis.Redis) -> None:
+        worker: Worker, redis_client: redis.Redis, broker: Any) -> None:
     sid = "tl-stubborn"
     first = start_slow_event(redis_client, sid, "stubborn")
-    assert_stopped_once_before_the_timeout(redis_client, worker, sid, first)
+    assert_stopped_once_before_the_timeout(redis_client, worker, sid, first, broker)
     assert not alive(first["pid"]), "the stubborn handler's pool process still runs"
     assert "Hard time limit (5" in worker.log()
 

@@ -2,7 +2,11 @@
 
 Each test starts its own ``celery worker`` subprocesses (prefork) on the session's
 Redis with short timeouts (``workers_procs.FAST_ENV``); the handlers of
-``workers_e2e_handlers`` record every run in Redis.
+``workers_e2e_handlers`` record every run in Redis. The tests marked
+``both_brokers`` run twice: with the session's Redis as the Celery broker, and with
+RabbitMQ (a virtual host of the session's own; ``tests/brokers.py``). The two
+that do not involve the broker (runs never overlap; the intake exits with its
+worker) run on Redis only.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def assert_once_in_order_without_overlap(client: redis.Redis,
             assert next_start >= prev_end, f"{sid}: {nxt} started before {prev} ended"
 
 
+@pytest.mark.both_brokers
 def test_many_recordings_copies_and_shuffles_are_handled_once_in_order(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(7)
@@ -104,6 +109,7 @@ def test_many_recordings_copies_and_shuffles_are_handled_once_in_order(
     wait_for(lambda: redis_client.xlen(keys.INBOX) == 0, message="inbox drained")
 
 
+@pytest.mark.both_brokers
 def test_gap_late_retry_and_dead_lettered_handler(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     sid = "gappy"
@@ -136,6 +142,7 @@ def test_gap_late_retry_and_dead_lettered_handler(
     assert done[5]["start"] > four_last
 
 
+@pytest.mark.both_brokers
 def test_a_handler_that_ignores_or_rejects_its_event_ends_its_turn(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     """Celery's Ignore and Reject are the handler's explicit choice: the recording
@@ -162,6 +169,7 @@ def test_a_handler_that_ignores_or_rejects_its_event_ends_its_turn(
     assert int(redis_client.hget(keys.COUNTERS, "deadletters_handler") or 0) == 1
 
 
+@pytest.mark.both_brokers
 def test_a_pool_process_killed_mid_handler_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     sid = "killed-child"
@@ -180,6 +188,32 @@ def test_a_pool_process_killed_mid_handler_loses_nothing(
     assert len(starts) == 2 and starts[1]["pid"] != victim, starts
 
 
+@pytest.mark.both_brokers
+def test_a_whole_worker_killed_mid_handler_loses_nothing(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis, broker: Any) -> None:
+    """SIGKILL of a worker's main process and its pool while a handler runs: its
+    unacknowledged handler task comes back (RabbitMQ: at once, when the dead
+    connection closes; Redis: after HANDLER_VISIBILITY_TIMEOUT_S, 10 s here) and
+    runs on the other worker; every event once, in order."""
+    sid = "killed-worker"
+    redis_client.hset(f"t:ctl:{sid}:2", "sleep_ms", 1500)
+    workers = [start_worker("a"), start_worker("b")]
+    for seq in range(5):
+        store(redis_client, body(sid, seq))
+    first = wait_for(lambda: [r for r in rows(redis_client, "t:starts") if r["seq"] == 2],
+                     message="handler of 2 started")
+    pid = first[0]["pid"]  # type: ignore[index]
+    [victim] = [w for w in workers if pid in w.children()]
+    victim.kill()
+    wait_for(lambda: len(runs_of(redis_client)) == 5, timeout=60,
+             message="all handled after the worker died")
+    assert_once_in_order_without_overlap(redis_client, {sid: list(range(5))})
+    starts = [r for r in rows(redis_client, "t:starts") if r["seq"] == 2]
+    assert len(starts) == 2 and starts[1]["pid"] not in (pid, *victim.children()), starts
+    assert deadletters.count(redis_client) == 0
+
+
+@pytest.mark.both_brokers
 def test_a_worker_killed_while_taking_in_bodies_loses_nothing(
         start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
     rng = random.Random(3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -52,8 +53,9 @@ def test_a_handler_ending_while_redis_pauses_is_recorded_once_and_the_recording_
     assert "handler finish failed, trying again" in worker.log()
 
 
+@pytest.mark.both_brokers
 def test_a_handler_task_message_lost_by_the_broker_is_published_again(
-        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+        start_worker: Callable[..., Worker], redis_client: redis.Redis, broker: Any) -> None:
     """Finding 12: a message in neither the queue nor kombu's unacknowledged set (a
     worker SIGKILLed between taking it and recording it) used to leave its recording
     waiting HANDLER_DEADLINE_S and end as a ``lost`` dead letter. The turn's handler
@@ -64,7 +66,7 @@ def test_a_handler_task_message_lost_by_the_broker_is_published_again(
     start_worker("intake-only", queues="nobody")
     store(redis_client, body(sid, 0))
     # The handler task's message, as the broker would lose it.
-    lost = wait_for(lambda: redis_client.lpop("celery"), timeout=10,
+    lost = wait_for(broker.take, timeout=10,
                     message="the handler task published")
     assert lost
     start_worker("handlers")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -36,19 +37,25 @@ class Worker:
     def __init__(self, redis_url: str, name: str, *, concurrency: int = 2,
                  handlers: str = "workers_e2e_handlers", env: dict[str, str] | None = None,
                  log_dir: Path | None = None, pool: str = "prefork",
-                 queues: str = "celery") -> None:
+                 queues: str = "celery", broker_url: str | None = None) -> None:
         self.name = name
+        # A node name of its own (-n): two workers on one host with the same name
+        # clash on RabbitMQ (their pidbox queue is exclusive: RESOURCE_LOCKED).
+        self.node = f"{name}-{uuid.uuid4().hex[:8]}@%h"
         environ = dict(os.environ)
         environ.update(FAST_ENV)
         environ.update({"REDIS_URL": redis_url, "CALLBACK_HANDLERS": handlers,
+                        # The Celery broker: the same Redis unless a test gives one.
+                        "CELERY_BROKER_URL": broker_url or "",
                         "PYTHONPATH": os.pathsep.join([str(TESTS_DIR),
                                                        environ.get("PYTHONPATH", "")])})
         environ.update(env or {})
         self.log_path = (log_dir or Path("/tmp")) / f"worker-{name}-{os.getpid()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._kids: list[psutil.Process] | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", CELERY_APP, "worker",
-             "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=WARNING",
+             "-P", pool, "-c", str(concurrency), "-n", self.node, "--loglevel=WARNING",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queues],
             env=environ, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -93,14 +100,22 @@ class Worker:
             os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Warm shutdown (SIGTERM), SIGKILL of the whole group if it takes too long."""
-        try:
-            kids = psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            kids = []
+    def begin_stop(self) -> None:
+        """Start a warm shutdown (SIGTERM) without waiting for it: ``stop`` then
+        waits. Lets several workers shut down at the same time."""
+        if self._kids is None:
+            try:
+                self._kids = psutil.Process(self.pid).children()
+            except psutil.NoSuchProcess:
+                self._kids = []
         if self.proc.poll() is None:
             self.proc.terminate()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Warm shutdown (SIGTERM), SIGKILL of the whole group if it takes too long."""
+        self.begin_stop()
+        kids = self._kids or []
+        if self.proc.poll() is None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

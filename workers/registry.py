@@ -16,11 +16,13 @@ event, or ``None``). ``on_event`` returns the function itself, so it stays
 callable in the user's tests; its task is ``fn.task``.
 
 Every handler task has the app's time limits (``task_time_limit`` and
-``task_soft_time_limit``, below ``HANDLER_VISIBILITY_TIMEOUT_S``), so that the
-broker never delivers it again while it still runs. A handler may lower them; one
-whose ``time_limit``, ``soft_time_limit`` or retry delay (``default_retry_delay``,
-or ``retry_backoff_max`` with ``retry_backoff``) would reach the visibility timeout
-is refused at registration (``check_time_options``).
+``task_soft_time_limit``, below the broker's redelivery horizon,
+``Settings.handler_redelivery_s``: ``HANDLER_VISIBILITY_TIMEOUT_S`` on Redis,
+``RABBITMQ_CONSUMER_TIMEOUT_S`` and half ``HANDLER_DEADLINE_S`` on RabbitMQ), so
+that the broker never delivers it again while it still runs. A handler may lower
+them; one whose ``time_limit``, ``soft_time_limit`` or retry delay
+(``default_retry_delay``, or ``retry_backoff_max`` with ``retry_backoff``) would
+reach the horizon is refused at registration (``check_time_options``).
 """
 
 from __future__ import annotations
@@ -113,24 +115,29 @@ CELERY_DEFAULT_RETRY_BACKOFF_MAX = 600
 
 
 def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout_s: float,
-                       time_limit_s: float | None) -> None:
+                       time_limit_s: float | None,
+                       limit_name: str | None = None) -> None:
     """Refuse Celery options that would let a handler task be delivered again while
     it runs: a ``time_limit`` or ``soft_time_limit`` at or above the broker's
     visibility timeout, a soft limit at or above the hard one (it would never fire),
     a retry delay at or above the timeout (a retry's message waits in a worker,
     unacknowledged, until its countdown ends). ``time_limit_s`` is the app's hard
-    limit, used when the handler gives none. Raises ``ValueError`` (one line)."""
+    limit, used when the handler gives none. ``visibility_timeout_s`` is the
+    broker's redelivery horizon (``Settings.handler_redelivery_s``: Redis's
+    visibility timeout, RabbitMQ's consumer timeout), ``limit_name`` the setting it
+    comes from, named in the message. Raises ``ValueError`` (one line)."""
     vt = visibility_timeout_s
+    setting = limit_name or f"HANDLER_VISIBILITY_TIMEOUT_S={vt:g}"
 
     def refuse(option: str, value: Any, why: str) -> ValueError:
-        return ValueError(f"{name}: {option}={value} {why}; lower it or raise "
-                          f"HANDLER_VISIBILITY_TIMEOUT_S={vt:g}")
+        return ValueError(f"{name}: {option}={value} {why}; lower it or raise {setting}")
 
     for option in ("time_limit", "soft_time_limit"):
         value = options.get(option)
         if value is not None and value >= vt:
-            raise refuse(option, value, "is at or above HANDLER_VISIBILITY_TIMEOUT_S, after "
-                         "which the broker delivers the task again while it still runs")
+            raise refuse(option, value, "is at or above the broker's redelivery horizon, "
+                         "after which the broker delivers the task again while it still "
+                         "runs")
     hard = options.get("time_limit", time_limit_s)
     soft = options.get("soft_time_limit")
     if soft is not None and hard is not None and soft >= hard:
@@ -144,14 +151,14 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
     if delay is not None and delay >= vt:
         default = "" if "default_retry_delay" in options else "(Celery's default) "
         raise refuse("default_retry_delay", delay, f"{default}is at or above "
-                     "HANDLER_VISIBILITY_TIMEOUT_S: a retry waits out its countdown "
+                     "the broker's redelivery horizon: a retry waits out its countdown "
                      "unacknowledged in a worker, and the broker would deliver it again")
     if backoff:
         cap = options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
         if cap >= vt:
             default = "" if "retry_backoff_max" in options else "(Celery's default) "
             raise refuse("retry_backoff_max", cap, f"{default}is at or above "
-                         "HANDLER_VISIBILITY_TIMEOUT_S: a retry may wait out that long a "
+                         "the broker's redelivery horizon: a retry may wait out that long a "
                          "countdown unacknowledged in a worker, and the broker would "
                          "deliver it again")
 
@@ -174,11 +181,13 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name:
                 raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
-            conf = celery_app.conf
+            from agora_callbacks.workers import runtime
+
+            settings = runtime.get().settings
             check_time_options(
-                name, celery_options,
-                visibility_timeout_s=conf.broker_transport_options["visibility_timeout"],
-                time_limit_s=conf.task_time_limit)
+                name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
+                time_limit_s=celery_app.conf.task_time_limit,
+                limit_name=settings.handler_redelivery_setting)
             handler = Handler(name=name, fn=fn, kwargs=accepted_kwargs(fn))
             handler.task = make_task(handler, celery_options)
             fn.__agora_handler__ = handler  # type: ignore[attr-defined]

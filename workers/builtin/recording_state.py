@@ -33,9 +33,10 @@ log = get_logger("agora_callbacks.workers.builtin.recording_state")
 
 
 def _retry_backoff_max_s() -> int:
-    """30 s, or less with a short ``HANDLER_VISIBILITY_TIMEOUT_S``: a retry's countdown
-    must stay below it (``workers.registry`` refuses a handler whose can reach it)."""
-    return max(1, min(30, runtime.get().settings.handler_visibility_timeout_s // 2))
+    """30 s, or less with a short redelivery horizon (``HANDLER_VISIBILITY_TIMEOUT_S``
+    on Redis): a retry's countdown must stay below it (``workers.registry`` refuses a
+    handler whose can reach it)."""
+    return max(1, min(30, runtime.get().settings.handler_redelivery_s // 2))
 
 
 # A Redis hiccup is retried (the turn stays open meanwhile), so the record does not
