@@ -1,7 +1,8 @@
 """The Procfile's worker line, run by honcho twice on one host from a user's project
 directory: the handler module beside it is loaded without PYTHONPATH, the two take
 node names of their own (both answer ``inspect ping``), and in JSON mode every line
-they print is a JSON object."""
+they print is a JSON object. On each broker: on RabbitMQ two workers with one node
+name would stop on RESOURCE_LOCKED (the node's pidbox queue is exclusive)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -26,8 +28,9 @@ BIN = Path(sys.executable).parent
 HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (?P<name>\S+)\s+\| (?P<text>.*)$")
 
 
+@pytest.mark.both_brokers
 def test_two_procfile_workers_on_one_host(project_root: Path, tmp_path: Path,
-                                          redis_server: ServerProcess) -> None:
+                                          redis_server: ServerProcess, broker: Any) -> None:
     (tmp_path / "myhandlers.py").write_text(
         "from agora_callbacks import on_event\n\n\n@on_event(40)\ndef hello(event):\n"
         "    return event.sid\n")
@@ -36,6 +39,8 @@ def test_two_procfile_workers_on_one_host(project_root: Path, tmp_path: Path,
     env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": "s", "LOG_FORMAT": "json",
                 "CALLBACK_HANDLERS": "myhandlers", "WORKER_METRICS_PORT": "0",
                 "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
+    if broker.kind != "redis":
+        env["CELERY_BROKER_URL"] = broker.url
     process = subprocess.Popen(
         [str(BIN / "honcho"), "-f", str(project_root / "Procfile"), "-d", str(tmp_path),
          "--no-colour", "start", "-c", "worker=2", "worker"],
