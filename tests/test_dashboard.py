@@ -1,0 +1,256 @@
+"""The dashboard at ``/ui/`` through Flask's test client: closed without ADMIN_TOKEN,
+sign-in, session cookie, refusals without the session or the CSRF token, and what
+each page shows (issue 13). The browser tests are in ``test_dashboard_browser.py``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+import redis
+from dashboard_support import TOKEN, csrf_of, sign_in, simulate
+from flask.testing import FlaskClient
+
+from agora_callbacks import deadletters, keys, recordings_index
+from agora_callbacks.ingress.app import create_app
+from agora_callbacks.settings import Settings
+from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin.record import new_record
+
+SID = "5e1d0a4f9c2b4b8e8f0a1b2c3d4e5f60"
+PAGES = ["/ui/", "/ui/health", "/ui/deadletters", f"/ui/recordings/{SID}",
+         "/ui/deadletters/1-0"]
+FORMS = ["/ui/logout", "/ui/deadletters/requeue"]
+
+
+def http_for(settings: Settings, token: str | None = TOKEN, **overrides: object) -> FlaskClient:
+    return create_app(dataclasses.replace(settings, admin_token=token,
+                                          **overrides)).test_client()
+
+
+@pytest.fixture
+def http(settings: Settings, redis_client: redis.Redis) -> FlaskClient:
+    return http_for(settings)
+
+
+def test_closed_without_admin_token(settings: Settings, redis_client: redis.Redis) -> None:
+    http = http_for(settings, None)
+    for path in [*PAGES, "/ui/login", "/ui/static/dashboard.css"]:
+        assert http.get(path).status_code == 404, path
+    for path in [*FORMS, "/ui/login"]:
+        assert http.post(path, data={"token": ""}).status_code == 404, path
+
+
+def test_every_page_refuses_a_request_without_the_session(http: FlaskClient) -> None:
+    for path in PAGES:
+        answer = http.get(path)
+        assert answer.status_code == 302, path
+        assert answer.headers["Location"].startswith("/ui/login"), path
+        assert "<table" not in answer.get_data(as_text=True)
+    for path in FORMS:
+        assert http.post(path, data={"id": "1-0", "confirm": "yes"}).status_code == 403, path
+
+
+def test_sign_in_needs_the_right_token_and_the_csrf_token(http: FlaskClient) -> None:
+    csrf = csrf_of(http.get("/ui/login").get_data(as_text=True))
+    assert http.post("/ui/login", data={"token": TOKEN}).status_code == 400
+    assert http.post("/ui/login", data={"token": TOKEN, "csrf_token": "forged"}).status_code == 400
+    assert http.post("/ui/login", data={"token": "wrong", "csrf_token": csrf}).status_code == 401
+    assert http.get("/ui/").status_code == 302
+    answer = http.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"
+    assert http.get("/ui/").status_code == 200
+
+
+def test_session_cookie_attributes(settings: Settings, redis_client: redis.Redis) -> None:
+    http = http_for(settings)
+    sign_in(http)
+    cookie = http.get_cookie("acb_ui", path="/ui")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Strict"
+    assert not cookie.secure
+    # Over HTTPS (or behind a trusted proxy saying so): Secure.
+    https = http_for(settings)
+    https.get("/ui/login", base_url="https://localhost")
+    assert https.get_cookie("acb_ui", path="/ui").secure  # type: ignore[union-attr]
+    proxied = http_for(settings, trusted_proxy_hops=1)
+    proxied.get("/ui/login", headers={"X-Forwarded-Proto": "https"})
+    assert proxied.get_cookie("acb_ui", path="/ui").secure  # type: ignore[union-attr]
+    # X-Forwarded-Proto from an untrusted client is not believed.
+    untrusted = http_for(settings)
+    untrusted.get("/ui/login", headers={"X-Forwarded-Proto": "https"})
+    assert not untrusted.get_cookie("acb_ui", path="/ui").secure  # type: ignore[union-attr]
+
+
+def test_the_ncs_endpoint_gets_no_session_cookie(http: FlaskClient) -> None:
+    sign_in(http)
+    answer = http.post("/agora/ncs", data=b"{}")
+    assert "Set-Cookie" not in answer.headers
+
+
+def test_a_cookie_signed_with_another_token_is_refused(settings: Settings,
+                                                        redis_client: redis.Redis) -> None:
+    http = http_for(settings)
+    sign_in(http)
+    cookie = http.get_cookie("acb_ui", path="/ui")
+    assert cookie is not None
+    other = http_for(settings, "another-token")
+    other.set_cookie("acb_ui", cookie.value, path="/ui")
+    assert other.get("/ui/").status_code == 302
+
+
+def test_forms_refuse_a_missing_or_wrong_csrf_token(http: FlaskClient,
+                                                     redis_client: redis.Redis) -> None:
+    csrf = sign_in(http)
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    for path in FORMS:
+        for data in ({"id": letter, "confirm": "yes"},
+                     {"id": letter, "confirm": "yes", "csrf_token": csrf + "x"}):
+            assert http.post(path, data=data).status_code == 400, (path, data)
+    assert deadletters.count(redis_client) == 1  # nothing requeued
+    assert http.get("/ui/").status_code == 200  # still signed in
+    assert http.post("/ui/logout", data={"csrf_token": csrf}).status_code == 302
+    assert http.get("/ui/").status_code == 302
+
+
+def test_recordings_list_filters_and_meanings(http: FlaskClient,
+                                              redis_client: redis.Redis) -> None:
+    simulate(redis_client, SID, "individual", skip=(3,), cname="room-a")
+    simulate(redis_client, "b" * 32, "web", with_errors=True, cname="room-b")
+    simulate(redis_client, "c" * 32, "composite", cname="room-a")
+    sign_in(http)
+
+    def sids(query: str = "") -> list[str]:
+        html = http.get(f"/ui/{query}").get_data(as_text=True)
+        return re.findall(r'href="/ui/recordings/([0-9a-f]+)"', html)
+
+    assert sids() == ["c" * 32, "b" * 32, SID]  # newest update first
+    html = http.get("/ui/").get_data(as_text=True)
+    assert "The recording service ended its tasks and exited normally." in html
+    assert ">web<" in html and ">composite<" in html and ">individual<" in html
+    assert sids("?flag=gaps") == [SID]
+    assert sids("?flag=errors") == ["b" * 32]
+    assert sids("?channel=room-a") == ["c" * 32, SID]
+    assert sids("?status=exited_abnormally") == ["b" * 32]
+    assert sids("?status=exited&channel=room-a&flag=gaps") == [SID]
+    assert sids(f"?sid={SID[:6]}") == [SID]
+    assert sids("?sid=ffff") == []
+
+
+def test_paging_walks_every_record_once_even_with_equal_scores(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    pipe = redis_client.pipeline()
+    for i in range(130):
+        record = new_record(f"{i:032x}")
+        # 3 updates per millisecond: pages must split ties without losing any.
+        recordings_index.queue_update(pipe, f"{i:032x}", record, 3600,
+                                      now_ms=1_900_000_000_000 + i // 3)
+    pipe.execute()
+    found = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+                                  size=50, now_ms=1_900_000_000_100)
+    seen = [r["sid"] for r in found.rows]
+    while found.next_cursor:
+        found = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+                                      size=50, cursor=found.next_cursor,
+                                      now_ms=1_900_000_000_100)
+        seen += [r["sid"] for r in found.rows]
+    assert len(seen) == 130 and set(seen) == {f"{i:032x}" for i in range(130)}
+    assert found.total == 130
+    # Through the pages too: each "older" link carries the cursor.
+    sign_in(http)
+    url: str | None = "/ui/"
+    listed: list[str] = []
+    while url:
+        html = http.get(url).get_data(as_text=True)
+        listed += re.findall(r'href="/ui/recordings/([0-9a-f]+)"', html)
+        older = re.search(r'id="older" href="([^"]+)"', html)
+        url = older.group(1).replace("&amp;", "&") if older else None
+    assert sorted(listed) == sorted(seen)
+
+
+def test_index_follows_the_record_and_forgets_it_past_retention(
+        redis_client: redis.Redis) -> None:
+    record = new_record(SID)
+    record["cname"] = "room-z"
+    store.save(redis_client, SID, record, 3600)
+    assert redis_client.zscore(recordings_index.phase_index("unknown"), SID) is not None
+    record["status"] = {"phase": "recording", "meaning": "m"}
+    record["errors"] = [{"fatal": False}]
+    store.save(redis_client, SID, record, 3600)
+    assert redis_client.zscore(recordings_index.phase_index("unknown"), SID) is None
+    assert redis_client.zscore(recordings_index.phase_index("recording"), SID) is not None
+    assert redis_client.zscore(recordings_index.flag_index("errors"), SID) is not None
+    assert redis_client.ttl(recordings_index.channel_index("room-z")) > 0
+    # An hour and a bit later, the index forgets it (and lists nothing meanwhile).
+    later = int(redis_client.zscore(recordings_index.ALL, SID) or 0) + 3_601_000
+    empty = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+                                  now_ms=later)
+    assert empty.rows == [] and empty.total == 0
+    assert recordings_index.prune(redis_client, 3600, now_ms=later) == 1
+    for key in (recordings_index.ALL, keys.DASHBOARD_SIDS,
+                recordings_index.phase_index("recording"),
+                recordings_index.flag_index("errors")):
+        assert redis_client.zscore(key, SID) is None, key
+
+
+def test_recording_page_shows_timeline_gap_files_and_meanings(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    envelopes = simulate(redis_client, SID, "individual", skip=(4, 5), late=(9,),
+                         with_errors=True, with_failover=True)
+    sign_in(http)
+    html = http.get(f"/ui/recordings/{SID}").get_data(as_text=True)
+    shown = [int(s) for s in re.findall(r'data-seq="(\d+)"', html)]
+    expected = [e["payload"]["sequence"] for e in envelopes
+                if e["payload"]["sequence"] not in (4, 5)]
+    assert shown == sorted(expected)
+    assert 'data-gap="4-5"' in html
+    assert html.index('data-gap="4-5"') < html.index('data-seq="6"')
+    assert html.index('data-seq="3"') < html.index('data-gap="4-5"')
+    assert "agora_callbacks.recording_state: <b>done</b> in 1.5 ms" in html
+    assert 'class="event late"' in html
+    assert "The recording starts." in html  # event 40's meaning
+    assert ".m3u8" in html and "audio" in html  # files with their track
+    assert "Failovers" in html and "→" in html
+    assert http.get("/ui/recordings/unknown").status_code == 404
+
+
+def test_deadletter_requeue_asks_then_requeues(http: FlaskClient,
+                                               redis_client: redis.Redis) -> None:
+    body = encode(lifecycle("web", SID, seed=1)[0])
+    letter = deadletters.add(redis_client, 100, kind="body", reason="stale", detail="old",
+                             body=body, meta={"received_ms": 1}).decode()
+    other = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                            body=b"not json", meta={}).decode()
+    csrf = sign_in(http)
+    listing = http.get("/ui/deadletters?reason=stale").get_data(as_text=True)
+    assert letter in listing and other not in listing and SID in listing
+    assert SID in http.get(f"/ui/deadletters?sid={SID[:8]}").get_data(as_text=True)
+    full = http.get(f"/ui/deadletters/{letter}").get_data(as_text=True)
+    assert json.loads(body)["noticeId"] in full
+    ask = http.post("/ui/deadletters/requeue", data={"id": letter, "csrf_token": csrf})
+    assert ask.status_code == 200 and "Yes, requeue" in ask.get_data(as_text=True)
+    assert deadletters.count(redis_client) == 2  # asking changes nothing
+    done = http.post("/ui/deadletters/requeue",
+                     data={"id": letter, "confirm": "yes", "csrf_token": csrf},
+                     follow_redirects=True)
+    assert "Requeued 1 of 1." in done.get_data(as_text=True)
+    assert deadletters.get(redis_client, letter) is None
+    assert deadletters.get(redis_client, other) is not None
+    (_, fields), = redis_client.xrange(keys.INBOX)
+    assert fields[b"body"] == body
+
+
+def test_health_shows_the_metrics_figures(http: FlaskClient,
+                                          redis_client: redis.Redis) -> None:
+    redis_client.xadd(keys.INBOX, {"body": b"{}"})
+    deadletters.add(redis_client, 100, kind="handler", reason="handler_failed", detail="",
+                    body=b"{}", meta={}, handler="my.handler")
+    sign_in(http)
+    html = http.get("/ui/health").get_data(as_text=True)
+    assert "<code>acb_inbox_backlog</code></td><td class=\"num\">1</td>" in html
+    assert "my.handler" in html
+    strip = http.get("/ui/").get_data(as_text=True)
+    assert "<b>1</b><span>inbox backlog</span>" in strip
