@@ -103,7 +103,6 @@ def test_sign_in_see_a_recording_requeue_a_dead_letter_sign_out(
         base_url: str, browser: Any, redis_client: redis.Redis,
         start_worker: Callable[..., Any]) -> None:
     from selenium.webdriver.common.by import By
-
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
