@@ -49,13 +49,14 @@ def event_entry(event: Any, *, key: str, late: bool, gap: Any,
 def handler_finished(client: redis.Redis, ttl_s: int, *, sid: str, key: str, late: bool,
                      gap: Any, meta: Mapping[str, Any], body: str, handler: str,
                      outcome: str, duration_ms: float | None, exception: str = "",
-                     now_ms: int | None = None) -> None:
-    """Record one handler run that ended, and its event. ``sid`` empty: a re-run
-    from a dead letter (outside the order), filed under the event's own sid.
-    Events of no recording (``notice:...``) have no timeline."""
+                     now_ms: int | None = None, event: Any = None) -> None:
+    """Record one handler run that ended, and its event (``event``: the body parsed
+    already, if it was). ``sid`` empty: a re-run from a dead letter (outside the
+    order), filed under the event's own sid. Events of no recording
+    (``notice:...``) have no timeline."""
     from agora_callbacks.schemas import parse_event
 
-    event = parse_event(body.encode("utf-8"))
+    event = event if event is not None else parse_event(body.encode("utf-8"))
     redriven = not sid
     sid = sid or (event.sid or "")
     if not sid or keys.is_unordered_sid(sid) or event.sequence is None:

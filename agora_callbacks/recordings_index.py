@@ -124,35 +124,50 @@ def flags_of(summary: Mapping[str, Any]) -> dict[str, bool]:
 _prune_lock = threading.Lock()
 _next_prune = 0.0
 
+# One script call per update (instead of ~20 commands): the sets of every other
+# phase lose the sid server-side. KEYS: summary, all, sids, deadletters flag,
+# errors/gaps/late flags, channel (or the summary again when there is none), then
+# the record's phase and every other known phase. ARGV: summary JSON, ttl_s, now_ms,
+# sid, has channel, the three flags (1/0).
+_UPDATE = """
+local ttl, now, sid = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('ZADD', KEYS[2], now, sid)
+redis.call('ZADD', KEYS[3], 0, sid)
+redis.call('ZADD', KEYS[4], 'XX', now, sid)
+for i = 0, 2 do
+  if ARGV[6 + i] == '1' then redis.call('ZADD', KEYS[5 + i], now, sid)
+  else redis.call('ZREM', KEYS[5 + i], sid) end
+end
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[8], now, sid)
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - ttl * 1000))
+  redis.call('EXPIRE', KEYS[8], ttl)
+end
+redis.call('ZADD', KEYS[9], now, sid)
+for i = 10, #KEYS do redis.call('ZREM', KEYS[i], sid) end
+return 1
+"""
+
 
 def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any],
                  ttl_s: int, now_ms: int | None = None) -> None:
-    """Queue the index writes for ``record`` (just saved) on ``pipe``."""
+    """Queue the index writes for ``record`` (just saved) on ``pipe``: one script call."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     summary = summarize(record, now_ms)
-    pipe.set(keys.recording_summary(sid), json.dumps(summary, separators=(",", ":")),
-             ex=ttl_s)
-    scored = {sid: now_ms}
-    pipe.zadd(ALL, scored)
-    pipe.zadd(keys.DASHBOARD_SIDS, {sid: 0})
     phase = str(summary["phase"])
-    for known in {*KNOWN_PHASES, phase}:
-        if known == phase:
-            pipe.zadd(phase_index(known), scored)
-        else:
-            pipe.zrem(phase_index(known), sid)
-    for flag, on in flags_of(summary).items():
-        if on:
-            pipe.zadd(flag_index(flag), scored)
-        else:
-            pipe.zrem(flag_index(flag), sid)
-    pipe.zadd(flag_index("deadletters"), scored, xx=True)
     cname = summary["cname"]
-    if cname:
-        channel = channel_index(str(cname))
-        pipe.zadd(channel, scored)
-        pipe.zremrangebyscore(channel, "-inf", f"({now_ms - ttl_s * 1000}")
-        pipe.expire(channel, ttl_s)
+    flags = flags_of(summary)
+    summary_key = keys.recording_summary(sid)
+    script_keys = [summary_key, ALL, keys.DASHBOARD_SIDS, flag_index("deadletters"),
+                   *(flag_index(f) for f in ("errors", "gaps", "late")),
+                   channel_index(str(cname)) if cname else summary_key,
+                   phase_index(phase), *(phase_index(p) for p in KNOWN_PHASES if p != phase)]
+    args = [json.dumps(summary, separators=(",", ":")), ttl_s, now_ms, sid,
+            "1" if cname else "0", *("1" if flags[f] else "0" for f in ("errors", "gaps", "late"))]
+    # EVAL, not EVALSHA: a pipeline running a registered script first asks the server
+    # whether it has it (SCRIPT EXISTS), one more round trip per save.
+    pipe.eval(_UPDATE, len(script_keys), *script_keys, *args)
 
 
 def prune_due() -> bool:

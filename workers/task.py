@@ -129,7 +129,7 @@ class HandlerTask(Task):
             self.request.agora_skipped = True
             return None
         self.request.agora_started = True
-        event = parse_event(body.encode("utf-8"))
+        event = self.request.agora_event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
         started = self.request.agora_started_at = time.monotonic()
         args = (sid, member, key, late, gap, meta, body)
@@ -191,7 +191,8 @@ class HandlerTask(Task):
                 gap=gap, meta=dict(meta or {}), body=str(body), handler=self.name,
                 outcome="done" if failure is None else failure.reason,
                 duration_ms=None if started is None else (time.monotonic() - started) * 1000,
-                exception="" if failure is None else failure.exception)
+                exception="" if failure is None else failure.exception,
+                event=getattr(self.request, "agora_event", None))
         except Exception as exc:
             log.warning("timeline not written", error=type(exc).__name__)
 
