@@ -15,7 +15,8 @@ In one run, on a private embedded Redis (AOF off, its own port; never the shared
    signed in; no HTTP server, so the figures are the app's and Redis's own):
    a bare Flask page (the baseline: one route returning a short string), the list's
    first page, a page further down (its cursor), filtered pages (one facet; two
-   facets, which walk one and filter the other; a channel; a sid prefix), one
+   facets, which walk one and filter the other; two that match nothing, so the page
+   gives up after ``SCAN_LIMIT`` candidates; a channel; a sid prefix), one
    recording's page, the dead-letter list and the health page.
 
 Goals (issue 13): the list's first page and a filtered page under 200 ms, one
@@ -209,6 +210,7 @@ def main() -> None:
                 ("list, next page (cursor)", http, cursor_url),
                 ("list, has errors", http, "/ui/?flag=errors"),
                 ("list, status exited + has gaps", http, "/ui/?status=exited&flag=gaps"),
+                ("list, worst case: no match", http, "/ui/?status=exited_abnormally&flag=gaps"),
                 ("list, channel", http, "/ui/?channel=room-7"),
                 ("list, sid prefix", http, f"/ui/?sid={sid.group(1)[:6]}"),
                 ("one recording", http, f"/ui/recordings/{sid.group(1)}"),

@@ -254,3 +254,35 @@ def test_health_shows_the_metrics_figures(http: FlaskClient,
     assert "my.handler" in html
     strip = http.get("/ui/").get_data(as_text=True)
     assert "<b>1</b><span>inbox backlog</span>" in strip
+
+
+@pytest.mark.parametrize("scan_limit", [recordings_index.SCAN_LIMIT, 7])
+def test_paging_with_two_filters_finds_each_match_once(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, scan_limit: int) -> None:
+    monkeypatch.setattr(recordings_index, "SCAN_LIMIT", scan_limit)
+    pipe = redis_client.pipeline()
+    for i in range(300):
+        record = new_record(f"{i:032x}")
+        if i % 2 == 0:
+            record["status"] = {"phase": "exited", "meaning": "m"}
+        if i % 3 == 0:
+            record["errors"] = [{"fatal": False}]
+        recordings_index.queue_update(pipe, f"{i:032x}", record, 3600,
+                                      now_ms=1_900_000_000_000 + i // 4)
+    pipe.execute()
+    filters = recordings_index.Filters(phase="exited", flag="errors")
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(200):
+        found = recordings_index.page(redis_client, filters, ttl_s=3600, size=5,
+                                      cursor=cursor, now_ms=1_900_000_000_100)
+        assert not found.exact
+        seen += [r["sid"] for r in found.rows]
+        cursor = found.next_cursor
+        if not cursor:
+            break
+    expected = [f"{i:032x}" for i in range(299, -1, -1) if i % 6 == 0]
+    assert sorted(seen) == sorted(expected) and len(seen) == len(expected)
+    # Newest first, apart from the order within one millisecond.
+    scores = [(int(s, 16)) // 4 for s in seen]
+    assert scores == sorted(scores, reverse=True)
