@@ -14,6 +14,7 @@ from dashboard_support import TOKEN, csrf_of, sign_in, simulate
 from flask.testing import FlaskClient
 
 from agora_callbacks import deadletters, keys, recordings_index
+from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
@@ -60,9 +61,31 @@ def test_sign_in_needs_the_right_token_and_the_csrf_token(http: FlaskClient) -> 
     assert http.post("/ui/login", data={"token": TOKEN, "csrf_token": "forged"}).status_code == 400
     assert http.post("/ui/login", data={"token": "wrong", "csrf_token": csrf}).status_code == 401
     assert http.get("/ui/").status_code == 302
-    answer = http.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf})
-    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"
+    answer = http.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf,
+                                          "next": "//elsewhere.example/ui/"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"  # not elsewhere
     assert http.get("/ui/").status_code == 200
+    # A sign-in from a page's redirect goes back to that page.
+    again = http_for_same_app(http)
+    first = again.get(f"/ui/recordings/{SID}")
+    csrf = csrf_of(again.get(first.headers["Location"]).get_data(as_text=True))
+    back = again.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf,
+                                         "next": f"/ui/recordings/{SID}"})
+    assert back.headers["Location"] == f"/ui/recordings/{SID}"
+
+
+def http_for_same_app(http: FlaskClient) -> FlaskClient:
+    """Another browser on the same app (no cookies)."""
+    return http.application.test_client()
+
+
+def test_pages_answer_503_while_redis_is_away(http: FlaskClient,
+                                              redis_server: ServerProcess) -> None:
+    sign_in(http)
+    redis_server.stop()
+    for path in ["/ui/", f"/ui/recordings/{SID}", "/ui/deadletters", "/ui/health"]:
+        answer = http.get(path)
+        assert answer.status_code == 503, path
 
 
 def test_session_cookie_attributes(settings: Settings, redis_client: redis.Redis) -> None:

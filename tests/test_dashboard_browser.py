@@ -8,8 +8,10 @@ recording, see its events in sequence order with the skipped gap marked, requeue
 the dead letter (with its confirmation) and see the re-run on the timeline, then
 sign out.
 
-``AGORA_DASHBOARD_SCREENSHOTS=<dir>`` also writes ``dashboard-list.png`` and
-``dashboard-recording.png`` there (the README's are made with ``docs``).
+``AGORA_DASHBOARD_SCREENSHOTS=<dir>`` also writes ``dashboard-list.png``,
+``dashboard-recording.png``, and the two on a phone's screen,
+``dashboard-phone-list.png`` and ``dashboard-phone.png``, there (the README's are
+made with ``docs``).
 """
 
 from __future__ import annotations
@@ -89,11 +91,11 @@ def _store_recording(client: redis.Redis) -> list[dict[str, Any]]:
     return envelopes
 
 
-def _screenshot(driver: Any, name: str, height: int) -> None:
+def _screenshot(driver: Any, name: str, height: int, width: int = 1280) -> None:
     folder = os.environ.get("AGORA_DASHBOARD_SCREENSHOTS")
     if not folder:
         return
-    driver.set_window_size(1280, height)
+    driver.set_window_size(width, height)
     Path(folder).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(Path(folder) / name))
     driver.set_window_size(1280, 900)
@@ -136,6 +138,7 @@ def test_sign_in_see_a_recording_requeue_a_dead_letter_sign_out(
     listed = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recordings a.sid")]
     assert SID in listed and len(listed) == 4
     _screenshot(browser, "dashboard-list.png", 900)
+    _screenshot(browser, "dashboard-phone-list.png", 844, width=390)
 
     navigate(f'a[href="/ui/recordings/{SID}"]')
     wait_for(lambda: browser.find_elements(By.ID, "timeline"), message="the recording")
@@ -152,6 +155,7 @@ def test_sign_in_see_a_recording_requeue_a_dead_letter_sign_out(
     assert "e2e.every: rejected" in rejected
     assert "agora_callbacks.recording_state: done" in rejected
     _screenshot(browser, "dashboard-recording.png", 1700)
+    _screenshot(browser, "dashboard-phone.png", 844, width=390)
 
     # Requeue the dead letter: ticked, asked, confirmed.
     redis_client.delete(f"t:ctl:{SID}:{REJECTED}")
