@@ -309,3 +309,21 @@ def test_paging_with_two_filters_finds_each_match_once(
     # Newest first, apart from the order within one millisecond.
     scores = [(int(s, 16)) // 4 for s in seen]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_requeueing_a_full_page_keeps_the_session(http: FlaskClient,
+                                                  redis_client: redis.Redis) -> None:
+    ids = [deadletters.add(redis_client, 1000, kind="body", reason="invalid", detail="",
+                           body=b"not json %d" % i, meta={}).decode() for i in range(50)]
+    csrf = sign_in(http)
+    done = http.post("/ui/deadletters/requeue",
+                     data={"id": ["not-an-id", *ids], "confirm": "yes", "csrf_token": csrf},
+                     follow_redirects=True)
+    html = done.get_data(as_text=True)
+    # At most a page (50) at once: the last one stays; an id that is none is "gone".
+    assert "Requeued 49 of 50." in html and "not-an-id: gone already" in html
+    assert "and 45 more" in html
+    cookie = http.get_cookie("acb_ui", path="/ui")
+    assert cookie is not None and len(cookie.value) < 4000
+    assert deadletters.count(redis_client) == 1 and redis_client.xlen(keys.INBOX) == 49
+    assert http.get("/ui/").status_code == 200  # still signed in

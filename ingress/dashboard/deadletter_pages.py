@@ -29,6 +29,8 @@ log = get_logger("ingress.dashboard")
 PAGE_SIZE = 50
 SCAN_LIMIT = 5000
 BATCH = 500
+#: Most per-letter lines shown after a requeue.
+FLASH_LINES = 5
 
 
 def sid_of(letter: DeadLetter) -> str:
@@ -108,14 +110,20 @@ def deadletter_list() -> Any:
 @bp.get("/deadletters/<letter_id>")
 def deadletter(letter_id: str) -> Any:
     try:
-        letter = deadletters.get(get_state().redis, letter_id)
-    except redis.ResponseError:
-        letter = None
+        letter = _get(get_state().redis, letter_id)
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)
     if letter is None:
         return render_template("dashboard/missing.html", what=f"dead letter {letter_id}"), 404
     return render_template("dashboard/deadletter.html", letter=letter, sid=sid_of(letter))
+
+
+def _get(client: redis.Redis, letter_id: str) -> DeadLetter | None:
+    """The letter, or None when there is none (or the id is not a stream id)."""
+    try:
+        return deadletters.get(client, letter_id)
+    except redis.ResponseError:
+        return None
 
 
 def requeue_one(letter: DeadLetter) -> str:
@@ -139,21 +147,27 @@ def requeue() -> Any:
         flash("No dead letter selected.")
         return redirect(url_for("dashboard.deadletter_list"))
     try:
-        letters = [(i, deadletters.get(state.redis, i)) for i in ids]
+        letters = [(i, _get(state.redis, i)) for i in ids]
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)
     if request.form.get("confirm") != "yes":
         return render_template("dashboard/confirm_requeue.html", letters=letters)
     done = 0
+    notes: list[str] = []
     for letter_id, letter in letters:
         if letter is None:
-            flash(f"{letter_id}: gone already (requeued or trimmed).")
+            notes.append(f"{letter_id}: gone already (requeued or trimmed).")
             continue
         try:
-            flash(f"{letter_id}: {requeue_one(letter)}.")
+            notes.append(f"{letter_id}: {requeue_one(letter)}.")
             done += 1
         except (redis.RedisError, OSError, ValueError) as exc:
             log.warning("dashboard.requeue_failed", letter=letter_id, error=type(exc).__name__)
-            flash(f"{letter_id}: not requeued ({type(exc).__name__}); it is still here.")
+            notes.append(f"{letter_id}: not requeued ({type(exc).__name__}); it is still here.")
+    # Flashed messages live in the session cookie: a few lines, not one per letter.
     flash(f"Requeued {done} of {len(letters)}.")
+    for note in notes[:FLASH_LINES]:
+        flash(note)
+    if len(notes) > FLASH_LINES:
+        flash(f"... and {len(notes) - FLASH_LINES} more (see the log).")
     return redirect(url_for("dashboard.deadletter_list"))
