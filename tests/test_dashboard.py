@@ -13,7 +13,7 @@ import redis
 from dashboard_support import TOKEN, csrf_of, sign_in, simulate
 from flask.testing import FlaskClient
 
-from agora_callbacks import deadletters, keys, recordings_index
+from agora_callbacks import deadletters, keys, recordings_index, recordings_query
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
@@ -172,11 +172,11 @@ def test_paging_walks_every_record_once_even_with_equal_scores(
         recordings_index.queue_update(pipe, f"{i:032x}", record, 3600,
                                       now_ms=1_900_000_000_000 + i // 3)
     pipe.execute()
-    found = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+    found = recordings_query.page(redis_client, recordings_query.Filters(), ttl_s=3600,
                                   size=50, now_ms=1_900_000_000_100)
     seen = [r["sid"] for r in found.rows]
     while found.next_cursor:
-        found = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+        found = recordings_query.page(redis_client, recordings_query.Filters(), ttl_s=3600,
                                       size=50, cursor=found.next_cursor,
                                       now_ms=1_900_000_000_100)
         seen += [r["sid"] for r in found.rows]
@@ -209,7 +209,7 @@ def test_index_follows_the_record_and_forgets_it_past_retention(
     assert redis_client.ttl(recordings_index.channel_index("room-z")) > 0
     # An hour and a bit later, the index forgets it (and lists nothing meanwhile).
     later = int(redis_client.zscore(recordings_index.ALL, SID) or 0) + 3_601_000
-    empty = recordings_index.page(redis_client, recordings_index.Filters(), ttl_s=3600,
+    empty = recordings_query.page(redis_client, recordings_query.Filters(), ttl_s=3600,
                                   now_ms=later)
     assert empty.rows == [] and empty.total == 0
     assert recordings_index.prune(redis_client, 3600, now_ms=later) == 1
@@ -279,10 +279,10 @@ def test_health_shows_the_metrics_figures(http: FlaskClient,
     assert "<b>1</b><span>inbox backlog</span>" in strip
 
 
-@pytest.mark.parametrize("scan_limit", [recordings_index.SCAN_LIMIT, 7])
+@pytest.mark.parametrize("scan_limit", [recordings_query.SCAN_LIMIT, 7])
 def test_paging_with_two_filters_finds_each_match_once(
         redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, scan_limit: int) -> None:
-    monkeypatch.setattr(recordings_index, "SCAN_LIMIT", scan_limit)
+    monkeypatch.setattr(recordings_query, "SCAN_LIMIT", scan_limit)
     pipe = redis_client.pipeline()
     for i in range(300):
         record = new_record(f"{i:032x}")
@@ -293,11 +293,11 @@ def test_paging_with_two_filters_finds_each_match_once(
         recordings_index.queue_update(pipe, f"{i:032x}", record, 3600,
                                       now_ms=1_900_000_000_000 + i // 4)
     pipe.execute()
-    filters = recordings_index.Filters(phase="exited", flag="errors")
+    filters = recordings_query.Filters(phase="exited", flag="errors")
     seen: list[str] = []
     cursor = ""
     for _ in range(200):
-        found = recordings_index.page(redis_client, filters, ttl_s=3600, size=5,
+        found = recordings_query.page(redis_client, filters, ttl_s=3600, size=5,
                                       cursor=cursor, now_ms=1_900_000_000_100)
         assert not found.exact
         seen += [r["sid"] for r in found.rows]

@@ -18,8 +18,9 @@ bp = Blueprint("dashboard", __name__, url_prefix="/ui", template_folder="templat
 from agora_callbacks.ingress.dashboard import (  # noqa: E402
     auth,
     deadletter_pages,
+    formatting,
     health_page,
     recordings,
 )
 
-__all__ = ["auth", "bp", "deadletter_pages", "health_page", "recordings"]
+__all__ = ["auth", "bp", "deadletter_pages", "formatting", "health_page", "recordings"]

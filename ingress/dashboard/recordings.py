@@ -8,9 +8,14 @@ from typing import Any
 import redis
 from flask import render_template, request
 
-from agora_callbacks import pipeline_health, recording_timeline, recordings_index
+from agora_callbacks import (
+    pipeline_health,
+    recording_timeline,
+    recordings_index,
+    recordings_query,
+)
 from agora_callbacks.ingress import responses
-from agora_callbacks.ingress.dashboard import bp, formatting
+from agora_callbacks.ingress.dashboard import bp
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
 from agora_callbacks.workers.builtin import store
@@ -18,9 +23,6 @@ from agora_callbacks.workers.builtin import store
 log = get_logger("ingress.dashboard")
 
 PAGE_SIZE = 50
-KINDS = {"individual": "individual", "composite": "composite", "web": "web"}
-
-__all__ = ["formatting"]
 
 
 def _unavailable(what: str, exc: Exception) -> Any:
@@ -32,13 +34,13 @@ def _unavailable(what: str, exc: Exception) -> Any:
 def recordings() -> Any:
     state = get_state()
     flag = request.args.get("flag", "")
-    filters = recordings_index.Filters(
+    filters = recordings_query.Filters(
         phase=request.args.get("status", "").strip(),
         flag=flag if flag in recordings_index.FLAGS else "",
         channel=request.args.get("channel", "").strip(),
         sid=request.args.get("sid", "").strip())
     try:
-        page = recordings_index.page(state.redis, filters,
+        page = recordings_query.page(state.redis, filters,
                                      ttl_s=state.settings.recording_state_ttl_s,
                                      size=PAGE_SIZE, cursor=request.args.get("cursor", ""))
         health = pipeline_health.read(state.redis)
