@@ -327,3 +327,24 @@ def test_requeueing_a_full_page_keeps_the_session(http: FlaskClient,
     assert cookie is not None and len(cookie.value) < 4000
     assert deadletters.count(redis_client) == 1 and redis_client.xlen(keys.INBOX) == 49
     assert http.get("/ui/").status_code == 200  # still signed in
+
+
+def test_pages_load_nothing_from_another_origin(http: FlaskClient,
+                                                redis_client: redis.Redis) -> None:
+    simulate(redis_client, SID, "web", with_errors=True)
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    csrf = sign_in(http)
+    pages = [http.get(p) for p in ("/ui/", "/ui/health", "/ui/deadletters",
+                                   f"/ui/recordings/{SID}", f"/ui/deadletters/{letter}")]
+    pages.append(http.post("/ui/deadletters/requeue", data={"id": letter, "csrf_token": csrf}))
+    pages.append(http_for_same_app(http).get("/ui/login"))
+    for answer in pages:
+        assert answer.status_code == 200, answer.request.path
+        html = answer.get_data(as_text=True)
+        links = re.findall(r'(?:href|src|action)="([^"]*)"', html)
+        assert links and all(link.startswith(("/ui/", "#")) for link in links), links
+        assert "<script" not in html
+        assert "script-src" not in answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["Cache-Control"] == "no-store"

@@ -151,6 +151,9 @@ def test_sign_in_see_a_recording_requeue_a_dead_letter_sign_out(
     assert marks == expected
     gap_row = find(f'tr[data-gap="{GAP}-{GAP}"]')
     assert "gap skipped" in gap_row.text and gap_row.is_displayed()
+    # Marked by the stylesheet too (which the page's Content-Security-Policy allows).
+    cell = gap_row.find_element(By.TAG_NAME, "td")
+    assert cell.value_of_css_property("background-color") == "rgba(255, 246, 230, 1)"
     rejected = find(f'tr[data-seq="{REJECTED}"]').text
     assert "e2e.every: rejected" in rejected
     assert "agora_callbacks.recording_state: done" in rejected

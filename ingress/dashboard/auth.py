@@ -23,6 +23,7 @@ from typing import Any
 from flask import (
     Flask,
     Request,
+    Response,
     redirect,
     render_template,
     request,
@@ -118,6 +119,21 @@ def _guard() -> ResponseReturnValue | None:
         log.info("dashboard.refused", reason="csrf", path=request.path)
         return responses.error(400, "CSRF token missing or wrong")
     return None
+
+
+#: The pages load their own stylesheet and nothing else; no script, no framing.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; "
+                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _safe_next(target: str) -> str:
