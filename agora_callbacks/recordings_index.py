@@ -13,8 +13,9 @@ Written in the same MULTI as the record itself (``workers.builtin.store.save`` c
 Reading a page is ``agora_callbacks.recordings_query``: one ``ZRANGE ... BYSCORE REV
 LIMIT`` on a facet and one ``MGET`` of the summaries, O(log N + page) whatever the
 number of recordings (no ``KEYS``/``SCAN``). Members older than the retention are never
-shown (the read's lower score bound) and are removed by ``prune``, which the
-saving processes run at most once a minute; a channel's set expires as a whole.
+shown (the read's lower score bound) and are removed by ``prune``, which
+``queue_update`` adds to a saving process's transaction at most once a minute; a
+channel's set expires as a whole.
 
 The ``deadletters`` flag is set when a handler of the recording is dead-lettered
 (``mark_deadletter``, from ``agora_callbacks.recording_timeline``); a later update
@@ -147,7 +148,8 @@ return 1
 
 def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any],
                  ttl_s: int, now_ms: int | None = None) -> None:
-    """Queue the index writes for ``record`` (just saved) on ``pipe``: one script call."""
+    """Queue the index writes for ``record`` (just saved) on ``pipe``: one script call
+    (and, at most once a minute per process, the ``prune`` of aged-out entries)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     summary = summarize(record, now_ms)
     phase = str(summary["phase"])
@@ -163,6 +165,8 @@ def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any
     # EVAL, not EVALSHA: a pipeline running a registered script first asks the server
     # whether it has it (SCRIPT EXISTS), one more round trip per save.
     pipe.eval(_UPDATE, len(script_keys), *script_keys, *args)
+    if prune_due():
+        pipe.eval(_PRUNE, *_prune_args(ttl_s, now_ms, PRUNE_LIMIT))
 
 
 def prune_due() -> bool:
@@ -178,12 +182,15 @@ def prune_due() -> bool:
 
 def prune(client: redis.Redis, ttl_s: int, now_ms: int | None = None,
           limit: int = PRUNE_LIMIT) -> int:
-    """Remove up to ``limit`` recordings whose record aged out; return how many."""
+    """Remove up to ``limit`` recordings whose record aged out; return how many.
+    (``queue_update`` runs it in a saving process at most once a minute.)"""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    return int(client.eval(_PRUNE, *_prune_args(ttl_s, now_ms, limit)))
+
+
+def _prune_args(ttl_s: int, now_ms: int, limit: int) -> list[Any]:
     facets = [phase_index(p) for p in KNOWN_PHASES] + [flag_index(f) for f in FLAGS]
-    script = client.register_script(_PRUNE)
-    return int(script(keys=[ALL, keys.DASHBOARD_SIDS, *facets],
-                      args=[now_ms - ttl_s * 1000, limit]))
+    return [2 + len(facets), ALL, keys.DASHBOARD_SIDS, *facets, now_ms - ttl_s * 1000, limit]
 
 
 def mark_deadletter(pipe: redis.Redis | redis.client.Pipeline, sid: str,

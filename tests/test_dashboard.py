@@ -348,3 +348,21 @@ def test_pages_load_nothing_from_another_origin(http: FlaskClient,
         assert "script-src" not in answer.headers["Content-Security-Policy"]
         assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
         assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_a_save_prunes_aged_entries_at_most_once_a_minute(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = redis_client.pipeline()
+    recordings_index.queue_update(pipe, "old", new_record("old"), 60, now_ms=1_000)
+    pipe.execute()
+    monkeypatch.setattr(recordings_index, "_next_prune", 0.0)
+    store.save(redis_client, SID, new_record(SID), 60)
+    assert redis_client.zscore(recordings_index.ALL, "old") is None
+    assert redis_client.zscore(recordings_index.phase_index("unknown"), "old") is None
+    assert redis_client.zscore(recordings_index.ALL, SID) is not None
+    # Not again within the minute.
+    pipe = redis_client.pipeline()
+    recordings_index.queue_update(pipe, "old", new_record("old"), 60, now_ms=1_000)
+    pipe.execute()
+    store.save(redis_client, SID, new_record(SID), 60)
+    assert redis_client.zscore(recordings_index.ALL, "old") is not None

@@ -38,5 +38,3 @@ def save(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int) -> No
     pipe.set(keys.recording_state(sid), dumps(state), ex=ttl_s)
     recordings_index.queue_update(pipe, sid, state, ttl_s)
     pipe.execute()
-    if recordings_index.prune_due():
-        recordings_index.prune(client, ttl_s)
