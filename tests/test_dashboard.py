@@ -366,3 +366,16 @@ def test_a_save_prunes_aged_entries_at_most_once_a_minute(
     pipe.execute()
     store.save(redis_client, SID, new_record(SID), 60)
     assert redis_client.zscore(recordings_index.ALL, "old") is not None
+
+
+def test_recording_page_shows_events_held_for_a_missing_sequence(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    simulate(redis_client, SID, "individual")
+    sign_in(http)
+    assert 'id="waiting"' not in http.get(f"/ui/recordings/{SID}").get_data(as_text=True)
+    # As the ordering scripts leave a recording waiting for sequence 4 (PROTOCOL.md).
+    redis_client.hset(keys.recording_order(SID), mapping={"next": 4})
+    redis_client.zadd(keys.recording_buffer(SID), {"5": 5, "6": 6})
+    html = http.get(f"/ui/recordings/{SID}").get_data(as_text=True)
+    assert "2 events buffered" in html and "sequences 5, 6" in html
+    assert "waiting for sequence 4" in html

@@ -9,6 +9,7 @@ import redis
 from flask import render_template, request
 
 from agora_callbacks import (
+    keys,
     pipeline_health,
     recording_timeline,
     recordings_index,
@@ -113,16 +114,37 @@ def lifecycle_rows(record: dict[str, Any] | None) -> list[tuple[str, Any, str]]:
     return rows
 
 
+@dataclass
+class Waiting:
+    """What the workers hold of the recording now: the next sequence they expect, the
+    event whose handlers run (its member), and events buffered behind it."""
+
+    next_sequence: int | None
+    current: str | None
+    buffered: list[int]
+
+
+def waiting_of(client: redis.Redis, sid: str) -> Waiting:
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.recording_order(sid), ["next", "cur"])
+    pipe.zrange(keys.recording_buffer(sid), 0, 99, withscores=True)
+    (nxt, cur), buffered = pipe.execute()
+    return Waiting(next_sequence=int(nxt) if nxt is not None and nxt.isdigit() else None,
+                   current=cur.decode("utf-8", "replace") if cur else None,
+                   buffered=[int(score) for _, score in buffered])
+
+
 @bp.get("/recordings/<sid>")
 def recording(sid: str) -> Any:
     state = get_state()
     try:
         record = store.load(state.redis, sid)
         steps = recording_timeline.load(state.redis, sid)
+        waiting = waiting_of(state.redis, sid)
     except (redis.RedisError, OSError) as exc:
         return _unavailable("recording", exc)
     if record is None and not steps:
         return render_template("dashboard/missing.html", what=f"recording {sid}"), 404
     return render_template("dashboard/recording.html", sid=sid, record=record or {},
                            rows=timeline_rows(record, steps), steps=len(steps),
-                           lifecycle=lifecycle_rows(record))
+                           lifecycle=lifecycle_rows(record), waiting=waiting)
