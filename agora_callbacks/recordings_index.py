@@ -193,6 +193,38 @@ def _prune_args(ttl_s: int, now_ms: int, limit: int) -> list[Any]:
     return [2 + len(facets), ALL, keys.DASHBOARD_SIDS, *facets, now_ms - ttl_s * 1000, limit]
 
 
+def rebuild(client: redis.Redis, ttl_s: int, batch: int = 500) -> int:
+    """Index every stored record (those saved before the index existed, or after its
+    keys were lost); return how many. A one-off maintenance pass: it walks the
+    keyspace with ``SCAN`` (never a page of the dashboard). A record's last update
+    is taken from its remaining time to live (``RECORDING_STATE_TTL_S`` - TTL)."""
+    now_ms = int(time.time() * 1000)
+    done = 0
+    names = client.scan_iter(match=keys.recording_state("*"), count=batch)
+    while True:
+        chunk = [name for _, name in zip(range(batch), names, strict=False)]
+        if not chunk:
+            return done
+        read = client.pipeline(transaction=False)
+        for name in chunk:
+            read.get(name)
+            read.pttl(name)
+        values = read.execute()
+        write = client.pipeline(transaction=False)
+        for raw, left_ms in zip(values[::2], values[1::2], strict=True):
+            try:
+                record = json.loads(raw) if raw else None
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not record.get("sid") or left_ms <= 0:
+                continue
+            updated = now_ms - max(0, ttl_s * 1000 - left_ms)
+            queue_update(write, str(record["sid"]), record, max(1, left_ms // 1000),
+                         now_ms=updated)
+            done += 1
+        write.execute()
+
+
 def mark_deadletter(pipe: redis.Redis | redis.client.Pipeline, sid: str,
                     now_ms: int) -> None:
     """The recording has a dead-lettered handler run: set its ``deadletters`` flag."""

@@ -379,3 +379,21 @@ def test_recording_page_shows_events_held_for_a_missing_sequence(
     html = http.get(f"/ui/recordings/{SID}").get_data(as_text=True)
     assert "2 events buffered" in html and "sequences 5, 6" in html
     assert "waiting for sequence 4" in html
+
+
+def test_rebuild_indexes_records_saved_before_the_index(redis_client: redis.Redis) -> None:
+    for i in range(7):
+        record = new_record(f"{i:032x}")
+        record["cname"] = "room-r"
+        # As store.save wrote them before the dashboard: the record alone.
+        redis_client.set(keys.recording_state(f"{i:032x}"), store.dumps(record),
+                         ex=3600 - i * 60)
+    redis_client.set(keys.recording_state("f" * 32), "not json", ex=3600)
+    assert recordings_query.page(redis_client, recordings_query.Filters(),
+                                 ttl_s=3600).rows == []
+    assert recordings_index.rebuild(redis_client, 3600, batch=3) == 7
+    found = recordings_query.page(redis_client, recordings_query.Filters(channel="room-r"),
+                                  ttl_s=3600)
+    # Newest first: the one with the most time left was saved last.
+    assert [r["sid"] for r in found.rows] == [f"{i:032x}" for i in range(7)]
+    assert 3500 < redis_client.ttl(keys.recording_summary(f"{0:032x}")) <= 3600
