@@ -10,7 +10,7 @@ event's ``sequence``, whose members are small JSON objects:
   exception of a failure; ``redriven`` for a re-run from its dead letter).
 
 Written by ``handler_finished``, which ``workers.task.HandlerTask`` calls once
-each handler's outcome is recorded (one pipeline, one round trip). It keeps the
+each handler's outcome is recorded (one script call, one round trip). It keeps the
 last ``MAX_ENTRIES`` members (highest sequences) and expires
 ``RECORDING_STATE_TTL_S`` after its last write, like the record. Handlers
 dead-lettered as ``lost`` by the timer sweep (they never reported) do not appear.
@@ -29,6 +29,18 @@ import redis
 from agora_callbacks import keys, recordings_index
 
 MAX_ENTRIES = 2000
+
+# One command per handler run. KEYS: the timeline, the list's "dead letters" flag set.
+# ARGV: ttl_s, MAX_ENTRIES, sequence, dead-lettered (1/0), sid, now_ms, members...
+_WRITE = """
+for i = 7, #ARGV do redis.call('ZADD', KEYS[1], ARGV[3], ARGV[i]) end
+if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[2]) then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[2]) - 1)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5]) end
+return 1
+"""
 
 
 def _dumps(value: Mapping[str, Any]) -> str:
@@ -66,18 +78,12 @@ def handler_finished(client: redis.Redis, ttl_s: int, *, sid: str, key: str, lat
     run = {"k": "h", "seq": event.sequence, "handler": handler, "outcome": outcome,
            "ms": None if duration_ms is None else round(duration_ms, 2), "at_ms": now_ms,
            "exception": exception[:500], "redriven": redriven}
-    name = keys.recording_timeline(sid)
-    pipe = client.pipeline(transaction=False)
     # A re-run's arguments come from its dead letter: its event is recorded already.
-    members = {_dumps(run): event.sequence}
-    if not redriven:
-        members[_dumps(entry)] = event.sequence
-    pipe.zadd(name, members)
-    pipe.zremrangebyrank(name, 0, -MAX_ENTRIES - 1)
-    pipe.expire(name, ttl_s)
-    if outcome != "done":
-        recordings_index.mark_deadletter(pipe, sid, now_ms)
-    pipe.execute()
+    members = [_dumps(run)] if redriven else [_dumps(run), _dumps(entry)]
+    client.register_script(_WRITE)(
+        keys=[keys.recording_timeline(sid), recordings_index.flag_index("deadletters")],
+        args=[ttl_s, MAX_ENTRIES, event.sequence, "0" if outcome == "done" else "1", sid,
+              now_ms, *members])
 
 
 @dataclass

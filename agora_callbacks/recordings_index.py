@@ -18,7 +18,7 @@ shown (the read's lower score bound) and are removed by ``prune``, which
 channel's set expires as a whole.
 
 The ``deadletters`` flag is set when a handler of the recording is dead-lettered
-(``mark_deadletter``, from ``agora_callbacks.recording_timeline``); a later update
+(by ``agora_callbacks.recording_timeline``'s write of that run); a later update
 of the record keeps it (``ZADD XX``) until it ages out with the record.
 """
 
@@ -112,7 +112,7 @@ def summarize(record: Mapping[str, Any], updated_ms: int) -> dict[str, Any]:
 
 
 def flags_of(summary: Mapping[str, Any]) -> dict[str, bool]:
-    """The record's flags (``deadletters`` is set elsewhere: ``mark_deadletter``)."""
+    """The record's flags (``deadletters`` is set by ``recording_timeline``)."""
     return {"errors": summary["errors"] > 0, "gaps": summary["gaps"] > 0,
             "late": summary["late"] > 0}
 
@@ -223,9 +223,3 @@ def rebuild(client: redis.Redis, ttl_s: int, batch: int = 500) -> int:
                          now_ms=updated)
             done += 1
         write.execute()
-
-
-def mark_deadletter(pipe: redis.Redis | redis.client.Pipeline, sid: str,
-                    now_ms: int) -> None:
-    """The recording has a dead-lettered handler run: set its ``deadletters`` flag."""
-    pipe.zadd(flag_index("deadletters"), {sid: now_ms})

@@ -397,3 +397,27 @@ def test_rebuild_indexes_records_saved_before_the_index(redis_client: redis.Redi
     # Newest first: the one with the most time left was saved last.
     assert [r["sid"] for r in found.rows] == [f"{i:032x}" for i in range(7)]
     assert 3500 < redis_client.ttl(keys.recording_summary(f"{0:032x}")) <= 3600
+
+
+def test_timeline_keeps_its_last_entries_and_flags_dead_letters(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agora_callbacks import recording_timeline
+
+    monkeypatch.setattr(recording_timeline, "MAX_ENTRIES", 6)
+    envelopes = simulate(redis_client, SID, "individual")  # one event + one run each
+    steps = recording_timeline.load(redis_client, SID)
+    last = envelopes[-1]["payload"]["sequence"]
+    assert [s.sequence for s in steps] == [last - 2, last - 1, last]
+    assert all(s.event is not None and len(s.runs) == 1 for s in steps)
+    assert 0 < redis_client.ttl(keys.recording_timeline(SID)) <= 3600
+    dead = recordings_index.flag_index("deadletters")
+    assert redis_client.zscore(dead, SID) is None
+    body = encode(envelopes[-1])
+    recording_timeline.handler_finished(
+        redis_client, 3600, sid="", key="k", late=False, gap=None, meta={},
+        body=body.decode(), handler="h", outcome="handler_failed", duration_ms=None,
+        exception="Boom: x")
+    assert redis_client.zscore(dead, SID) is not None
+    (step,) = [s for s in recording_timeline.load(redis_client, SID) if s.sequence == last]
+    assert [(r["handler"], r["outcome"], r["redriven"]) for r in step.runs][-1] == \
+        ("h", "handler_failed", True)
