@@ -169,6 +169,13 @@ def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any
         pipe.eval(_PRUNE, *_prune_args(ttl_s, now_ms, PRUNE_LIMIT))
 
 
+def update(client: redis.Redis, sid: str, record: Mapping[str, Any], ttl_s: int) -> None:
+    """``queue_update`` on its own (one round trip), for a record saved elsewhere."""
+    pipe = client.pipeline(transaction=False)
+    queue_update(pipe, sid, record, ttl_s)
+    pipe.execute()
+
+
 def prune_due() -> bool:
     """Whether this process should run ``prune`` now (at most once a minute)."""
     global _next_prune

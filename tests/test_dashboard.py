@@ -421,3 +421,24 @@ def test_timeline_keeps_its_last_entries_and_flags_dead_letters(
     (step,) = [s for s in recording_timeline.load(redis_client, SID) if s.sequence == last]
     assert [(r["handler"], r["outcome"], r["redriven"]) for r in step.runs][-1] == \
         ("h", "handler_failed", True)
+
+
+def test_recording_page_lists_the_lifecycle_phases_fired(http: FlaskClient,
+                                                         redis_client: redis.Redis) -> None:
+    record = new_record(SID)
+    # The shape the lifecycle phases keep in the record (record["lifecycle"]).
+    record["lifecycle"] = {
+        "fired": {"started": {"at_ms": 1_800_000_000_000, "sequence": 1, "event_type": 40,
+                              "source": "events"},
+                  "files_ready": {"at_ms": 1_800_000_060_000, "sequence": 20,
+                                  "event_type": 31, "source": "events",
+                                  "evidence": "uploaded", "files": ["a.m3u8", "b.ts"]}},
+        "pending": ["files_ready"], "marks": {}, "reconcile": {}}
+    recordings_index.update(redis_client, SID, record, 3600)
+    store.save(redis_client, SID, record, 3600)
+    sign_in(http)
+    html = http.get(f"/ui/recordings/{SID}").get_data(as_text=True)
+    table = html[html.index('id="lifecycle"'):]
+    assert table.index("started") < table.index("files_ready")
+    assert "evidence uploaded" in table and "files 2 items" in table
+    assert "hooks pending" in table and "2027-01-15" in table

@@ -94,23 +94,42 @@ def timeline_rows(record: dict[str, Any] | None,
     return rows
 
 
+def _detail(info: dict[str, Any]) -> str:
+    """A fired phase's info as one line (``source``, ``sequence``, ``evidence``...)."""
+    parts = []
+    for name, value in info.items():
+        if name in ("at_ms", "ms") or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            value = f"{len(value)} item{'s' if len(value) != 1 else ''}"
+        parts.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
 def lifecycle_rows(record: dict[str, Any] | None) -> list[tuple[str, Any, str]]:
-    """Lifecycle phases the record says fired, if it has them (``lifecycle`` or
-    ``phases``: a list of objects, or an object by phase), as (phase, at_ms, detail)."""
-    found = (record or {}).get("lifecycle") or (record or {}).get("phases")
+    """Lifecycle phases the record says fired, as (phase, at_ms, detail), by time:
+    ``record["lifecycle"]["fired"]`` (phase -> its info), a list of phases, or an
+    object by phase; phases whose hooks are still to run are marked pending."""
+    found = (record or {}).get("lifecycle")
+    pending: list[Any] = []
+    if isinstance(found, dict) and isinstance(found.get("fired"), dict):
+        listed = found.get("pending")
+        pending = listed if isinstance(listed, list) else []
+        found = found["fired"]
     rows: list[tuple[str, Any, str]] = []
     if isinstance(found, dict):
         for name, value in found.items():
-            at = value.get("at_ms") if isinstance(value, dict) else value
-            detail = value.get("meaning", "") if isinstance(value, dict) else ""
-            rows.append((str(name), at, str(detail or "")))
+            info = value if isinstance(value, dict) else {"at_ms": value}
+            detail = _detail(info) + ("; hooks pending" if name in pending else "")
+            rows.append((str(name), info.get("at_ms", info.get("ms")), detail))
     elif isinstance(found, list):
         for item in found:
             if isinstance(item, dict):
                 rows.append((str(item.get("phase") or item.get("name") or "?"),
-                             item.get("at_ms"), str(item.get("meaning") or "")))
+                             item.get("at_ms"), _detail(item)))
             else:
                 rows.append((str(item), None, ""))
+    rows.sort(key=lambda r: r[1] if isinstance(r[1], int) else 0)
     return rows
 
 
