@@ -94,3 +94,29 @@ def unordered_sid(notice_id: str) -> str:
 
 def is_unordered_sid(sid: str) -> bool:
     return sid.startswith("notice:")
+
+
+# --- the dashboard (``agora_callbacks.recordings_index``, ``recording_timeline``) ---
+# Bounds: the index sorted sets hold one member per recording whose record is kept
+# (scored by its last update, pruned past ``RECORDING_STATE_TTL_S``); a channel's set
+# and the per-recording keys below expire ``RECORDING_STATE_TTL_S`` after their last write.
+
+
+def dashboard_index(facet: str) -> str:
+    """Sorted set: sid -> unix ms of its record's last update, for one facet of the
+    recordings list (``all``, ``phase:<phase>``, ``flag:<flag>``, ``channel:<cname>``)."""
+    return f"{PREFIX}:ui:{facet}"
+
+
+#: Sorted set of every indexed sid, all scored 0: the list's sid-prefix search (lex).
+DASHBOARD_SIDS = f"{PREFIX}:ui:sids"
+
+
+def recording_summary(sid: str) -> str:
+    """String (JSON): what the recordings list shows of one recording."""
+    return recording_prefix(sid) + "summary"
+
+
+def recording_timeline(sid: str) -> str:
+    """Sorted set: the recording's events and handler runs (JSON), scored by sequence."""
+    return recording_prefix(sid) + "timeline"

@@ -27,6 +27,7 @@ BLUEPRINTS: list[str] = [
     "agora_callbacks.ingress.routes:bp",
     "agora_callbacks.ingress.admin:bp",
     "agora_callbacks.ingress.metrics_endpoint:bp",
+    "agora_callbacks.ingress.dashboard:bp",
 ]
 
 log = logs.get_logger("ingress.app")

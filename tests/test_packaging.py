@@ -38,7 +38,9 @@ def test_wheel_carries_the_pipeline_and_its_data(wheel: Path) -> None:
                      "agora_callbacks/workers/app.py",
                      "agora_callbacks/workers/ordering/lua/admit.lua",
                      "agora_callbacks/workers/ordering/PROTOCOL.md",
-                     "agora_callbacks/granian_logging.json"):
+                     "agora_callbacks/granian_logging.json",
+                     "agora_callbacks/ingress/dashboard/templates/dashboard/recording.html",
+                     "agora_callbacks/ingress/dashboard/static/dashboard.css"):
         assert required in names, required
 
 

@@ -44,7 +44,7 @@ import structlog
 from celery import Task, signals
 from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 
-from agora_callbacks import keys, metrics
+from agora_callbacks import keys, metrics, recording_timeline
 from agora_callbacks.logs import get_logger
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.dispatch import Dispatcher, failure_of
@@ -129,9 +129,9 @@ class HandlerTask(Task):
             self.request.agora_skipped = True
             return None
         self.request.agora_started = True
-        event = parse_event(body.encode("utf-8"))
+        event = self.request.agora_event = parse_event(body.encode("utf-8"))
         structlog.contextvars.bind_contextvars(notice_id=event.notice_id)
-        started = time.monotonic()
+        started = self.request.agora_started_at = time.monotonic()
         args = (sid, member, key, late, gap, meta, body)
         try:
             result = self.agora_handler.call(event, key=key, late=bool(late),
@@ -177,6 +177,24 @@ class HandlerTask(Task):
                                        body=str(body).encode(), meta=dict(meta or {}))
         if turn is not None:
             AFTER_HANDLER.submit(dispatcher, sid, turn)
+        self._note_on_timeline(args, failure)
+
+    def _note_on_timeline(self, args: tuple[Any, ...], failure: Failure | None) -> None:
+        """The dashboard's timeline of the recording (``agora_callbacks.recording_timeline``):
+        best effort, after the outcome is recorded; a failure here changes nothing else."""
+        sid, _, key, late, gap, meta, body = args
+        started = getattr(self.request, "agora_started_at", None)
+        try:
+            rt = runtime.get()
+            recording_timeline.handler_finished(
+                rt.client, rt.settings.recording_state_ttl_s, sid=sid, key=key, late=late,
+                gap=gap, meta=dict(meta or {}), body=str(body), handler=self.name,
+                outcome="done" if failure is None else failure.reason,
+                duration_ms=None if started is None else (time.monotonic() - started) * 1000,
+                exception="" if failure is None else failure.exception,
+                event=getattr(self.request, "agora_event", None))
+        except Exception as exc:
+            log.warning("timeline not written", error=type(exc).__name__)
 
     def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> None:

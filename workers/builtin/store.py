@@ -2,7 +2,9 @@
 
 One JSON string per recording under ``keys.recording_state(sid)``, rewritten
 whole after each event with ``SET ... EX RECORDING_STATE_TTL_S``: an idle
-recording's state expires that long after its last event (guarantee 6).
+recording's state expires that long after its last event (guarantee 6). The
+dashboard's index (``agora_callbacks.recordings_index``) is written in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import redis
 
-from agora_callbacks import keys
+from agora_callbacks import keys, recordings_index
 
 
 def load(client: redis.Redis, sid: str) -> dict[str, Any] | None:
@@ -30,5 +32,9 @@ def dumps(state: dict[str, Any]) -> str:
 
 
 def save(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int) -> None:
-    """Write the state of ``sid`` and (re)start its expiry, in one command."""
-    client.set(keys.recording_state(sid), dumps(state), ex=ttl_s)
+    """Write the state of ``sid`` and (re)start its expiry, with the dashboard's index
+    of it, in one transaction."""
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.recording_state(sid), dumps(state), ex=ttl_s)
+    recordings_index.queue_update(pipe, sid, state, ttl_s)
+    pipe.execute()

@@ -1,0 +1,173 @@
+"""Dead letters: the list (``/ui/deadletters``), one letter, and requeueing.
+
+The list reads the dead-letter stream newest first (``XREVRANGE``), filtered by
+kind, reason, handler and sid, looking at most ``SCAN_LIMIT`` letters per page.
+Requeueing (one letter, or those ticked) asks for a confirmation first, then
+uses what the command line uses: a ``body`` letter goes back to the inbox
+(``deadletters.requeue_body``), a ``handler`` letter has its handler task
+published again (``redrive.redrive_handler``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import flash, redirect, render_template, request, url_for
+
+from agora_callbacks import deadletters, keys, redrive
+from agora_callbacks.deadletters import DeadLetter
+from agora_callbacks.ingress import responses
+from agora_callbacks.ingress.dashboard import bp
+from agora_callbacks.ingress.state import get_state
+from agora_callbacks.logs import get_logger
+
+log = get_logger("ingress.dashboard")
+
+PAGE_SIZE = 50
+SCAN_LIMIT = 5000
+BATCH = 500
+#: Most per-letter lines shown after a requeue.
+FLASH_LINES = 5
+
+
+def sid_of(letter: DeadLetter) -> str:
+    """The recording a letter's body names, if it is JSON with a sid."""
+    try:
+        body = json.loads(letter.body)
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    payload = body.get("payload")
+    sid = body.get("sid") or (payload.get("sid") if isinstance(payload, dict) else None)
+    return str(sid) if sid else ""
+
+
+@dataclass(frozen=True)
+class LetterFilters:
+    kind: str = ""
+    reason: str = ""
+    handler: str = ""
+    sid: str = ""
+
+    def matches(self, letter: DeadLetter) -> bool:
+        return ((not self.kind or letter.kind == self.kind)
+                and (not self.reason or letter.reason == self.reason)
+                and (not self.handler or self.handler in letter.handler)
+                and (not self.sid or sid_of(letter).startswith(self.sid)))
+
+
+def _previous(entry_id: str) -> str:
+    """The id just before ``entry_id`` (exclusive upper bound of the next page)."""
+    return f"({entry_id}"
+
+
+def scan(client: redis.Redis, filters: LetterFilters,
+         before: str = "") -> tuple[list[DeadLetter], str]:
+    """Up to ``PAGE_SIZE`` matching letters, newest first, and the next page's start."""
+    found: list[DeadLetter] = []
+    top = _previous(before) if before else "+"
+    scanned = 0
+    while len(found) < PAGE_SIZE and scanned < SCAN_LIMIT:
+        rows: Any = client.xrevrange(keys.DEADLETTERS, top, "-", count=BATCH)
+        if not rows:
+            return found, ""
+        for entry_id, fields in rows:
+            letter = DeadLetter.from_stream(entry_id, fields)
+            scanned += 1
+            top = _previous(letter.id)
+            if filters.matches(letter):
+                found.append(letter)
+                if len(found) == PAGE_SIZE:
+                    return found, letter.id
+        if len(rows) < BATCH:
+            return found, ""
+    return found, top[1:]
+
+
+def _unavailable(exc: Exception) -> Any:
+    log.warning("dashboard.storage_unavailable", page="deadletters", error=type(exc).__name__)
+    return responses.unavailable(get_state().retry_after)
+
+
+@bp.get("/deadletters")
+def deadletter_list() -> Any:
+    state = get_state()
+    filters = LetterFilters(**{name: request.args.get(name, "").strip()
+                               for name in ("kind", "reason", "handler", "sid")})
+    try:
+        letters, next_before = scan(state.redis, filters, request.args.get("before", ""))
+        total = deadletters.count(state.redis)
+    except (redis.RedisError, OSError) as exc:
+        return _unavailable(exc)
+    return render_template("dashboard/deadletters.html", letters=letters, filters=filters,
+                           next_before=next_before, total=total, sid_of=sid_of)
+
+
+@bp.get("/deadletters/<letter_id>")
+def deadletter(letter_id: str) -> Any:
+    try:
+        letter = _get(get_state().redis, letter_id)
+    except (redis.RedisError, OSError) as exc:
+        return _unavailable(exc)
+    if letter is None:
+        return render_template("dashboard/missing.html", what=f"dead letter {letter_id}"), 404
+    return render_template("dashboard/deadletter.html", letter=letter, sid=sid_of(letter))
+
+
+def _get(client: redis.Redis, letter_id: str) -> DeadLetter | None:
+    """The letter, or None when there is none (or the id is not a stream id)."""
+    try:
+        return deadletters.get(client, letter_id)
+    except redis.ResponseError:
+        return None
+
+
+def requeue_one(letter: DeadLetter) -> str:
+    """Requeue one letter; return what became of it."""
+    state = get_state()
+    if letter.kind == deadletters.HANDLER and letter.handler:
+        task_id = redrive.redrive_handler(state.settings, state.redis, letter)
+        log.info("dashboard.requeued", letter=letter.id, kind=letter.kind, task_id=task_id)
+        return f"handler {letter.handler} published again (task {task_id})"
+    entry = deadletters.requeue_body(state.redis, letter)
+    log.info("dashboard.requeued", letter=letter.id, kind=letter.kind, entry=entry)
+    return f"body back in the inbox (entry {entry})"
+
+
+@bp.post("/deadletters/requeue")
+def requeue() -> Any:
+    """Step 1 (no ``confirm``): show what would be requeued. Step 2: requeue it."""
+    state = get_state()
+    ids = [i for i in request.form.getlist("id") if i][:PAGE_SIZE]
+    if not ids:
+        flash("No dead letter selected.")
+        return redirect(url_for("dashboard.deadletter_list"))
+    try:
+        letters = [(i, _get(state.redis, i)) for i in ids]
+    except (redis.RedisError, OSError) as exc:
+        return _unavailable(exc)
+    if request.form.get("confirm") != "yes":
+        return render_template("dashboard/confirm_requeue.html", letters=letters)
+    done = 0
+    notes: list[str] = []
+    for letter_id, letter in letters:
+        if letter is None:
+            notes.append(f"{letter_id}: gone already (requeued or trimmed).")
+            continue
+        try:
+            notes.append(f"{letter_id}: {requeue_one(letter)}.")
+            done += 1
+        except (redis.RedisError, OSError, ValueError) as exc:
+            log.warning("dashboard.requeue_failed", letter=letter_id, error=type(exc).__name__)
+            notes.append(f"{letter_id}: not requeued ({type(exc).__name__}); it is still here.")
+    # Flashed messages live in the session cookie: a few lines, not one per letter.
+    flash(f"Requeued {done} of {len(letters)}.")
+    for note in notes[:FLASH_LINES]:
+        flash(note)
+    if len(notes) > FLASH_LINES:
+        flash(f"... and {len(notes) - FLASH_LINES} more (see the log).")
+    return redirect(url_for("dashboard.deadletter_list"))
