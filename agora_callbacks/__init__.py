@@ -20,6 +20,7 @@ from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agora_callbacks.reconcile import register_recording
     from agora_callbacks.schemas import Event, InvalidEvent, parse_event
     from agora_callbacks.workers import dedupe_key, on_event
 
@@ -34,9 +35,11 @@ _PUBLIC = {
     "parse_event": "agora_callbacks.schemas",
     "InvalidEvent": "agora_callbacks.schemas",
     "Event": "agora_callbacks.schemas",
+    "register_recording": "agora_callbacks.reconcile",
 }
 
 __all__ = ["Event", "InvalidEvent", "__version__", "dedupe_key", "on_event", "parse_event"]
+__all__ += ["register_recording"]
 
 
 def __getattr__(name: str) -> Any:

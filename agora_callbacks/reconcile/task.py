@@ -1,0 +1,106 @@
+"""The Celery task that reconciles one recording, and ``request`` that starts it.
+
+``request(sid, reason)`` is what the lifecycle calls when a recording stalls,
+reports a fatal error, or a gap skipped events that decide a phase. It is cheap:
+it returns False without a task when reconciliation is off, when the recording has
+no registered ``resourceId``, or when a reconciliation of it is already in flight
+(``inflight``: one per sid); else it takes the lease for a new task id and
+publishes the task. The task makes one ``query`` call per run; a step that must
+wait (a ``404`` during a failover, a timeout) becomes a Celery retry with that
+countdown, so no pool process sleeps; the facts it ends with are folded into the
+record (``Reconciler.apply``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import Any
+
+import redis
+from celery.exceptions import Retry
+
+from agora_callbacks.logs import get_logger
+from agora_callbacks.reconcile import inflight, policy, registration
+from agora_callbacks.reconcile.run import NotEnabled, NotRegistered, Reconciler
+from agora_callbacks.workers import runtime
+from agora_callbacks.workers.app import celery_app
+
+TASK_NAME = "agora_callbacks.reconcile"
+log = get_logger("reconcile.task")
+
+_lock = threading.Lock()
+_reconciler: tuple[int, Reconciler] | None = None
+
+
+def reconciler() -> Reconciler:
+    """This process's reconciler (built on first use in each process)."""
+    global _reconciler
+    with _lock:
+        if _reconciler is None or _reconciler[0] != os.getpid():
+            rt = runtime.get()
+            _reconciler = (os.getpid(), Reconciler(rt.settings, rt.client))
+        return _reconciler[1]
+
+
+@celery_app.task(bind=True, name=TASK_NAME, max_retries=100, ignore_result=True,
+                 acks_late=True, autoretry_for=(redis.RedisError, OSError),
+                 retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
+def reconcile_recording(self: Any, sid: str, reason: str,
+                        progress: dict[str, Any] | None = None) -> None:
+    """Reconcile ``sid`` with ``query``: one attempt per run (see the module)."""
+    token = str(self.request.id)
+    client = runtime.get().client
+    if not (inflight.refresh(client, sid, token) or inflight.claim(client, sid, token)):
+        log.info("reconcile.skipped", sid=sid, reason=reason,
+                 why="another reconciliation holds the recording")
+        return
+    worker = reconciler()
+    done = False
+    try:
+        step = worker.attempt(sid, reason,
+                              policy.Progress.from_dict(progress, worker.now_ms()))
+        if isinstance(step, policy.Retry):
+            raise self.retry(args=[sid, reason, step.progress.to_dict()],
+                             countdown=step.delay_s)
+        record = worker.apply(sid, step.facts)
+        done = True
+        log.info("reconcile.folded", sid=sid, reason=reason, outcome=step.facts["outcome"],
+                 phase=((record or {}).get("status") or {}).get("phase"))
+    except Retry:
+        raise
+    except (NotEnabled, NotRegistered) as exc:
+        done = True
+        log.warning("reconcile.impossible", sid=sid, reason=reason, why=str(exc))
+    except Exception:
+        done = True  # its own retries (Redis) start again from the lease's refresh
+        raise
+    finally:
+        if done:
+            inflight.release(client, sid, token)
+
+
+def request(sid: str, reason: str) -> bool:
+    """Reconcile ``sid`` soon, in a worker; False (nothing started) when reconciliation
+    is off, the recording is not registered, or one is already in flight for it."""
+    rt = runtime.get()
+    if not rt.settings.reconcile_enabled:
+        log.debug("reconcile.off", sid=sid, reason=reason)
+        return False
+    if registration.load(rt.client, sid) is None:
+        log.info("reconcile.unregistered", sid=sid, reason=reason,
+                 why="no resourceId registered: query cannot be called")
+        return False
+    task_id = f"reconcile-{uuid.uuid4().hex}"
+    if not inflight.claim(rt.client, sid, task_id):
+        log.info("reconcile.already_in_flight", sid=sid, reason=reason,
+                 task_id=inflight.holder(rt.client, sid))
+        return False
+    try:
+        reconcile_recording.apply_async(args=[sid, reason], task_id=task_id)
+    except Exception:
+        inflight.release(rt.client, sid, task_id)
+        raise
+    log.info("reconcile.requested", sid=sid, reason=reason, task_id=task_id)
+    return True
