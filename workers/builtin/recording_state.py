@@ -53,6 +53,6 @@ def recording_state(event: Any, key: str, late: bool, gap: tuple[int, int] | Non
     if not apply(record, event, late=late, gap=gap, key=key):
         log.info("recording state unchanged: event already applied")
         return
-    store.save(rt.client, sid, record, rt.settings.recording_state_ttl_s)
+    store.save(rt.client, sid, record, rt.settings.record_ttl_s)
     log.info("recording state updated", phase=record["status"]["phase"],
              event_count=record["event_count"], late=late, gap=gap)

@@ -1,23 +1,37 @@
-"""Read and write a recording's folded state in Redis.
+"""Read and write a recording's folded record in Redis.
 
 One JSON string per recording under ``keys.recording_state(sid)``, rewritten
-whole after each event with ``SET ... EX RECORDING_STATE_TTL_S``: an idle
-recording's state expires that long after its last event (guarantee 6).
+whole after each change with ``SET ... EX RECORD_TTL_S``: an idle recording's
+record expires that long after its last change (guarantee 6).
+
+Every writer in the workers goes through ``save_if`` (compare-and-set): the fold
+in the turn path (``workers.builtin.lifecycle``), the lifecycle sweep and
+``update_record`` (reconciliation) may each change the record, and none may
+overwrite a change it did not read. ``save`` writes unconditionally (tools,
+tests).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from agora_callbacks import keys
 
+_LUA = Path(__file__).with_name("lua") / "save_record.lua"
+
 
 def load(client: redis.Redis, sid: str) -> dict[str, Any] | None:
     """The stored state of ``sid``, or None if there is none (never seen, or expired)."""
-    raw: Any = client.get(keys.recording_state(sid))
+    return decode(client.get(keys.recording_state(sid)))
+
+
+def decode(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     value = json.loads(raw)
@@ -32,3 +46,53 @@ def dumps(state: dict[str, Any]) -> str:
 def save(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int) -> None:
     """Write the state of ``sid`` and (re)start its expiry, in one command."""
     client.set(keys.recording_state(sid), dumps(state), ex=ttl_s)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A record as read, with what ``save_if`` needs to detect a change since."""
+
+    record: dict[str, Any] | None
+    tag: str  # sha1 of the stored bytes, "" when there was no record
+    turn: str | None = None  # the recording's current turn (member), when asked
+
+
+def read(client: redis.Redis, sid: str, *, with_turn: bool = False) -> Loaded:
+    """The record of ``sid`` and its tag (and the current turn: one round trip)."""
+    if with_turn:
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys.recording_state(sid))
+        pipe.hget(keys.recording_order(sid), "cur")
+        raw, cur = pipe.execute()
+        turn = cur.decode() if isinstance(cur, bytes) else cur
+    else:
+        raw, turn = client.get(keys.recording_state(sid)), None
+    tag = hashlib.sha1(raw if isinstance(raw, bytes) else str(raw).encode()).hexdigest() \
+        if raw is not None else ""
+    return Loaded(decode(raw), tag, turn)
+
+
+_SCRIPT: list[Any] = []
+
+
+def _save_script(client: redis.Redis) -> Any:
+    """The compare-and-set script (redis-py's ``Script``: EVALSHA, loaded on NOSCRIPT)."""
+    if not _SCRIPT:
+        _SCRIPT.append(client.register_script(_LUA.read_text()))
+    return _SCRIPT[0]
+
+
+#: ``save_if``'s ``due_ms``: leave the lifecycle timer as it is.
+KEEP_TIMER = -1
+
+
+def save_if(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int, tag: str, *,
+            due_ms: int = KEEP_TIMER, turn: str = "") -> str:
+    """Write the state of ``sid`` if the stored one still has ``tag`` (see ``read``),
+    and set the recording's lifecycle timer to ``due_ms`` (0: none; ``KEEP_TIMER``)
+    in the same step. ``turn``: also require that the recording's current turn is
+    still this member. Returns ``ok``, ``conflict`` or ``stale``."""
+    reply = _save_script(client)(
+        keys=[keys.recording_state(sid), keys.LIFECYCLE_TIMERS, keys.recording_order(sid)],
+        args=[tag, dumps(state), ttl_s, int(due_ms), sid, turn], client=client)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
