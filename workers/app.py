@@ -93,6 +93,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lines go to stdout as they are, not re-logged as Celery warnings.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+        # The reconciliation task (Agora's query), known to every worker.
+        "imports": ("agora_callbacks.reconcile.task",),
     }
 
 
