@@ -100,7 +100,7 @@ class Reconciler:
 
         return lifecycle.update_record(self.client, sid,
                                        lambda record: lifecycle.apply_query(record, facts),
-                                       source="query", create=True)
+                                       source="query", create=True, settings=self.settings)
 
     def close(self) -> None:
         self.query_client.close()
