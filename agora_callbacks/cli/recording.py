@@ -166,11 +166,20 @@ def render(record: dict[str, Any]) -> str:
 @click.command("recording")
 @click.argument("sid")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored record as JSON.")
-def recording(sid: str, as_json: bool) -> None:
+@click.option("--reconcile", "reconcile_now", is_flag=True,
+              help="First ask Agora's query where the recording stands and fold the answer "
+                   "into its record (needs AGORA_APP_ID, AGORA_CUSTOMER_ID, "
+                   "AGORA_CUSTOMER_SECRET and a registered resourceId).")
+def recording(sid: str, as_json: bool, reconcile_now: bool) -> None:
     """Show where recording SID stands: status and its meaning, mode, times, files,
     errors, warnings, leave reasons, exit, failovers, transcoding, gaps and late
     events, as folded from its callbacks by the built-in handler."""
-    client = context.redis_client()
+    current = context.settings()
+    client = context.redis_client(current)
+    if reconcile_now:
+        from agora_callbacks.reconcile.manual import reconcile_for_cli
+
+        click.echo(reconcile_for_cli(current, client, sid), err=True)
     record = store.load(client, sid)
     if record is None:
         click.echo(f"no state for recording {sid}: never seen, or expired after "
