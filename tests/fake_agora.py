@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 APP_ID = "0123456789abcdef0123456789abcdef"
 CUSTOMER_ID = "customer-id"
@@ -72,6 +72,13 @@ def ok_web(sid: str, resource_id: str, status: int = 5, state: str = "inProgress
                              "state": "inProgress"},
                  "serviceName": "rtmp_publish_service"},
             ]}}
+
+
+class _Quiet(WSGIRequestHandler):
+    """No access log line per request (the rate tests make a hundred)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,8 @@ class FakeAgora:
         return app
 
     def start(self) -> None:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True,
+                                   request_handler=_Quiet)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
