@@ -344,3 +344,14 @@ def test_register_recording_stores_it_with_a_ttl(redis_client: redis.Redis) -> N
     assert 0 < redis_client.ttl(keys.recording_resource(SID)) <= 100
     with pytest.raises(ValueError, match="mode"):
         agora_callbacks.register_recording(SID, RID, "mixed", client=redis_client, ttl_s=100)
+
+
+def test_register_recording_with_redis_down_is_storage_unavailable(
+        redis_client: redis.Redis, redis_server: Any) -> None:
+    import agora_callbacks
+    from agora_callbacks.errors import StorageUnavailable
+
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1)
+    redis_server.stop()
+    with pytest.raises(StorageUnavailable, match=SID):
+        agora_callbacks.register_recording(SID, RID, "web", client=client, ttl_s=100)

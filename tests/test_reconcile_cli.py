@@ -11,6 +11,7 @@ import redis
 from click.testing import CliRunner
 from fake_agora import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, NOT_FOUND, FakeAgora, Reply, ok_json
 
+from agora_callbacks import logs
 from agora_callbacks.cli import main
 from agora_callbacks.reconcile import registration
 from agora_callbacks.simulate.lifecycles import new_sid
@@ -28,6 +29,10 @@ def fake() -> Iterator[FakeAgora]:
 
 
 def invoke(env: dict[str, str], *args: str) -> Any:
+    # A fresh logging configuration, as in a new process: an earlier test of this
+    # process may have bound loggers to stdout, and the command's log lines belong on
+    # stderr (cli.context.configure_logging does not rebind loggers already bound).
+    logs.configure("info", "json", force=True)
     return CliRunner().invoke(main, ["recording", *args], env=env, catch_exceptions=False)
 
 

@@ -202,6 +202,26 @@ def test_unregistered_and_in_flight_are_refused(reconciler: Reconciler, fake: Fa
     assert fake.hits_for(sid) == []
 
 
+def test_a_request_during_a_manual_reconciliation_of_the_sid_starts_nothing(
+        reconciler: Reconciler, fake: FakeAgora, redis_client: redis.Redis,
+        on: Settings) -> None:
+    from agora_callbacks.reconcile import requests
+
+    sid = recording("composite", redis_client, on, mode="mix",
+                    keep=lambda e: e["eventType"] in (30, 40))
+    fake.script(sid, Reply(404, NOT_FOUND), Reply(200, ok_string(sid, RID, status=5)))
+    answers: list[bool] = []
+
+    def meanwhile(step: policy.Retry) -> None:
+        holder = inflight.holder(redis_client, sid)
+        answers.append(requests.request(sid, "stalled"))
+        assert inflight.holder(redis_client, sid) == holder
+
+    run_blocking(reconciler, sid, "manual", on_retry=meanwhile)
+    assert answers == [False]
+    assert len(fake.hits_for(sid)) == 2
+
+
 # --- the Celery task, in a real worker --------------------------------------------
 
 

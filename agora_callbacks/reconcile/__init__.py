@@ -16,9 +16,9 @@ not carry: the backend that started the recording registers them
 Modules: ``registration`` (stored resourceId/mode), ``register`` (the Python call),
 ``ratelimit`` (+ ``ratelimit.lua``), ``client`` (one HTTP call, classified),
 ``observe`` (answer -> facts), ``policy`` (retry or finish), ``inflight`` (one per
-sid), ``run`` (attempt, apply, the blocking driver), ``task`` (the Celery task and
-``request``). The names below load on first use: importing this package does not
-import Celery.
+sid), ``run`` (attempt, apply, the blocking driver), ``requests`` (``request``),
+``task`` (the Celery task), ``manual`` (``recording --reconcile``). The names
+below load on first use: importing this package does not import Celery.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agora_callbacks.reconcile.register import register_recording
-    from agora_callbacks.reconcile.task import request
+    from agora_callbacks.reconcile.requests import request
 
 __all__ = ["register_recording", "request"]
 
 _PUBLIC = {
     "register_recording": "agora_callbacks.reconcile.register",
-    "request": "agora_callbacks.reconcile.task",
+    "request": "agora_callbacks.reconcile.requests",
 }
 
 

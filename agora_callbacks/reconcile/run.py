@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import redis
@@ -25,6 +26,16 @@ from agora_callbacks.reconcile.ratelimit import RateLimiter
 from agora_callbacks.settings import Settings
 
 log = get_logger("reconcile")
+
+#: The recording ``run_blocking`` is reconciling in this context, if any: a phase its
+#: answer fires may ask for a reconciliation of the same recording (``request``),
+#: which is then already in flight, here.
+_MANUAL: ContextVar[str | None] = ContextVar("agora_reconcile_manual", default=None)
+
+
+def manual_sid() -> str | None:
+    """The recording being reconciled on demand in this context (or None)."""
+    return _MANUAL.get()
 
 
 class NotEnabled(RuntimeError):
@@ -121,6 +132,7 @@ def run_blocking(reconciler: Reconciler, sid: str, reason: str, *,
     if not inflight.claim(client, sid, token):
         raise RuntimeError(f"a reconciliation of {sid} is already in flight "
                            f"({inflight.holder(client, sid)}); try again in a minute")
+    manual = _MANUAL.set(sid)
     try:
         progress: policy.Progress | None = None
         while True:
@@ -133,4 +145,5 @@ def run_blocking(reconciler: Reconciler, sid: str, reason: str, *,
             progress = step.progress
             inflight.refresh(client, sid, token)
     finally:
+        _MANUAL.reset(manual)
         inflight.release(client, sid, token)

@@ -1,28 +1,24 @@
-"""The Celery task that reconciles one recording, and ``request`` that starts it.
+"""The Celery task that reconciles one recording (published by ``requests.request``).
 
-``request(sid, reason)`` is what the lifecycle calls when a recording stalls,
-reports a fatal error, or a gap skipped events that decide a phase. It is cheap:
-it returns False without a task when reconciliation is off, when the recording has
-no registered ``resourceId``, or when a reconciliation of it is already in flight
-(``inflight``: one per sid); else it takes the lease for a new task id and
-publishes the task. The task makes one ``query`` call per run; a step that must
-wait (a ``404`` during a failover, a timeout) becomes a Celery retry with that
-countdown, so no pool process sleeps; the facts it ends with are folded into the
-record (``Reconciler.apply``).
+The task runs while it holds the recording's in-flight lease (taken for its id by
+``request``; taken again if it expired and nobody else holds it). It makes one
+``query`` call per run; a step that must wait (a ``404`` during a failover, a
+timeout) becomes a Celery retry with that countdown, so no pool process sleeps; the
+facts it ends with are folded into the record (``Reconciler.apply``), and the lease
+is released.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import uuid
 from typing import Any
 
 import redis
 from celery.exceptions import Retry
 
 from agora_callbacks.logs import get_logger
-from agora_callbacks.reconcile import inflight, policy, registration
+from agora_callbacks.reconcile import inflight, policy
 from agora_callbacks.reconcile.run import NotEnabled, NotRegistered, Reconciler
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.app import celery_app
@@ -79,28 +75,3 @@ def reconcile_recording(self: Any, sid: str, reason: str,
     finally:
         if done:
             inflight.release(client, sid, token)
-
-
-def request(sid: str, reason: str) -> bool:
-    """Reconcile ``sid`` soon, in a worker; False (nothing started) when reconciliation
-    is off, the recording is not registered, or one is already in flight for it."""
-    rt = runtime.get()
-    if not rt.settings.reconcile_enabled:
-        log.debug("reconcile.off", sid=sid, reason=reason)
-        return False
-    if registration.load(rt.client, sid) is None:
-        log.info("reconcile.unregistered", sid=sid, reason=reason,
-                 why="no resourceId registered: query cannot be called")
-        return False
-    task_id = f"reconcile-{uuid.uuid4().hex}"
-    if not inflight.claim(rt.client, sid, task_id):
-        log.info("reconcile.already_in_flight", sid=sid, reason=reason,
-                 task_id=inflight.holder(rt.client, sid))
-        return False
-    try:
-        reconcile_recording.apply_async(args=[sid, reason], task_id=task_id)
-    except Exception:
-        inflight.release(rt.client, sid, task_id)
-        raise
-    log.info("reconcile.requested", sid=sid, reason=reason, task_id=task_id)
-    return True
