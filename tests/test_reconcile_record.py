@@ -268,3 +268,32 @@ def test_request_runs_one_task_per_sid_in_a_worker(
              message="the in-flight lease released")
     # Not registered: nothing is started.
     assert reconcile.request(new_sid(), "stalled") is False
+
+
+@pytest.mark.slow
+def test_several_workers_never_exceed_the_rate_limit(
+        start_worker: Any, reconcile_runtime: Settings, fake: FakeAgora,
+        redis_client: redis.Redis) -> None:
+    from agora_callbacks import reconcile
+
+    env = {"AGORA_APP_ID": APP_ID, "AGORA_CUSTOMER_ID": CUSTOMER_ID,
+           "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET,
+           "AGORA_REST_URL": reconcile_runtime.agora_rest_url}
+    start_worker("rate-a", concurrency=3, env=env)
+    start_worker("rate-b", concurrency=3, env=env)
+    sids = [new_sid() for _ in range(30)]
+    for sid in sids:
+        registration.save(redis_client, registration.Registration(sid, RID, "mix"), ttl_s=600)
+        fake.script(sid, Reply(200, ok_string(sid, RID, status=5)))
+    assert all(reconcile.request(sid, "stalled") for sid in sids)
+
+    def all_reconciled() -> bool:
+        return all((store.load(redis_client, sid) or {}).get("query") for sid in sids)
+
+    wait_for(all_reconciled, timeout=120, message="30 recordings reconciled")
+    assert len(fake.hits) == 30
+    # Six pool processes in two workers: Agora never sees more than 10 in a second.
+    assert fake.max_per_second() <= 10, fake.max_per_second()
+    assert fake.max_in_any_second() <= 10, fake.max_in_any_second()
+    arrivals = sorted(hit.at for hit in fake.hits)
+    assert arrivals[-1] - arrivals[0] >= 2.0  # 30 calls at 10 per 1.25 s: 2.5 s at least
