@@ -173,9 +173,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "BUILTIN_HANDLERS", "builtin_handlers", _bool, "true",
-        "Run the built-in handlers (the recording state) in every worker. `false` "
-        "for workers that should run only your handlers (and in the workers "
-        "benchmark, which measures one no-op handler).",
+        "Keep each recording's record (every event folded in, in order, by the worker "
+        "that takes the event's turn: no task of its own) and fire the lifecycle "
+        "hooks (`@on_recording`). `false` for workers that should run only your "
+        "handlers.",
     ),
     Variable(
         "DEDUPE_KEY", "dedupe_key", _choice("event", "notice"), "event",
@@ -400,6 +401,10 @@ class Settings:
     def problems(self) -> Iterator[str]:
         """Every broken rule between settings, one line each, starting with the
         variable to change and naming the other one."""
+        if self.settle_s >= self.stall_after_s:
+            yield (f"SETTLE_S ({self.settle_s} s) must be below STALL_AFTER_S "
+                   f"({self.stall_after_s} s): a recording waiting out its settle window "
+                   f"after an exit would be called stalled")
         if self.dedupe_ttl_s * 1000 <= self.reorder_hold_ms:
             yield (f"DEDUPE_TTL_S ({self.dedupe_ttl_s} s) must exceed REORDER_HOLD_MS "
                    f"({self.reorder_hold_ms} ms): a recording's keys, its buffered events "

@@ -16,7 +16,7 @@ from celery import Celery, signals
 from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
-from agora_callbacks.workers import runtime
+from agora_callbacks.workers import hooks, runtime
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 from agora_callbacks.workers.publish import celery_publisher
@@ -98,8 +98,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-#: Handlers that ship with the service, loaded in every worker.
-BUILTIN_HANDLERS = ("agora_callbacks.workers.builtin.recording_state",)
+#: Handler modules that ship with the service, loaded in every worker. None since
+#: the record is folded in the turn path (``workers.builtin.lifecycle``), which
+#: ``BUILTIN_HANDLERS`` still turns on and off.
+BUILTIN_HANDLERS: tuple[str, ...] = ()
 
 
 def handler_modules(settings: Settings) -> list[str]:
@@ -143,4 +145,5 @@ app = celery_app
 @signals.import_modules.connect
 def _import_handlers(sender: Any = None, **kwargs: Any) -> None:
     loaded = load_handlers(runtime.get().settings)
+    hooks.STATE.loaded = True  # every @on_recording hook of the deployment is known
     logs.get_logger("workers.app").info("handler modules loaded", modules=loaded)

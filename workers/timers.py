@@ -1,5 +1,6 @@
 """The timer sweep: recordings whose hold window ended, whose publish lease ran
-out, or whose handlers are past their deadline.
+out, or whose handlers are past their deadline; and recordings whose lifecycle is
+due without a new event (``keys.LIFECYCLE_TIMERS``).
 
 ``keys.TIMERS`` holds sid -> unix ms at which the recording must be looked at
 again. Only the per-recording scripts write it, each in the same atomic step as
@@ -24,13 +25,20 @@ log = get_logger("workers.timers")
 
 
 def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
-    """Act on up to ``limit`` due recordings; return how many were due."""
+    """Act on up to ``limit`` due recordings, and on up to ``limit`` recordings whose
+    lifecycle is due (``workers.builtin.lifecycle.sweep``: stall, settle windows,
+    hooks not published yet); return how many were due."""
     rt = dispatcher.rt
     client = rt.client
     now = rt.clock.now_ms(client)
+    ticked = 0
+    if rt.settings.builtin_handlers:
+        from agora_callbacks.workers.builtin import lifecycle
+
+        ticked = lifecycle.sweep(client, rt.settings, now, limit)
     due: Any = client.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit)
     if not due:
-        return 0
+        return ticked
     sids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
     replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid in sids])
     for sid, reply in zip(sids, replies, strict=True):
@@ -39,4 +47,4 @@ def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
             log.error("sweep could not look at a recording", sid=sid, error=str(reply))
             continue
         dispatcher.dispatch(sid, parse_turn(reply))
-    return len(sids)
+    return max(len(sids), ticked)

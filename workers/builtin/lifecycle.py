@@ -4,7 +4,7 @@ Every event is folded into its recording's record by the process that took the
 event's turn, before it publishes the event's handler tasks (``fold_turn``, called
 by ``workers.dispatch.Dispatcher.dispatch``), so the fold costs no Celery task of
 its own: a few Redis round trips in a process that already runs. An event that no
-user handler is registered for gets one slot, ``FOLD_SLOT``, which this process
+user handler is registered for gets one slot, ``dispatch.FOLD_SLOT``, which this process
 ends itself once the event is folded (``finish``), so its turn waits for no task.
 
 Why this keeps the ordering guarantees:
@@ -45,9 +45,6 @@ from agora_callbacks.workers.builtin.record import as_int, as_str, field, merge_
 
 log = get_logger("workers.lifecycle")
 
-#: The handler slot of an event no user handler is registered for: the turn's
-#: publisher folds the event and finishes this slot itself (no task).
-FOLD_SLOT = "agora_callbacks.fold"
 #: Compare-and-set attempts before giving up (each conflict is another writer's
 #: success, so this is only reached under a storm of writers to one record).
 MAX_TRIES = 50
@@ -75,9 +72,11 @@ class Outcome:
     record: dict[str, Any] | None
     fired: list[str]
     reconcile: list[str]
+    now_ms: int = 0
 
 
-Change = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+#: A change: (stored record or None, now ms) -> the new record, or None for no change.
+Change = Callable[[dict[str, Any] | None, int], dict[str, Any] | None]
 
 
 def _copy(record: dict[str, Any]) -> dict[str, Any]:
@@ -106,31 +105,32 @@ def _due(record: dict[str, Any], now_ms: int, cfg: Config) -> int:
     return phases.next_due_ms(record, now_ms, settle_ms=cfg.settle_ms, stall_ms=cfg.stall_ms)
 
 
-def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config, now_ms: int,
-             turn: str = "") -> Outcome:
-    """Apply ``change`` (record or None -> new record, or None for no change) to a
-    copy of the stored record, fire the phases then due, and write it back with a
-    compare-and-set, trying again on a conflict. ``turn``: write only while that
-    member's turn is current (the turn-path fold)."""
+def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config,
+             now_ms: int | None = None, turn: str = "") -> Outcome:
+    """Apply ``change`` to a copy of the stored record, fire the phases then due,
+    and write it back with a compare-and-set, trying again on a conflict.
+    ``now_ms``: the time of the decision (default: Redis's clock, read with the
+    record). ``turn``: write only while that member's turn is current (the
+    turn-path fold)."""
     for _ in range(MAX_TRIES):
-        loaded = store.read(client, sid, with_turn=bool(turn))
+        loaded = store.read(client, sid, with_turn=bool(turn), with_time=now_ms is None)
+        now = now_ms if now_ms is not None else int(loaded.now_ms or 0)
         if turn and loaded.turn != turn:
-            return Outcome("stale", loaded.record, [], [])
+            return Outcome("stale", loaded.record, [], [], now)
         current = None if loaded.record is None else _copy(loaded.record)
-        changed = change(current)
+        changed = change(current, now)
         if changed is None:
             return Outcome("unchanged" if loaded.record is not None else "absent",
-                           loaded.record, [], [])
-        fired = phases.evaluate(changed, now_ms, settle_ms=cfg.settle_ms,
-                                stall_ms=cfg.stall_ms)
-        reasons = phases.reconcile_reasons(changed, now_ms)
+                           loaded.record, [], [], now)
+        fired = phases.evaluate(changed, now, settle_ms=cfg.settle_ms, stall_ms=cfg.stall_ms)
+        reasons = phases.reconcile_reasons(changed, now)
         _drop_hookless(changed)
         status = store.save_if(client, sid, changed, cfg.ttl_s, loaded.tag,
-                               due_ms=_due(changed, now_ms, cfg), turn=turn)
+                               due_ms=_due(changed, now, cfg), turn=turn)
         if status == "ok":
-            return Outcome("saved", changed, fired, reasons)
+            return Outcome("saved", changed, fired, reasons, now)
         if status == "stale":
-            return Outcome("stale", loaded.record, [], [])
+            return Outcome("stale", loaded.record, [], [], now)
     raise redis.WatchError(f"record of {sid} changed {MAX_TRIES} times while being updated")
 
 
@@ -166,7 +166,7 @@ def _publish_pending(client: redis.Redis, sid: str, record: dict[str, Any], cfg:
         log.info("lifecycle phase fired", sid=sid, phase=phase, hooks=n,
                  source=(fired.get(phase) or {}).get("source"))
 
-    def published(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def published(current: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
         if current is None:
             return None
         lc = phases.lifecycle_of(current)
@@ -179,10 +179,11 @@ def _publish_pending(client: redis.Redis, sid: str, record: dict[str, Any], cfg:
     transact(client, sid, published, cfg=cfg, now_ms=now_ms)
 
 
-def after(client: redis.Redis, sid: str, outcome: Outcome, cfg: Config, now_ms: int) -> None:
+def after(client: redis.Redis, sid: str, outcome: Outcome, cfg: Config) -> None:
     """What follows a saved change: log the phases, publish hooks, ask reconciliation."""
     if outcome.status != "saved" or outcome.record is None:
         return
+    now_ms = outcome.now_ms
     for phase in outcome.fired:
         info = outcome.record["lifecycle"]["fired"][phase]
         log.info("lifecycle phase decided", sid=sid, phase=phase, source=info.get("source"),
@@ -193,9 +194,9 @@ def after(client: redis.Redis, sid: str, outcome: Outcome, cfg: Config, now_ms: 
 
 
 # -- the turn path --------------------------------------------------------------------
-def fold_change(event: Any, *, key: str, late: bool, gap: Any, now_ms: int) -> Change:
+def fold_change(event: Any, *, key: str, late: bool, gap: Any) -> Change:
     """The change that folds ``event`` (None when it was applied already)."""
-    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def change(current: dict[str, Any] | None, now_ms: int) -> dict[str, Any] | None:
         record = current if current is not None else new_record(
             as_str(field(event, "sid")) or "")
         if not apply(record, event, late=late, gap=gap, key=key):
@@ -209,11 +210,10 @@ def fold_change(event: Any, *, key: str, late: bool, gap: Any, now_ms: int) -> C
 
 
 def fold_event(client: redis.Redis, settings: Settings, sid: str, event: Any, *, key: str,
-               late: bool, gap: Any, now_ms: int, turn: str = "") -> Outcome:
+               late: bool, gap: Any, now_ms: int | None = None, turn: str = "") -> Outcome:
     """Fold one event into the record of ``sid`` (re-run safe), fire what is due."""
     cfg = Config.of(settings)
-    outcome = transact(client, sid, fold_change(event, key=key, late=late, gap=gap,
-                                                now_ms=now_ms),
+    outcome = transact(client, sid, fold_change(event, key=key, late=late, gap=gap),
                        cfg=cfg, now_ms=now_ms, turn=turn)
     if outcome.status == "saved":
         record = outcome.record or {}
@@ -226,7 +226,7 @@ def fold_event(client: redis.Redis, settings: Settings, sid: str, event: Any, *,
     else:
         log.info("record unchanged: event already folded", sid=sid,
                  sequence=as_int(field(event, "sequence")))
-    after(client, sid, outcome, cfg, now_ms)
+    after(client, sid, outcome, cfg)
     return outcome
 
 
@@ -236,14 +236,14 @@ def tick(client: redis.Redis, settings: Settings, sid: str, now_ms: int) -> Outc
     hooks left unpublished. A recording without a record loses its timer."""
     cfg = Config.of(settings)
 
-    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def change(current: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
         return current  # evaluate() in transact does the work
 
     outcome = transact(client, sid, change, cfg=cfg, now_ms=now_ms)
     if outcome.status == "absent":
         client.zrem(keys.LIFECYCLE_TIMERS, sid)
         return outcome
-    after(client, sid, outcome, cfg, now_ms)
+    after(client, sid, outcome, cfg)
     return outcome
 
 
@@ -276,18 +276,16 @@ def update_record(client: redis.Redis, sid: str, change: Callable[[dict[str, Any
     if ttl_s is not None:
         cfg = Config(ttl_s=ttl_s, settle_ms=cfg.settle_ms, stall_ms=cfg.stall_ms,
                      lease_ms=cfg.lease_ms)
-    now = now_ms if now_ms is not None else _redis_ms(client)
-
-    def wrapped(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def wrapped(current: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
         if current is None and not create:
             return None
         record = current if current is not None else new_record(sid)
         return record if change(record) else None
 
-    outcome = transact(client, sid, wrapped, cfg=cfg, now_ms=now)
+    outcome = transact(client, sid, wrapped, cfg=cfg, now_ms=now_ms)
     log.info("record updated" if outcome.status == "saved" else "record not changed",
              sid=sid, source=source, fired=outcome.fired)
-    after(client, sid, outcome, cfg, now)
+    after(client, sid, outcome, cfg)
     return outcome.record
 
 
@@ -318,7 +316,3 @@ def apply_query(record: dict[str, Any], facts: dict[str, Any]) -> bool:
     phases.note_query(record, facts, at_ms)
     return True
 
-
-def _redis_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000

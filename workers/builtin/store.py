@@ -55,24 +55,38 @@ class Loaded:
     record: dict[str, Any] | None
     tag: str  # sha1 of the stored bytes, "" when there was no record
     turn: str | None = None  # the recording's current turn (member), when asked
+    now_ms: int | None = None  # Redis's clock when read, when asked
 
 
-def read(client: redis.Redis, sid: str, *, with_turn: bool = False) -> Loaded:
-    """The record of ``sid`` and its tag (and the current turn: one round trip)."""
+def read(client: redis.Redis, sid: str, *, with_turn: bool = False,
+         with_time: bool = False) -> Loaded:
+    """The record of ``sid`` and its tag, and if asked the current turn and Redis's
+    time (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.recording_state(sid))
     if with_turn:
-        pipe = client.pipeline(transaction=False)
-        pipe.get(keys.recording_state(sid))
         pipe.hget(keys.recording_order(sid), "cur")
-        raw, cur = pipe.execute()
-        turn = cur.decode() if isinstance(cur, bytes) else cur
-    else:
-        raw, turn = client.get(keys.recording_state(sid)), None
+    if with_time:
+        pipe.time()
+    replies = pipe.execute()
+    raw = replies[0]
+    turn = replies[1] if with_turn else None
+    now_ms = None
+    if with_time:
+        seconds, micros = replies[-1]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
     tag = hashlib.sha1(raw if isinstance(raw, bytes) else str(raw).encode()).hexdigest() \
         if raw is not None else ""
-    return Loaded(decode(raw), tag, turn)
+    return Loaded(decode(raw), tag, turn.decode() if isinstance(turn, bytes) else turn,
+                  now_ms)
 
 
 _SCRIPT: list[Any] = []
+
+
+def script_sha() -> str:
+    """SHA1 of the compare-and-set script (as ``EVALSHA`` names it)."""
+    return hashlib.sha1(_LUA.read_text().encode()).hexdigest()
 
 
 def _save_script(client: redis.Redis) -> Any:
