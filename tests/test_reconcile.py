@@ -218,6 +218,14 @@ def test_a_permanent_error_is_not_retried() -> None:
     assert isinstance(step, policy.Finish) and step.facts["outcome"] == "error"
 
 
+def test_throttled_waits_outside_every_budget() -> None:
+    progress = policy.Progress(started_ms=0, attempts=3, first_not_found_ms=0)
+    step = decide(Answer("throttled", None, reason="no slot", retry_after_s=0.7), progress,
+                  10**9)
+    assert isinstance(step, policy.Retry)
+    assert step.delay_s == 0.7 and step.progress == progress
+
+
 def test_known_stopped_reads_the_record() -> None:
     assert not policy.known_stopped(None)
     assert not policy.known_stopped({"times": {"stopped_ms": None}, "exit": None})
@@ -271,6 +279,22 @@ def test_a_slow_answer_is_a_timeout_to_retry(fake: FakeAgora,
         fake.script(SID, Reply(200, ok_string(SID, RID), delay_s=2.0))
         answer = query.query(REG)
         assert answer == Answer("retry", None, reason="timeout")
+    finally:
+        query.close()
+
+
+def test_no_slot_is_throttled_and_sends_nothing(fake: FakeAgora,
+                                                 redis_client: redis.Redis) -> None:
+    query = QueryClient(fake.url, APP_ID, CUSTOMER_ID, CUSTOMER_SECRET,
+                        RateLimiter(redis_client, APP_ID, limit=1, window_ms=60_000),
+                        rate_wait_s=0.2)
+    try:
+        fake.script(SID, Reply(200, ok_string(SID, RID)))
+        assert query.query(REG).kind == "ok"
+        answer = query.query(REG)
+        assert answer.kind == "throttled" and answer.retry_after_s is not None
+        assert answer.retry_after_s > 50  # the window's remaining wait, plus a spread
+        assert len(fake.hits_for(SID)) == 1
     finally:
         query.close()
 

@@ -14,11 +14,17 @@
 - ``206`` (code 65, request not completed), ``429`` (rate limit), ``5xx`` (code 62,
   request timeout, ...), a timeout or a connection error: ``retry``.
 - anything else (``400`` bad parameters, ``401`` bad credentials, ...): ``error``.
+- no rate-limit slot within ``rate_wait_s`` (nothing sent): ``throttled``, with
+  ``retry_after_s``. A worker waits little (``WORKER_RATE_WAIT_S``) and asks again
+  later through a task retry, so that a burst of reconciliations does not hold the
+  pool processes that run event handlers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import random
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -31,10 +37,16 @@ from agora_callbacks.reconcile.registration import Registration
 #: Seconds to wait for Agora's answer (Agora itself answers 504, code 62, when its
 #: backend times out).
 TIMEOUT_S = 10.0
-#: Longest wait for a rate-limit slot before the attempt counts as a timeout.
+#: Longest wait for a rate-limit slot in one attempt (``recording --reconcile``).
 RATE_WAIT_S = 30.0
+#: ... in a worker's attempt: a little over one rate window, then a task retry.
+WORKER_RATE_WAIT_S = 1.5
 
-Kind = Literal["ok", "not_found", "retry", "error"]
+Kind = Literal["ok", "not_found", "retry", "error", "throttled"]
+
+# httpx logs every request at INFO through stdlib logging: our own structured line
+# per decision says what matters (reconcile.answer / reconcile.retry).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Answer:
     body: dict[str, Any] | None = None
     code: int | None = None
     reason: str | None = None
+    retry_after_s: float | None = None
 
 
 def _decoded(response: httpx.Response) -> Any:
@@ -96,12 +109,14 @@ class QueryClient:
                 .format(*parts))
 
     def query(self, reg: Registration) -> Answer:
-        """One call, after the rate limit let it through (a wait past ``rate_wait_s``
-        is a ``retry``, like a timeout)."""
+        """One call, after the rate limit let it through (none within ``rate_wait_s``:
+        ``throttled``, nothing sent)."""
         try:
             self.limiter.acquire(self.rate_wait_s)
         except RateLimitTimeout as exc:
-            return Answer("retry", None, reason=str(exc))
+            # Spread the waiting callers over the next second or so.
+            return Answer("throttled", None, reason=str(exc),
+                          retry_after_s=exc.wait_s + random.uniform(0, 1.0))
         try:
             response = self._http.get(self.path(reg))
         except httpx.TimeoutException:

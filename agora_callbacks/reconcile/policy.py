@@ -10,6 +10,9 @@
 - ``retry`` (timeouts, ``206``/code 65, ``429``, ``5xx``/code 62): asked again with
   backoff until ``error_budget_s`` after the first attempt, then ``outcome: "error"``.
 - ``error`` (``400``, ``401``, a wrong URL): ``outcome: "error"`` at once.
+- ``throttled`` (no rate-limit slot; nothing was sent): asked again after the
+  answer's ``retry_after_s``, outside every budget: waiting for a slot says nothing
+  about the recording.
 
 Backoff: ``backoff_first_s`` doubled after every attempt, at most ``backoff_max_s``.
 """
@@ -82,6 +85,9 @@ def known_stopped(record: Mapping[str, Any] | None) -> bool:
 def decide(answer: Answer, progress: Progress, *, now_ms: int, stopped: bool,
            reason: str, mode: str | None, policy: Policy = Policy()) -> Finish | Retry:
     """The next step after ``answer``, the ``progress.attempts``-th+1 attempt."""
+    if answer.kind == "throttled":
+        return Retry(max(answer.retry_after_s or 1.0, 0.05), progress,
+                     answer.reason or "rate limit")
     progress = replace(progress, attempts=progress.attempts + 1)
     common: dict[str, Any] = {"at_ms": now_ms, "reason": reason, "mode": mode}
     if answer.kind == "ok":

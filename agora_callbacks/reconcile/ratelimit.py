@@ -29,7 +29,12 @@ SCRIPT = Path(__file__).with_name("ratelimit.lua").read_text()
 
 
 class RateLimitTimeout(TimeoutError):
-    """No slot within the time the caller was willing to wait."""
+    """No slot within the time the caller was willing to wait; ``wait_s``: how long
+    the limiter last said to wait."""
+
+    def __init__(self, message: str, wait_s: float) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 class RateLimiter:
@@ -59,5 +64,5 @@ class RateLimiter:
             # A little random spread, so that waiting callers do not all ask at once.
             pause = wait_ms / 1000 + random.uniform(0, 0.02)
             if time.monotonic() + pause > deadline:
-                raise RateLimitTimeout(f"no query slot within {timeout_s:g} s")
+                raise RateLimitTimeout(f"no query slot within {timeout_s:g} s", pause)
             time.sleep(pause)

@@ -21,7 +21,7 @@ import redis
 
 from agora_callbacks.logs import get_logger
 from agora_callbacks.reconcile import inflight, policy, registration
-from agora_callbacks.reconcile.client import QueryClient
+from agora_callbacks.reconcile.client import RATE_WAIT_S, QueryClient
 from agora_callbacks.reconcile.ratelimit import RateLimiter
 from agora_callbacks.settings import Settings
 
@@ -58,6 +58,7 @@ class Reconciler:
     def __init__(self, settings: Settings, client: redis.Redis, *,
                  rules: policy.Policy | None = None,
                  query_client: QueryClient | None = None,
+                 rate_wait_s: float = RATE_WAIT_S,
                  now_ms: Callable[[], int] = _now_ms) -> None:
         if not settings.reconcile_enabled:
             raise NotEnabled("reconciliation with Agora's query is off: set AGORA_APP_ID, "
@@ -69,7 +70,8 @@ class Reconciler:
         app_id = str(settings.agora_app_id)
         self.query_client = query_client or QueryClient(
             settings.agora_rest_url, app_id, str(settings.agora_customer_id),
-            str(settings.agora_customer_secret), RateLimiter(client, app_id))
+            str(settings.agora_customer_secret), RateLimiter(client, app_id),
+            rate_wait_s=rate_wait_s)
 
     def registration(self, sid: str) -> registration.Registration:
         entry = registration.load(self.client, sid)

@@ -19,6 +19,7 @@ from celery.exceptions import Retry
 
 from agora_callbacks.logs import get_logger
 from agora_callbacks.reconcile import inflight, policy
+from agora_callbacks.reconcile.client import WORKER_RATE_WAIT_S
 from agora_callbacks.reconcile.run import NotEnabled, NotRegistered, Reconciler
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.app import celery_app
@@ -36,11 +37,15 @@ def reconciler() -> Reconciler:
     with _lock:
         if _reconciler is None or _reconciler[0] != os.getpid():
             rt = runtime.get()
-            _reconciler = (os.getpid(), Reconciler(rt.settings, rt.client))
+            _reconciler = (os.getpid(), Reconciler(rt.settings, rt.client,
+                                                   rate_wait_s=WORKER_RATE_WAIT_S))
         return _reconciler[1]
 
 
-@celery_app.task(bind=True, name=TASK_NAME, max_retries=100, ignore_result=True,
+# max_retries: a bound for a pathological case only. The policy ends 404 and error
+# retries within a minute each; what can repeat more is waiting for a rate-limit slot
+# (about 1.5 s a retry) behind hundreds of other recordings.
+@celery_app.task(bind=True, name=TASK_NAME, max_retries=1000, ignore_result=True,
                  acks_late=True, autoretry_for=(redis.RedisError, OSError),
                  retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
 def reconcile_recording(self: Any, sid: str, reason: str,
