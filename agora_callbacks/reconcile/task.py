@@ -57,9 +57,9 @@ def reconcile_recording(self: Any, sid: str, reason: str,
         log.info("reconcile.skipped", sid=sid, reason=reason,
                  why="another reconciliation holds the recording")
         return
-    worker = reconciler()
     done = False
     try:
+        worker = reconciler()
         step = worker.attempt(sid, reason,
                               policy.Progress.from_dict(progress, worker.now_ms()))
         if isinstance(step, policy.Retry):
