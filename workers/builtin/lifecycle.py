@@ -79,11 +79,6 @@ class Outcome:
 Change = Callable[[dict[str, Any] | None, int], dict[str, Any] | None]
 
 
-def _copy(record: dict[str, Any]) -> dict[str, Any]:
-    copied: dict[str, Any] = json.loads(json.dumps(record))
-    return copied
-
-
 def _hooks_known() -> bool:
     from agora_callbacks.workers import hooks
 
@@ -117,8 +112,9 @@ def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config,
         now = now_ms if now_ms is not None else int(loaded.now_ms or 0)
         if turn and loaded.turn != turn:
             return Outcome("stale", loaded.record, [], [], now)
-        current = None if loaded.record is None else _copy(loaded.record)
-        changed = change(current, now)
+        # The loaded record is this call's own (decoded from the bytes just read),
+        # and is read again on a conflict: ``change`` may modify it in place.
+        changed = change(loaded.record, now)
         if changed is None:
             return Outcome("unchanged" if loaded.record is not None else "absent",
                            loaded.record, [], [], now)
@@ -279,7 +275,8 @@ def update_record(client: redis.Redis, sid: str, change: Callable[[dict[str, Any
     def wrapped(current: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
         if current is None and not create:
             return None
-        record = current if current is not None else new_record(sid)
+        # A copy: the record returned when ``change`` refuses is the stored one.
+        record = new_record(sid) if current is None else json.loads(json.dumps(current))
         return record if change(record) else None
 
     outcome = transact(client, sid, wrapped, cfg=cfg, now_ms=now_ms)

@@ -10,8 +10,8 @@ it waits for (README, "Recording lifecycle"):
   recorder (42, 43, 44, 45, 4, 41, 71, 31, 32; a 3 with status 5) when those were lost.
 - ``files_ready``: the files are uploaded: 31 ``uploaded``, or 32 ``backuped``
   (then ``backup`` is true: some files reach your storage later, uploaded by Agora
-  Cloud Backup, and no event says when). It waits for the exit (11) or ``SETTLE_S``
-  after the upload report, whichever first, so that the files of a second report
+  Cloud Backup, and no event says when). It waits for the exit (11, or 71 for web
+  page recording) or ``SETTLE_S`` after the upload report, whichever first, so that the files of a second report
   (failover resends) are in. Also after a normal exit (11, status 0: "the files are
   uploaded") whose 31 was lost, ``SETTLE_S`` later, when file names are known from
   4, 71 or ``query``.
@@ -223,7 +223,7 @@ def _finish(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, An
 
 def _files(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, Any] | None:
     marks = record["lifecycle"]["marks"]
-    upload, exit_mark = marks.get("upload"), marks.get("exit")
+    upload, exit_mark = marks.get("upload"), marks.get("exit") or marks.get("web_stop")
     if upload and (exit_mark or now_ms >= upload["ms"] + settle_ms):
         return {"evidence": "backuped" if upload["event_type"] == 32 else "uploaded",
                 "backup": bool(record["upload"].get("backup_used")), **upload}
