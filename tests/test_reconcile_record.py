@@ -297,3 +297,32 @@ def test_several_workers_never_exceed_the_rate_limit(
     assert fake.max_in_any_second() <= 10, fake.max_in_any_second()
     arrivals = sorted(hit.at for hit in fake.hits)
     assert arrivals[-1] - arrivals[0] >= 2.0  # 30 calls at 10 per 1.25 s: 2.5 s at least
+
+
+@pytest.mark.slow
+def test_a_recording_gone_silent_is_reconciled_through_the_stall_path(
+        start_worker: Any, on: Settings, fake: FakeAgora, redis_client: redis.Redis) -> None:
+    """The whole path: no event for STALL_AFTER_S -> the worker's lifecycle sweep fires
+    ``stalled`` -> ``request`` -> the task calls the fake -> ``finished`` from query."""
+    # failed (reason stalled) would follow at twice STALL_AFTER_S: room for the answer.
+    quick = dataclasses.replace(on, stall_after_s=5, settle_s=1)
+    start_worker("stall", env={
+        "AGORA_APP_ID": APP_ID, "AGORA_CUSTOMER_ID": CUSTOMER_ID,
+        "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET, "AGORA_REST_URL": on.agora_rest_url,
+        "STALL_AFTER_S": "5", "SETTLE_S": "1"})
+    # Recording, then silence: 41, 31 and 11 never come.
+    sid = recording("composite", redis_client, quick, mode="mix",
+                    keep=lambda e: e["eventType"] not in (41, 31, 11))
+    fake.script(sid, Reply(200, ok_json(sid, RID, status=7)))
+
+    def finished() -> dict[str, Any] | None:
+        record = store.load(redis_client, sid)
+        return record if record and "finished" in fired(record) else None
+
+    record = wait_for(finished, timeout=60, message="finished from the stall path")
+    assert isinstance(record, dict)
+    assert "stalled" in fired(record)
+    assert record["query"]["reason"] == "stalled"
+    assert fired(record)["finished"]["evidence"] == "query"
+    assert f"{sid}_room_0.mp4" in {f["file_name"] for f in record["files"]}
+    assert len(fake.hits_for(sid)) == 1
