@@ -95,6 +95,14 @@ RECORD_FOLDS = Counter(
     ["outcome"])
 LIFECYCLE_PHASES = Counter(
     "acb_lifecycle_phases", "Lifecycle phases fired, by phase.", ["phase"])
+RECONCILE_QUERIES = Counter(
+    "acb_reconcile_queries",
+    "Calls of Agora's query REST endpoint by this process (reconciliation), by answer: "
+    "ok, not_found, retry, error, throttled (no rate-limit slot: nothing sent).",
+    ["answer"])
+#: Every answer starts at 0, so that a rate over it exists before the first call.
+for _answer in ("ok", "not_found", "retry", "error", "throttled"):
+    RECONCILE_QUERIES.labels(_answer)
 DEADLETTERED = Counter(
     "acb_deadlettered", "Dead letters written by this process, by kind and reason.",
     ["kind", "reason"])

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from agora_callbacks import metrics
 from agora_callbacks.reconcile.ratelimit import RateLimiter, RateLimitTimeout
 from agora_callbacks.reconcile.registration import Registration
 
@@ -110,7 +111,12 @@ class QueryClient:
 
     def query(self, reg: Registration) -> Answer:
         """One call, after the rate limit let it through (none within ``rate_wait_s``:
-        ``throttled``, nothing sent)."""
+        ``throttled``, nothing sent). Counted in ``acb_reconcile_queries_total``."""
+        answer = self._query(reg)
+        metrics.RECONCILE_QUERIES.labels(answer.kind).inc()
+        return answer
+
+    def _query(self, reg: Registration) -> Answer:
         try:
             self.limiter.acquire(self.rate_wait_s)
         except RateLimitTimeout as exc:
