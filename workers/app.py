@@ -120,6 +120,7 @@ def load_handlers(settings: Settings) -> list[str]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()
         loaded.append(ep.value)
+    hooks.STATE.loaded = True  # every @on_recording hook of the deployment is known
     return loaded
 
 
@@ -145,5 +146,4 @@ app = celery_app
 @signals.import_modules.connect
 def _import_handlers(sender: Any = None, **kwargs: Any) -> None:
     loaded = load_handlers(runtime.get().settings)
-    hooks.STATE.loaded = True  # every @on_recording hook of the deployment is known
     logs.get_logger("workers.app").info("handler modules loaded", modules=loaded)

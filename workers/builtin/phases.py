@@ -9,12 +9,12 @@ it waits for (README, "Recording lifecycle"):
   ``web_recorder_started``, or the first event that can only come from a running
   recorder (42, 43, 44, 45, 4, 41, 71, 31, 32; a 3 with status 5) when those were lost.
 - ``files_ready``: the files are uploaded: 31 ``uploaded``, or 32 ``backuped``
-  (then ``backup`` is true: some files reach your storage later, uploaded by Agora
-  Cloud Backup, and no event says when). It waits for the exit (11, or 71 for web
-  page recording) or ``SETTLE_S`` after the upload report, whichever first, so that the files of a second report
-  (failover resends) are in. Also after a normal exit (11, status 0: "the files are
-  uploaded") whose 31 was lost, ``SETTLE_S`` later, when file names are known from
-  4, 71 or ``query``.
+  (then ``backup`` is true: some files reach your storage later, uploaded by
+  Agora Cloud Backup, and no event says when). It waits for the exit (11, or 71
+  for web page recording) or ``SETTLE_S`` after the upload report, whichever
+  first, so that the files of a second report (failover resends) are in. Also
+  ``SETTLE_S`` after a normal exit (11 status 0: "the files are uploaded") whose
+  31 was lost, when file names are known from 4, 71 or ``query``.
 - ``finished``: the recording ended normally: a normal exit (11 status 0, or for
   web page recording 71 with code 0 or 1), once the upload report is folded or
   ``SETTLE_S`` after the exit (31 and 33 arrive after 11 in real traffic); or an
