@@ -232,6 +232,11 @@ def test_known_stopped_reads_the_record() -> None:
     assert policy.known_stopped({"exit": {"code": 0}})
     assert policy.known_stopped({"times": {"stopped_ms": 5}})
     assert policy.known_stopped({"lifecycle": {"fired": {"failed": {"at_ms": 1}}}})
+    # A recorder that left, then a failover: its replacement may still answer.
+    assert not policy.known_stopped({"times": {"stopped_ms": 5},
+                                     "failovers": [{"at_ms": 6, "old_uid": "1"}]})
+    assert policy.known_stopped({"times": {"stopped_ms": 7},
+                                 "failovers": [{"at_ms": 6, "old_uid": "1"}]})
 
 
 def test_progress_travels_as_json() -> None:

@@ -72,14 +72,23 @@ class Retry:
 
 
 def known_stopped(record: Mapping[str, Any] | None) -> bool:
-    """The record shows the recording stopped: an exit (11), a stop time, or a fired
-    ``finished``/``failed`` phase."""
+    """The record shows the recording stopped: an exit (11), a fired ``finished`` or
+    ``failed`` phase, or a stop time (a recorder leaving, web recording stopping) with
+    no failover (12) after it: a recorder that crashed leaves, and its replacement
+    answers ``query`` only once it has taken over."""
     if not record:
         return False
     times = record.get("times") or {}
     fired = ((record.get("lifecycle") or {}).get("fired") or {})
-    return bool(record.get("exit") or times.get("stopped_ms") or times.get("exited_ms")
-                or "finished" in fired or "failed" in fired)
+    if record.get("exit") or times.get("exited_ms") or "finished" in fired \
+            or "failed" in fired:
+        return True
+    stopped = times.get("stopped_ms")
+    if not isinstance(stopped, int):
+        return False
+    failovers = [f["at_ms"] for f in record.get("failovers") or []
+                 if isinstance(f, Mapping) and isinstance(f.get("at_ms"), int)]
+    return not any(at >= stopped for at in failovers)
 
 
 def decide(answer: Answer, progress: Progress, *, now_ms: int, stopped: bool,
