@@ -160,8 +160,6 @@ class Dispatcher:
             return True
         metrics.RECORD_FOLDS.labels({"saved": "folded", "unchanged": "already"}.get(
             outcome.status, outcome.status)).inc()
-        for phase in outcome.fired:
-            metrics.LIFECYCLE_PHASES.labels(phase).inc()
         return True
 
     # -- the two ends of a handler's run ------------------------------------------------

@@ -27,18 +27,17 @@ log = get_logger("workers.timers")
 def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
     """Act on up to ``limit`` due recordings, and on up to ``limit`` recordings whose
     lifecycle is due (``workers.builtin.lifecycle.sweep``: stall, settle windows,
-    hooks not published yet); return how many were due."""
+    hooks not published yet); return how many recordings were due (the former)."""
     rt = dispatcher.rt
     client = rt.client
     now = rt.clock.now_ms(client)
-    ticked = 0
     if rt.settings.builtin_handlers:
         from agora_callbacks.workers.builtin import lifecycle
 
-        ticked = lifecycle.sweep(client, rt.settings, now, limit)
+        lifecycle.sweep(client, rt.settings, now, limit)
     due: Any = client.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit)
     if not due:
-        return ticked
+        return 0
     sids = [m.decode() if isinstance(m, bytes) else str(m) for m in due]
     replies = scripts.run(client, [partial(rt.ordering.q_take, sid=sid) for sid in sids])
     for sid, reply in zip(sids, replies, strict=True):
@@ -47,4 +46,4 @@ def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
             log.error("sweep could not look at a recording", sid=sid, error=str(reply))
             continue
         dispatcher.dispatch(sid, parse_turn(reply))
-    return max(len(sids), ticked)
+    return len(sids)

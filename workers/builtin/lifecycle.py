@@ -36,7 +36,7 @@ from typing import Any
 
 import redis
 
-from agora_callbacks import keys
+from agora_callbacks import keys, metrics
 from agora_callbacks.logs import get_logger
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers.builtin import phases, store
@@ -181,6 +181,7 @@ def after(client: redis.Redis, sid: str, outcome: Outcome, cfg: Config) -> None:
         return
     now_ms = outcome.now_ms
     for phase in outcome.fired:
+        metrics.LIFECYCLE_PHASES.labels(phase).inc()
         info = outcome.record["lifecycle"]["fired"][phase]
         log.info("lifecycle phase decided", sid=sid, phase=phase, source=info.get("source"),
                  sequence=info.get("sequence"),
