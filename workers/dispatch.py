@@ -143,10 +143,10 @@ class Dispatcher:
 
         try:
             event = parse_event(record.body)
-            now_ms = None if rt.clock.script_ms() == 0 else rt.clock.now_ms(rt.client)
+            # The turn's reply brought the record and the clock: no read first.
             outcome = retrying(rt, "fold", lambda: lifecycle.fold_event(
                 rt.client, rt.settings, sid, event, key=record.key, late=turn.late,
-                gap=turn.gap, now_ms=now_ms, turn=turn.member))
+                gap=turn.gap, now_ms=turn.now_ms, turn=turn.member, state=turn.state))
         except redis.RedisError as exc:
             metrics.RECORD_FOLDS.labels("failed").inc()
             log.error("fold failed; the turn is published and folded again after its "

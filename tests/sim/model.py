@@ -291,7 +291,7 @@ class Model:
         if turn and text(turn[0]) == "event":
             if text(turn[4]) == "1":
                 self.taken_late.add((text(argv[6]), text(turn[2])))
-            for handler in turn[7:]:
+            for handler in turn[9:]:
                 self.publishes[(text(argv[6]), text(turn[2]), text(handler))] += 1
         if name == "finish":
             status = text(reply[0])

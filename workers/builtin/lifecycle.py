@@ -101,14 +101,18 @@ def _due(record: dict[str, Any], now_ms: int, cfg: Config) -> int:
 
 
 def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config,
-             now_ms: int | None = None, turn: str = "") -> Outcome:
+             now_ms: int | None = None, turn: str = "",
+             known: store.Loaded | None = None) -> Outcome:
     """Apply ``change`` to a copy of the stored record, fire the phases then due,
     and write it back with a compare-and-set, trying again on a conflict.
     ``now_ms``: the time of the decision (default: Redis's clock, read with the
     record). ``turn``: write only while that member's turn is current (the
-    turn-path fold)."""
+    turn-path fold). ``known``: the record as already read (the first attempt uses
+    it and saves a round trip; a conflict reads it again)."""
     for _ in range(MAX_TRIES):
-        loaded = store.read(client, sid, with_turn=bool(turn), with_time=now_ms is None)
+        loaded = known or store.read(client, sid, with_turn=bool(turn),
+                                     with_time=now_ms is None)
+        known = None
         now = now_ms if now_ms is not None else int(loaded.now_ms or 0)
         if turn and loaded.turn != turn:
             return Outcome("stale", loaded.record, [], [], now)
@@ -207,11 +211,15 @@ def fold_change(event: Any, *, key: str, late: bool, gap: Any) -> Change:
 
 
 def fold_event(client: redis.Redis, settings: Settings, sid: str, event: Any, *, key: str,
-               late: bool, gap: Any, now_ms: int | None = None, turn: str = "") -> Outcome:
-    """Fold one event into the record of ``sid`` (re-run safe), fire what is due."""
+               late: bool, gap: Any, now_ms: int | None = None, turn: str = "",
+               state: bytes | None = None) -> Outcome:
+    """Fold one event into the record of ``sid`` (re-run safe), fire what is due.
+    ``state``: the stored record's bytes as the script that took the turn read them
+    (then the fold costs one round trip, the write, unless the record changed)."""
     cfg = Config.of(settings)
+    known = None if state is None else store.loaded(state, turn=turn, now_ms=now_ms)
     outcome = transact(client, sid, fold_change(event, key=key, late=late, gap=gap),
-                       cfg=cfg, now_ms=now_ms, turn=turn)
+                       cfg=cfg, now_ms=now_ms, turn=turn, known=known)
     if outcome.status == "saved":
         record = outcome.record or {}
         log.info("record updated", sid=sid, sequence=as_int(field(event, "sequence")),

@@ -69,16 +69,23 @@ def read(client: redis.Redis, sid: str, *, with_turn: bool = False,
     if with_time:
         pipe.time()
     replies = pipe.execute()
-    raw = replies[0]
     turn = replies[1] if with_turn else None
     now_ms = None
     if with_time:
         seconds, micros = replies[-1]
         now_ms = int(seconds) * 1000 + int(micros) // 1000
-    tag = hashlib.sha1(raw if isinstance(raw, bytes) else str(raw).encode()).hexdigest() \
-        if raw is not None else ""
-    return Loaded(decode(raw), tag, turn.decode() if isinstance(turn, bytes) else turn,
-                  now_ms)
+    return loaded(replies[0], turn=turn.decode() if isinstance(turn, bytes) else turn,
+                  now_ms=now_ms)
+
+
+def loaded(raw: bytes | str | None, *, turn: str | None = None,
+           now_ms: int | None = None) -> Loaded:
+    """A record as read elsewhere (``raw``: the stored bytes, None or empty when
+    there is none), e.g. in the reply of the ordering script that took a turn."""
+    if not raw:
+        return Loaded(None, "", turn, now_ms)
+    data = raw if isinstance(raw, bytes) else raw.encode()
+    return Loaded(decode(data), hashlib.sha1(data).hexdigest(), turn, now_ms)
 
 
 _SCRIPT: list[Any] = []
