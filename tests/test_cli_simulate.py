@@ -118,3 +118,14 @@ def test_signing_matches_the_reference_vector() -> None:
     assert headers[signature.HEADER_V1] == "5a3bb6a6d9fad2ea9ae3fb707a14c9d7f3136df1"
     assert headers[signature.HEADER_V2] == (
         "de96da5acf03b0021ac3b4fa2225e7ae6f3533a30d50bb02c08ea4fa748bda24")
+
+
+def test_real_traffic_and_backup_flags_shape_the_lifecycles(ingress_url: str,
+                                                            redis_client: redis.Redis) -> None:
+    code, out = run("--url", ingress_url, "--secret", SECRET, "--recordings", "1",
+                    "--kind", "individual", "--rate", "0", "--seed", "8", "--real-traffic",
+                    "--with-backup", "--json")
+    assert code == 0, out
+    types = [json.loads(f[b"body"])["eventType"] for _, f in redis_client.xrange(keys.INBOX)]
+    assert types.index(11) < types.index(32) and 31 not in types
+    assert types.count(4) == 2 * 4  # two users x two tracks, each twice
