@@ -334,7 +334,7 @@ def main() -> int:
         (f"Redis bytes per active recording ({args.events} events buffered)",
          f"{active:,.0f}"),
         ("Redis bytes per handled recording (dedupe window state)", f"{retained:,.0f}"),
-        (f"Redis bytes per record ({args.events} events folded; {folded} checked)",
+        (f"Redis bytes per record ({folded} events in {len(sample_sids)} sampled records)",
          f"{record_bytes:,.0f}"),
         ("ours: turns published again / handler copies skipped (burst)",
          f"{counters.get('republished', 0):,} / {counters.get('skipped_copies', 0):,}"),
