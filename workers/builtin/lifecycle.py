@@ -162,7 +162,12 @@ def _publish_pending(client: redis.Redis, sid: str, record: dict[str, Any], cfg:
         return
     fired = record["lifecycle"]["fired"]
     for phase in pending:
-        n = hooks.publish(record["sid"], phase, fired.get(phase) or {}, record)
+        try:
+            n = hooks.publish(record["sid"], phase, fired.get(phase) or {}, record)
+        except Exception as exc:  # the broker: the record's timer publishes them again
+            log.warning("lifecycle hooks not published; published again after a lease",
+                        sid=sid, phase=phase, error=str(exc))
+            return
         log.info("lifecycle phase fired", sid=sid, phase=phase, hooks=n,
                  source=(fired.get(phase) or {}).get("source"))
 
