@@ -194,7 +194,7 @@ def run_state(client: Any, recordings: int) -> dict[str, Any]:
             state = fold(state, event)
     fold_us = (time.perf_counter() - t0) / total * 1e6
 
-    # The handler's work (workers.builtin.recording_state): load, apply in place, save,
+    # The fold's work (workers.builtin.lifecycle, before: a handler): load, apply, save,
     # against the same number of bare GET + SET round trips of a record of the same
     # size, in alternating chunks (median of the paired ratios).
     client.flushdb()
