@@ -102,13 +102,18 @@ def test_each_phase_fires_once_per_recording(redis_client: redis.Redis,
     for name, (_raw, expected, checks) in cases.items():
         s = sid[name]
         hooks = hooks_of(redis_client, s)
-        assert [h["phase"] for h in hooks] == expected, name
+        # Each phase's hook once. The order they ran in is not promised (hooks of
+        # different phases are separate tasks, on several pool processes), and which
+        # of two phases is decided first may follow the delivery order (a 31 and an
+        # 11 swapped); started comes first.
+        assert sorted(h["phase"] for h in hooks) == sorted(expected), name
         record = records.load(redis_client, s)
         assert record is not None
         kept = [e for e in checks["events"] if e["eventType"] not in checks["lost"]]
         assert record["event_count"] == len(kept), name  # each event folded once
         fired = record["lifecycle"]["fired"]
         assert sorted(fired) == sorted(expected) and record["lifecycle"]["pending"] == []
+        assert all(fired["started"]["at_ms"] <= f["at_ms"] for f in fired.values()), name
         for hook in hooks:
             assert hook["info"] == fired[hook["phase"]], name
         if "evidence" in checks:
