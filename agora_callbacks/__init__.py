@@ -20,8 +20,10 @@ from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agora_callbacks.reconcile import register_recording
     from agora_callbacks.schemas import Event, InvalidEvent, parse_event
     from agora_callbacks.workers import dedupe_key, on_event
+    from agora_callbacks.workers.hooks import on_recording
 
 try:
     __version__: str = metadata.version("agora-callbacks")
@@ -34,9 +36,13 @@ _PUBLIC = {
     "parse_event": "agora_callbacks.schemas",
     "InvalidEvent": "agora_callbacks.schemas",
     "Event": "agora_callbacks.schemas",
+    "register_recording": "agora_callbacks.reconcile",
+    "on_recording": "agora_callbacks.workers.hooks",
 }
 
 __all__ = ["Event", "InvalidEvent", "__version__", "dedupe_key", "on_event", "parse_event"]
+__all__ += ["register_recording"]
+__all__ += ["on_recording"]
 
 
 def __getattr__(name: str) -> Any:

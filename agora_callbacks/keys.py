@@ -11,7 +11,7 @@ Bounds (guarantee 6), stated where each key is named:
   has taken it in, so its length is the backlog.
 - ``DEADLETTERS``: stream, trimmed to ``DEADLETTER_MAXLEN`` entries.
 - per-recording keys: expire ``DEDUPE_TTL_S`` after the recording's last event.
-- ``recording_state``: expires ``RECORDING_STATE_TTL_S`` after the last event.
+- ``recording_state``: expires ``RECORD_TTL_S`` after its last change.
 - ``TIMERS``: one member per recording with pending work, removed when none is left.
 - ``COUNTERS``: a hash with one field per counter name (a fixed, small set): bounded
   by construction, no TTL (the counts are cumulative, like Prometheus counters).
@@ -35,6 +35,11 @@ DEADLETTERS = f"{PREFIX}:deadletters"
 #: Sorted set: sid -> unix ms at which that recording must be looked at again
 #: (end of a hold window, expiry of a dispatch lease).
 TIMERS = f"{PREFIX}:timers"
+#: Sorted set: sid -> unix ms at which the recording's lifecycle must be looked at
+#: again without a new event (stall, settle window, hook tasks not yet published);
+#: written with the record (``workers.builtin.store.save_if``), one member per
+#: recording not finished yet, removed when nothing is due (or its record expired).
+LIFECYCLE_TIMERS = f"{PREFIX}:lifecycle"
 #: Hash of pipeline counters (dedupe hits, gaps, late events, ...), for metrics.
 COUNTERS = f"{PREFIX}:counters"
 
@@ -98,8 +103,8 @@ def is_unordered_sid(sid: str) -> bool:
 
 # --- the dashboard (``agora_callbacks.recordings_index``, ``recording_timeline``) ---
 # Bounds: the index sorted sets hold one member per recording whose record is kept
-# (scored by its last update, pruned past ``RECORDING_STATE_TTL_S``); a channel's set
-# and the per-recording keys below expire ``RECORDING_STATE_TTL_S`` after their last write.
+# (scored by its last update, pruned past ``RECORD_TTL_S``); a channel's set
+# and the per-recording keys below expire ``RECORD_TTL_S`` after their last write.
 
 
 def dashboard_index(facet: str) -> str:
@@ -120,3 +125,25 @@ def recording_summary(sid: str) -> str:
 def recording_timeline(sid: str) -> str:
     """Sorted set: the recording's events and handler runs (JSON), scored by sequence."""
     return recording_prefix(sid) + "timeline"
+
+
+# Reconciliation with Agora's ``query`` (``agora_callbacks.reconcile``).
+
+
+def recording_resource(sid: str) -> str:
+    """String (JSON): the recording's ``resourceId`` and mode, as its backend
+    registered them; expires ``AGORA_RESOURCE_TTL_S`` after the registration."""
+    return recording_prefix(sid) + "resource"
+
+
+def recording_reconcile(sid: str) -> str:
+    """String: the id of the reconciliation task in flight for the recording (one at
+    a time); expires with its lease (``agora_callbacks.reconcile.inflight``)."""
+    return recording_prefix(sid) + "reconcile"
+
+
+def query_rate(app_id: str) -> str:
+    """Sorted set: the ``query`` calls let through in the last rate window for one
+    App ID, shared by every process (at most the limit's count of members; expires
+    one window after the last call)."""
+    return f"{PREFIX}:rate:query:{app_id}"

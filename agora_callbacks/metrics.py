@@ -88,6 +88,21 @@ HANDLER_DURATION = Histogram(
 HANDLER_FAILURES = Counter(
     "acb_handler_failures",
     "Handler runs that raised (each attempt, retried or not), by handler.", ["handler"])
+RECORD_FOLDS = Counter(
+    "acb_record_folds",
+    "Events folded into their recording's record in the turn path, by outcome: "
+    "folded, already (a re-run: no change), stale (the turn was over), failed.",
+    ["outcome"])
+LIFECYCLE_PHASES = Counter(
+    "acb_lifecycle_phases", "Lifecycle phases fired, by phase.", ["phase"])
+RECONCILE_QUERIES = Counter(
+    "acb_reconcile_queries",
+    "Calls of Agora's query REST endpoint by this process (reconciliation), by answer: "
+    "ok, not_found, retry, error, throttled (no rate-limit slot: nothing sent).",
+    ["answer"])
+#: Every answer starts at 0, so that a rate over it exists before the first call.
+for _answer in ("ok", "not_found", "retry", "error", "throttled"):
+    RECONCILE_QUERIES.labels(_answer)
 DEADLETTERED = Counter(
     "acb_deadlettered", "Dead letters written by this process, by kind and reason.",
     ["kind", "reason"])

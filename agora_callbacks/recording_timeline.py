@@ -12,7 +12,7 @@ event's ``sequence``, whose members are small JSON objects:
 Written by ``handler_finished``, which ``workers.task.HandlerTask`` calls once
 each handler's outcome is recorded (one script call, one round trip). It keeps the
 last ``MAX_ENTRIES`` members (highest sequences) and expires
-``RECORDING_STATE_TTL_S`` after its last write, like the record. Handlers
+``RECORD_TTL_S`` after its last write, like the record. Handlers
 dead-lettered as ``lost`` by the timer sweep (they never reported) do not appear.
 """
 

@@ -1,10 +1,12 @@
 """The dashboard's index of recordings: what ``/ui/`` lists, kept as records change.
 
-Written in the same MULTI as the record itself (``workers.builtin.store.save`` calls
-``queue_update``), so the index never disagrees with the record:
+Written in the same atomic step as the record itself (the workers' compare-and-set
+``workers.builtin.store.save_if`` runs ``UPDATE_FUNCTION`` in its script; the
+unconditional ``store.save`` of tools queues ``queue_update`` in its MULTI), so the
+index never disagrees with the record:
 
 - ``keys.recording_summary(sid)``: a small JSON of what the list shows (phase, kind,
-  channel, times, counts), expiring with the record (``RECORDING_STATE_TTL_S``);
+  channel, times, counts), expiring with the record (``RECORD_TTL_S``);
 - sorted sets of sids scored by the record's last update (unix ms), one per facet
   the list filters on: ``all``, ``phase:<phase>``, ``flag:<flag>`` (errors, gaps,
   late, deadletters) and ``channel:<cname>``; plus ``keys.DASHBOARD_SIDS`` (lex) for
@@ -121,35 +123,39 @@ _prune_lock = threading.Lock()
 _next_prune = 0.0
 
 # One script call per update (instead of ~20 commands): the sets of every other
-# phase lose the sid server-side. KEYS: summary, all, sids, deadletters flag,
-# errors/gaps/late flags, channel (or the summary again when there is none), then
-# the record's phase and every other known phase. ARGV: summary JSON, ttl_s, now_ms,
-# sid, has channel, the three flags (1/0).
-_UPDATE = """
-local ttl, now, sid = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-redis.call('ZADD', KEYS[2], now, sid)
-redis.call('ZADD', KEYS[3], 0, sid)
-redis.call('ZADD', KEYS[4], 'XX', now, sid)
-for i = 0, 2 do
-  if ARGV[6 + i] == '1' then redis.call('ZADD', KEYS[5 + i], now, sid)
-  else redis.call('ZREM', KEYS[5 + i], sid) end
+# phase lose the sid server-side. ``UPDATE_FUNCTION`` is a Lua function so that the
+# record's own compare-and-set script (``workers.builtin.store.save_if``) runs it in
+# the same atomic step as the record's write. K (keys): summary, all, sids,
+# deadletters flag, errors/gaps/late flags, channel (or the summary again when there
+# is none), then the record's phase and every other known phase. A (args): summary
+# JSON, ttl_s, now_ms, sid, has channel, the three flags (1/0).
+UPDATE_FUNCTION = """
+local function index_update(K, A)
+  local ttl, now, sid = tonumber(A[2]), tonumber(A[3]), A[4]
+  redis.call('SET', K[1], A[1], 'EX', ttl)
+  redis.call('ZADD', K[2], now, sid)
+  redis.call('ZADD', K[3], 0, sid)
+  redis.call('ZADD', K[4], 'XX', now, sid)
+  for i = 0, 2 do
+    if A[6 + i] == '1' then redis.call('ZADD', K[5 + i], now, sid)
+    else redis.call('ZREM', K[5 + i], sid) end
+  end
+  if A[5] == '1' then
+    redis.call('ZADD', K[8], now, sid)
+    redis.call('ZREMRANGEBYSCORE', K[8], '-inf', '(' .. (now - ttl * 1000))
+    redis.call('EXPIRE', K[8], ttl)
+  end
+  redis.call('ZADD', K[9], now, sid)
+  for i = 10, #K do redis.call('ZREM', K[i], sid) end
+  return 1
 end
-if ARGV[5] == '1' then
-  redis.call('ZADD', KEYS[8], now, sid)
-  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - ttl * 1000))
-  redis.call('EXPIRE', KEYS[8], ttl)
-end
-redis.call('ZADD', KEYS[9], now, sid)
-for i = 10, #KEYS do redis.call('ZREM', KEYS[i], sid) end
-return 1
 """
+_UPDATE = UPDATE_FUNCTION + "return index_update(KEYS, ARGV)\n"
 
 
-def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any],
-                 ttl_s: int, now_ms: int | None = None) -> None:
-    """Queue the index writes for ``record`` (just saved) on ``pipe``: one script call
-    (and, at most once a minute per process, the ``prune`` of aged-out entries)."""
+def update_arguments(sid: str, record: Mapping[str, Any], ttl_s: int,
+                     now_ms: int | None = None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``index_update`` for ``record`` (just saved)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     summary = summarize(record, now_ms)
     phase = str(summary["phase"])
@@ -162,11 +168,19 @@ def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any
                    phase_index(phase), *(phase_index(p) for p in KNOWN_PHASES if p != phase)]
     args = [json.dumps(summary, separators=(",", ":")), ttl_s, now_ms, sid,
             "1" if cname else "0", *("1" if flags[f] else "0" for f in ("errors", "gaps", "late"))]
+    return script_keys, args
+
+
+def queue_update(pipe: redis.client.Pipeline, sid: str, record: Mapping[str, Any],
+                 ttl_s: int, now_ms: int | None = None) -> None:
+    """Queue the index writes for ``record`` (just saved) on ``pipe``: one script call
+    (and, at most once a minute per process, the ``prune`` of aged-out entries)."""
+    script_keys, args = update_arguments(sid, record, ttl_s, now_ms)
     # EVAL, not EVALSHA: a pipeline running a registered script first asks the server
     # whether it has it (SCRIPT EXISTS), one more round trip per save.
     pipe.eval(_UPDATE, len(script_keys), *script_keys, *args)
     if prune_due():
-        pipe.eval(_PRUNE, *_prune_args(ttl_s, now_ms, PRUNE_LIMIT))
+        pipe.eval(_PRUNE, *_prune_args(ttl_s, int(args[2]), PRUNE_LIMIT))
 
 
 def update(client: redis.Redis, sid: str, record: Mapping[str, Any], ttl_s: int) -> None:
@@ -195,16 +209,20 @@ def prune(client: redis.Redis, ttl_s: int, now_ms: int | None = None,
     return int(client.eval(_PRUNE, *_prune_args(ttl_s, now_ms, limit)))
 
 
+#: The index's keys without an expiry: ``prune`` trims them (their bound).
+TRIMMED_KEYS = (ALL, keys.DASHBOARD_SIDS, *(phase_index(p) for p in KNOWN_PHASES),
+                *(flag_index(f) for f in FLAGS))
+
+
 def _prune_args(ttl_s: int, now_ms: int, limit: int) -> list[Any]:
-    facets = [phase_index(p) for p in KNOWN_PHASES] + [flag_index(f) for f in FLAGS]
-    return [2 + len(facets), ALL, keys.DASHBOARD_SIDS, *facets, now_ms - ttl_s * 1000, limit]
+    return [len(TRIMMED_KEYS), *TRIMMED_KEYS, now_ms - ttl_s * 1000, limit]
 
 
 def rebuild(client: redis.Redis, ttl_s: int, batch: int = 500) -> int:
     """Index every stored record (those saved before the index existed, or after its
     keys were lost); return how many. A one-off maintenance pass: it walks the
     keyspace with ``SCAN`` (never a page of the dashboard). A record's last update
-    is taken from its remaining time to live (``RECORDING_STATE_TTL_S`` - TTL)."""
+    is taken from its remaining time to live (``RECORD_TTL_S`` - TTL)."""
     now_ms = int(time.time() * 1000)
     done = 0
     names = client.scan_iter(match=keys.recording_state("*"), count=batch)

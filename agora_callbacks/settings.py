@@ -102,6 +102,18 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _http_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    return url
+
+
+#: Variables read under a former name when the current one is unset.
+FORMER_NAMES = {"RECORD_TTL_S": "RECORDING_STATE_TTL_S"}
+
+
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: its name, how to parse it, its default, its meaning."""
@@ -208,9 +220,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "BUILTIN_HANDLERS", "builtin_handlers", _bool, "true",
-        "Run the built-in handlers (the recording state) in every worker. `false` "
-        "for workers that should run only your handlers (and in the workers "
-        "benchmark, which measures one no-op handler).",
+        "Keep each recording's record (every event folded in, in order, by the worker "
+        "that takes the event's turn: no task of its own) and fire the lifecycle "
+        "hooks (`@on_recording`). `false` for workers that should run only your "
+        "handlers.",
     ),
     Variable(
         "DEDUPE_KEY", "dedupe_key", _choice("event", "notice"), "event",
@@ -281,8 +294,24 @@ VARIABLES: tuple[Variable, ...] = (
         "Dead letters kept (oldest trimmed beyond it).",
     ),
     Variable(
-        "RECORDING_STATE_TTL_S", "recording_state_ttl_s", _positive_int, "604800",
-        "How long a recording's folded state is kept after its last event, in seconds.",
+        "RECORD_TTL_S", "record_ttl_s", _positive_int, "604800",
+        "How long a recording's folded record is kept after its last change, in seconds "
+        "(`RECORDING_STATE_TTL_S`, its former name, is still read when this is unset).",
+    ),
+    Variable(
+        "STALL_AFTER_S", "stall_after_s", _positive_int, "300",
+        "A recording that has not finished and sent no event for this long is `stalled` "
+        "(and `failed` with reason `stalled` after as long again). A live recording "
+        "sends upload progress (33) every minute, and NCS gives up on a notification "
+        "after three retries within a few minutes: 5 minutes of silence is four lost "
+        "progress notifications in a row.",
+    ),
+    Variable(
+        "SETTLE_S", "settle_s", _positive_int, "30",
+        "How long the lifecycle waits for the events real traffic sends after an exit "
+        "(11) or an upload report (31/32) before `finished`/`files_ready`/`failed` "
+        "fire without them (e.g. `uploaded` after `session_exit`, a failover after a "
+        "fatal error). Must be below `STALL_AFTER_S`.",
     ),
     Variable(
         "WORKER_METRICS_PORT", "worker_metrics_port", _non_negative_int, "9808",
@@ -306,7 +335,40 @@ VARIABLES: tuple[Variable, ...] = (
         "written at once, after the lines before it). Lines still buffered when the "
         "process is killed with SIGKILL are lost; 0 writes every line at once.",
     ),
+    # Reconciliation with Agora's `query` REST call (agora_callbacks.reconcile).
+    Variable(
+        "AGORA_APP_ID", "agora_app_id", _optional_str, "",
+        "App ID of the Agora project whose recordings are reconciled with Agora's "
+        "`query` REST call. Reconciliation is on when this, `AGORA_CUSTOMER_ID` and "
+        "`AGORA_CUSTOMER_SECRET` are all set (all three or none).",
+    ),
+    Variable(
+        "AGORA_CUSTOMER_ID", "agora_customer_id", _optional_str, "",
+        "Customer ID of Agora's RESTful API (console > RESTful API), the user of the "
+        "Basic authentication of `query`.",
+    ),
+    Variable(
+        "AGORA_CUSTOMER_SECRET", "agora_customer_secret", _optional_str, "",
+        "Customer secret of Agora's RESTful API, the password of that Basic "
+        "authentication. Never logged.",
+    ),
+    Variable(
+        "AGORA_REST_URL", "agora_rest_url", _http_url, "https://api.sd-rtn.com",
+        "Base URL of Agora's RESTful API (`https://api.agora.io` is Agora's other "
+        "host); tests and proxies point it elsewhere.",
+    ),
+    Variable(
+        "AGORA_RESOURCE_TTL_S", "agora_resource_ttl_s", _positive_int, "259200",
+        "How long a recording's registered `resourceId` and mode are kept, in seconds "
+        "after the registration: 72 h, the default `resourceExpiredHour` of Agora's "
+        "`acquire` (after which `query` no longer answers for it); raise it with "
+        "`resourceExpiredHour`.",
+    ),
 )
+
+
+#: The variables that turn reconciliation with Agora's ``query`` on (all or none).
+RECONCILE_VARIABLES = ("AGORA_APP_ID", "AGORA_CUSTOMER_ID", "AGORA_CUSTOMER_SECRET")
 
 
 @dataclass(frozen=True)
@@ -339,11 +401,19 @@ class Settings:
     handler_deadline_s: int
     intake_batch: int
     deadletter_maxlen: int
-    recording_state_ttl_s: int
+    record_ttl_s: int
+    stall_after_s: int
+    settle_s: int
     worker_metrics_port: int
     log_level: str
     log_format: str
     log_buffer_ms: int
+    # Reconciliation with Agora's `query` (agora_callbacks.reconcile).
+    agora_app_id: str | None
+    agora_customer_id: str | None
+    agora_customer_secret: str | None
+    agora_rest_url: str
+    agora_resource_ttl_s: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, check: bool = True,
@@ -358,7 +428,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for var in VARIABLES:
-            raw = env.get(var.env, var.default)
+            raw = env.get(var.env, env.get(FORMER_NAMES.get(var.env, ""), var.default))
             try:
                 values[var.attr] = var.parse(raw)
             except (ValueError, TypeError) as exc:
@@ -381,6 +451,10 @@ class Settings:
     def problems(self) -> Iterator[str]:
         """Every broken rule between settings, one line each, starting with the
         variable to change and naming the other one."""
+        if self.settle_s >= self.stall_after_s:
+            yield (f"SETTLE_S ({self.settle_s} s) must be below STALL_AFTER_S "
+                   f"({self.stall_after_s} s): a recording waiting out its settle window "
+                   f"after an exit would be called stalled")
         if self.dedupe_ttl_s * 1000 <= self.reorder_hold_ms:
             yield (f"DEDUPE_TTL_S ({self.dedupe_ttl_s} s) must exceed REORDER_HOLD_MS "
                    f"({self.reorder_hold_ms} ms): a recording's keys, its buffered events "
@@ -430,6 +504,12 @@ class Settings:
                    f"hard time limit is HANDLER_VISIBILITY_TIMEOUT_S less the margin and "
                    f"REDIS_RETRY_S, its soft limit as much again before that, and no time "
                    f"would be left for the handler itself")
+        missing = self.reconcile_missing
+        if missing:
+            given = [name for name in RECONCILE_VARIABLES if name not in missing]
+            yield (f"{' and '.join(missing)}: not set, while {' and '.join(given)} "
+                   f"{'is' if len(given) == 1 else 'are'}: reconciliation with Agora's "
+                   f"query needs all three of {', '.join(RECONCILE_VARIABLES)} (or none)")
         if self.redis_retry_s <= self.redis_timeout_s:
             yield (f"REDIS_RETRY_S ({self.redis_retry_s} s) must exceed REDIS_TIMEOUT_S "
                    f"({self.redis_timeout_s:g} s): one Redis call may wait REDIS_TIMEOUT_S "
@@ -466,6 +546,21 @@ class Settings:
             return (f"RABBITMQ_CONSUMER_TIMEOUT_S={self.rabbitmq_consumer_timeout_s} "
                     f"(or half HANDLER_DEADLINE_S={self.handler_deadline_s})")
         return f"HANDLER_VISIBILITY_TIMEOUT_S={self.handler_visibility_timeout_s}"
+
+    @property
+    def reconcile_missing(self) -> list[str]:
+        """The reconciliation variables not set while another one is ([] when all or
+        none are set)."""
+        values = (self.agora_app_id, self.agora_customer_id, self.agora_customer_secret)
+        missing = [name for name, value in zip(RECONCILE_VARIABLES, values, strict=True)
+                   if not value]
+        return missing if len(missing) < len(RECONCILE_VARIABLES) else []
+
+    @property
+    def reconcile_enabled(self) -> bool:
+        """Reconciliation with Agora's ``query`` is on: its three credentials are set."""
+        return bool(self.agora_app_id and self.agora_customer_id
+                    and self.agora_customer_secret)
 
     @property
     def _time_limit_margin_s(self) -> int:

@@ -15,7 +15,7 @@ In one run, on a private embedded Redis (AOF off):
    it cannot avoid (GET + SET of a record of the same size). Ratio baseline/handler, and
    the pure fold (copy + apply) alone in microseconds per event.
 4. Memory of one recording's state in Redis (``MEMORY USAGE``) at the end of each kind of
-   lifecycle: what each recording costs for ``RECORDING_STATE_TTL_S`` after its last event.
+   lifecycle: what each recording costs for ``RECORD_TTL_S`` after its last event.
 
 Full size (about 30 s):
     python benchmarks/bench_metrics_state.py
@@ -195,7 +195,7 @@ def run_state(client: Any, recordings: int) -> dict[str, Any]:
             state = fold(state, event)
     fold_us = (time.perf_counter() - t0) / total * 1e6
 
-    # The handler's work (workers.builtin.recording_state): load, apply in place, save,
+    # The fold's work (workers.builtin.lifecycle, before: a handler): load, apply, save,
     # against the same number of bare GET + SET round trips of a record of the same
     # size, in alternating chunks (median of the paired ratios).
     client.flushdb()

@@ -19,14 +19,17 @@ the end. Prints a table:
 
 - events/s: bare Celery no-op tasks (published from this process; measured in
   two halves, before and after ours), and our pipeline from bodies already in
-  the inbox; the ratio (goal >= 0.8);
+  the inbox, twice: with ``BUILTIN_HANDLERS=false`` (the pipeline alone) and in the
+  default configuration (every event also folded into its recording's record, in
+  the turn path, with the lifecycle timers); the ratios (goal >= 0.8 for both);
 - receive-to-handler latency p50/p99: during the burst above (a backlog of every
   body at once, so it mostly measures queueing), and at a steady rate of half
   the measured pipeline throughput (``--steady-s`` seconds, events in order, so
   no hold-window wait), which is the figure a production receiver sees;
 - Redis memory per recording: while active (every event admitted and waiting
   behind a turn, raw bodies included: the worst case), and retained once every
-  event is handled (the dedupe window's state, expiring after DEDUPE_TTL_S).
+  event is handled (the dedupe window's state, expiring after DEDUPE_TTL_S); and
+  the record of one recording (``MEMORY USAGE``, kept ``RECORD_TTL_S``).
 """
 
 from __future__ import annotations
@@ -173,14 +176,19 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
         from agora_callbacks.workers.ordering import Ordering, Record
 
         client = redis.Redis.from_url(server.url)
-        worker = Worker(server.url, "bench", concurrency=args.concurrency,
-                        handlers="bench_workers_handlers", log_dir=Path(tmp),
-                        broker_url=broker_url,
-                        env={"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "tests")]),
-                             "LOG_LEVEL": "warning", "BUILTIN_HANDLERS": "false",
-                             "REORDER_HOLD_MS": "15000",
-                             "CLAIM_IDLE_MS": "5000", "HANDLER_VISIBILITY_TIMEOUT_S": "600",
-                             "DISPATCH_LEASE_MS": "5000", "HANDLER_DEADLINE_S": "3600"})
+
+        def start_worker(builtin: bool) -> Worker:
+            return Worker(server.url, "bench" if not builtin else "bench-default",
+                          concurrency=args.concurrency, handlers="bench_workers_handlers",
+                          log_dir=Path(tmp), broker_url=broker_url,
+                          env={"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "tests")]),
+                               "LOG_LEVEL": "warning",
+                               "BUILTIN_HANDLERS": "true" if builtin else "false",
+                               "REORDER_HOLD_MS": "15000",
+                               "CLAIM_IDLE_MS": "5000", "HANDLER_VISIBILITY_TIMEOUT_S": "600",
+                               "DISPATCH_LEASE_MS": "5000", "HANDLER_DEADLINE_S": "3600"})
+
+        worker = start_worker(builtin=False)
         try:
             worker.wait_ready(client, timeout=60)
             import bench_workers_handlers
@@ -192,7 +200,7 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
             # during the run weighs on both alike.
             import psutil
 
-            parts: dict[str, dict[str, float]] = {"bare": {}, "ours": {}}
+            parts: dict[str, dict[str, float]] = {"bare": {}, "ours": {}, "default": {}}
             rabbit = rabbitmq_process() if broker_url else None
 
             def cpu_by_part() -> dict[str, float]:
@@ -223,7 +231,7 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
                         parts[phase][k] = parts[phase].get(k, 0.0) + v - before.get(k, 0.0)
                 return sum(now.values())
 
-            cpu = {"bare": 0.0, "ours": 0.0}
+            cpu = {"bare": 0.0, "ours": 0.0, "default": 0.0}
 
             def bare_celery(part: list[tuple[str, bytes]]) -> tuple[float, list[float]]:
                 reset(client)
@@ -254,13 +262,45 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
             ours_rate = n / (t1 - t0)
             ours_lat = latencies(client, received)
             counters = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTERS).items()}
-            second_s, more_lat = bare_celery(items[n // 2:])
-            celery_rate = n / (first_s + second_s)
-            celery_lat += more_lat
             deadline = time.monotonic() + 30
             while client.xlen(keys.INBOX) and time.monotonic() < deadline:
                 time.sleep(0.05)
             retained = (int(client.info("memory")["used_memory"]) - mem_before) / args.recordings
+
+            # (b2) the default configuration: the same bodies (other sids), each event
+            # also folded into its recording's record in the turn path.
+            worker.stop()
+            worker = start_worker(builtin=True)
+            worker.wait_ready(client, timeout=60)
+            reset(client)
+            default_items = [(k.replace("bench", "deflt", 1), b.replace(b'"bench', b'"deflt'))
+                             for k, b in items]
+            received_default: dict[str, float] = {}
+            b0 = cpu_by_part()
+            c0 = sum(b0.values())
+            t0 = time.monotonic()
+            store_all(client, default_items, received_default)
+            t1 = wait_count(client, n, timeout=600)
+            cpu["default"] = cpu_s("default", b0) - c0
+            default_rate = n / (t1 - t0)
+            default_lat = latencies(client, received_default)
+            from agora_callbacks.workers.builtin import store
+
+            sample_sids = [f"deflt{r:05d}" for r in range(0, args.recordings,
+                                                           max(1, args.recordings // 50))]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and any(
+                    (store.load(client, sid) or {}).get("event_count") != args.events
+                    for sid in sample_sids):
+                time.sleep(0.05)
+            record_bytes = statistics.mean(
+                int(client.memory_usage(keys.recording_state(sid)) or 0) for sid in sample_sids)
+            folded = sum(int((store.load(client, sid) or {}).get("event_count", 0))
+                         for sid in sample_sids)
+
+            second_s, more_lat = bare_celery(items[n // 2:])
+            celery_rate = n / (first_s + second_s)
+            celery_lat += more_lat
 
             # (c) steady rate, half the pipeline's throughput: latency without backlog.
             reset(client)
@@ -316,23 +356,33 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
         ("ours: body -> parse, dedupe, order, dispatch -> handler, events/s",
          f"{ours_rate:,.0f}"),
         ("ratio ours / baseline (goal >= 0.8)", f"{ours_rate / celery_rate:.2f}"),
+        ("default config (record folded, lifecycle) + 1 no-op handler, events/s",
+         f"{default_rate:,.0f}"),
+        ("ratio default config / baseline (goal >= 0.8)",
+         f"{default_rate / celery_rate:.2f}"),
         (f"CPU per event, worker + Redis{' + RabbitMQ' if broker_url else ''}: "
-         "baseline / ours, ms",
-         f"{cpu['bare'] / n * 1000:.2f} / {cpu['ours'] / n * 1000:.2f}"),
-        *((f"  of which {part}: baseline / ours, ms",
+         "baseline / ours / default, ms",
+         f"{cpu['bare'] / n * 1000:.2f} / {cpu['ours'] / n * 1000:.2f} / "
+         f"{cpu['default'] / n * 1000:.2f}"),
+        *((f"  of which {part}: baseline / ours / default, ms",
            f"{parts['bare'].get(part, 0) / n * 1000:.2f} / "
-           f"{parts['ours'].get(part, 0) / n * 1000:.2f}")
+           f"{parts['ours'].get(part, 0) / n * 1000:.2f} / "
+           f"{parts['default'].get(part, 0) / n * 1000:.2f}")
           for part in ("main", "pool", "intake", "redis",
                        *(("rabbitmq",) if broker_url else ()))),
         ("baseline publish-to-start latency p50 / p99, ms (burst)",
          f"{percentile(celery_lat, .5):,.0f} / {percentile(celery_lat, .99):,.0f}"),
         ("ours receive-to-handler latency p50 / p99, ms (burst)",
          f"{percentile(ours_lat, .5):,.0f} / {percentile(ours_lat, .99):,.0f}"),
-        (f"ours receive-to-handler p50 / p99, ms (steady {rate:,.0f}/s)",
+        ("default config receive-to-handler p50 / p99, ms (burst)",
+         f"{percentile(default_lat, .5):,.0f} / {percentile(default_lat, .99):,.0f}"),
+        (f"default config receive-to-handler p50 / p99, ms (steady {rate:,.0f}/s)",
          f"{percentile(steady_lat, .5):,.1f} / {percentile(steady_lat, .99):,.1f}"),
         (f"Redis bytes per active recording ({args.events} events buffered)",
          f"{active:,.0f}"),
         ("Redis bytes per handled recording (dedupe window state)", f"{retained:,.0f}"),
+        (f"Redis bytes per record ({folded} events in {len(sample_sids)} sampled records)",
+         f"{record_bytes:,.0f}"),
         ("ours: turns published again / handler copies skipped (burst)",
          f"{counters.get('republished', 0):,} / {counters.get('skipped_copies', 0):,}"),
     ]

@@ -1,4 +1,7 @@
-"""Read-only admin endpoints: ``GET /recordings/<sid>``, the folded state of a recording.
+"""Admin endpoints: ``GET /recordings/<sid>``, the folded state of a recording, and
+``POST /recordings/<sid>/resource``, the registration of its ``resourceId`` and mode for
+reconciliation with Agora's ``query`` (``agora_callbacks.reconcile``: 204 when stored,
+400 with the reason for a body that is not ``{"resourceId": ..., "mode": ...}``).
 
 Behind a bearer token (``ADMIN_TOKEN``), compared in constant time:
 
@@ -12,6 +15,7 @@ Behind a bearer token (``ADMIN_TOKEN``), compared in constant time:
 from __future__ import annotations
 
 import hmac
+import json
 
 import redis
 from flask import Blueprint, Response, jsonify, request
@@ -19,6 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from agora_callbacks.ingress import responses
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
+from agora_callbacks.reconcile import registration
 from agora_callbacks.workers.builtin import store
 
 bp = Blueprint("admin", __name__)
@@ -62,3 +67,27 @@ def recording(sid: str) -> Response:
     if record is None:
         return responses.error(404, "not found")
     return jsonify(record)
+
+
+@bp.post("/recordings/<sid>/resource")
+def register_resource(sid: str) -> Response:
+    state = get_state()
+    if (request.content_length or 0) > registration.MAX_BODY_BYTES:
+        log.info("admin.resource_refused", sid=sid, reason="body too large")
+        return responses.error(413, f"body larger than {registration.MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(request.get_data(cache=False).decode("utf-8"))
+        entry = registration.from_request(sid, body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        log.info("admin.resource_refused", sid=sid, reason="invalid JSON")
+        return responses.error(400, 'invalid JSON: expected {"resourceId": ..., "mode": ...}')
+    except registration.InvalidRegistration as exc:
+        log.info("admin.resource_refused", sid=sid, reason=str(exc))
+        return responses.error(400, str(exc))
+    try:
+        registration.save(state.redis, entry, state.settings.agora_resource_ttl_s)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("admin.storage_unavailable", sid=sid, error=type(exc).__name__)
+        return responses.unavailable(state.retry_after)
+    log.info("admin.resource_registered", sid=entry.sid, mode=entry.mode)
+    return Response(status=204)

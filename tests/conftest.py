@@ -26,6 +26,11 @@ SECRET = "secret"
 # CELERY_BROKER_URL from the developer's shell must not reach the test process's
 # Celery app (created when a test module imports agora_callbacks.workers.app).
 os.environ.pop("CELERY_BROKER_URL", None)
+# Until the session's Redis starts (``_redis_process``), REDIS_URL names a port where
+# nothing listens: a Celery app or client made at collection time from the
+# environment fails loudly instead of writing to a Redis the tests do not own (such
+# as a shared one on the default port).
+os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture(scope="session")

@@ -181,3 +181,14 @@ def test_401s_say_to_check_the_secret_in_red_without_python_reprs(
     assert "{" not in ran.plain_out and "'" not in ran.plain_out.replace("dev stack's", "")
     assert "\x1b[31m\x1b[1mFAILED: " in ran.out  # red (and bold) on a terminal
     assert redis_client.xlen(keys.INBOX) == 0
+
+
+def test_real_traffic_and_backup_flags_shape_the_lifecycles(ingress_url: str,
+                                                            redis_client: redis.Redis) -> None:
+    code, out = run("--url", ingress_url, "--secret", SECRET, "--recordings", "1",
+                    "--kind", "individual", "--rate", "0", "--seed", "8", "--real-traffic",
+                    "--with-backup", "--json")
+    assert code == 0, out
+    types = [json.loads(f[b"body"])["eventType"] for _, f in redis_client.xrange(keys.INBOX)]
+    assert types.index(11) < types.index(32) and 31 not in types
+    assert types.count(4) == 2 * 4  # two users x two tracks, each twice

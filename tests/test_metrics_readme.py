@@ -33,6 +33,8 @@ def exposed(client: redis.Redis) -> set[str]:
     metrics.HANDLER_DURATION.labels("h")
     metrics.HANDLER_FAILURES.labels("h")
     metrics.DEADLETTERED.labels("body", "invalid_json")
+    metrics.RECORD_FOLDS.labels("folded")
+    metrics.LIFECYCLE_PHASES.labels("started")
     text = generate_latest(metrics.scrape_registry(client)).decode()
     # A worker's endpoint adds its intake's figures to the same registry.
     from prometheus_client import CollectorRegistry

@@ -1,7 +1,7 @@
 """Through the real pipeline: signed bodies posted to the ingress, a real Celery
-worker (prefork) with only the built-in handler, the record read back from
-``GET /recordings/<sid>``; and the worker's scrape endpoint counting the handler
-runs of its pool children."""
+worker (prefork) with no handler of its own (every event is folded into its record
+in the turn path, no task), the record read back from ``GET /recordings/<sid>``;
+and the worker's scrape endpoint counting the folds of all its processes."""
 
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ from agora_callbacks.workers.builtin.fold import fold
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-admin-token"
-#: workers.builtin.recording_state.HANDLER_NAME (importing that module registers the
-#: handler in this process, which other tests' registries do not expect).
-HANDLER_NAME = "agora_callbacks.recording_state"
+FOLDED = ("acb_record_folds_total", (("outcome", "folded"),))
+FAILED = ("acb_record_folds_total", (("outcome", "failed"),))
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -83,31 +82,31 @@ def test_lifecycle_is_folded_by_the_worker_and_served(settings: Settings,
     for envelope in events:
         expected = fold(expected, parse_event(encode(envelope)))
     assert expected is not None
-    for name in ("recent_keys",):  # the worker passes its dedupe keys; the rest is equal
+    # The worker passes its dedupe keys, and adds the lifecycle; the rest is equal.
+    for name in ("recent_keys", "lifecycle"):
         got.pop(name)
-        expected.pop(name)
+        expected.pop(name, None)
     assert got == expected
     assert got["status"]["phase"] == "exited"
     assert got["sequences"]["late"] == [] and got["sequences"]["missing"] == []
 
-    # The worker's endpoint counts every handler run, whichever pool child ran it.
+    # The worker's endpoint counts every fold, whichever of its processes folded.
     port = worker.metrics_port  # type: ignore[attr-defined]
 
     def scraped() -> dict[Any, float] | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             found = samples(r.read().decode())
-        runs = found.get(("acb_handler_duration_seconds_count",
-                          (("handler", HANDLER_NAME),)), 0)
-        return found if runs == len(events) else None
+        return found if found.get(FOLDED, 0) == len(events) else None
 
-    metrics = wait_for(scraped, timeout=20, message="handler runs on the worker's /metrics")
+    metrics = wait_for(scraped, timeout=20, message="folds on the worker's /metrics")
     assert isinstance(metrics, dict)
     assert metrics[("acb_pipeline_admitted_total", ())] == len(events)
     assert metrics[("acb_pipeline_duplicates_total", ())] == 3
     assert metrics[("acb_pipeline_dispatched_total", ())] == len(events)
     assert metrics[("acb_inbox_backlog", ())] == 0
     assert metrics[("acb_redis_up", ())] == 1
-    assert ("acb_handler_failures_total", (("handler", HANDLER_NAME),)) not in metrics
+    assert FAILED not in metrics
+    assert not any(name == "acb_handler_duration_seconds_count" for name, _ in metrics)
 
     ingress = samples(http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
                       .get_data(as_text=True))
@@ -133,9 +132,9 @@ def test_redis_errors_are_retried_and_no_event_is_missed(settings: Settings,
     def failures() -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             found = samples(r.read().decode())
-        return found.get(("acb_handler_failures_total", (("handler", HANDLER_NAME),)), 0)
+        return found.get(FAILED, 0)
 
-    wait_for(lambda: failures() >= 1, timeout=30, message="a failed attempt")
+    wait_for(lambda: failures() >= 1, timeout=30, message="a failed fold")
     redis_client.delete(keys.recording_state(sid))
 
     def complete() -> dict[str, Any] | None:

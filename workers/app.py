@@ -15,7 +15,7 @@ from celery import Celery, signals
 from agora_callbacks import logs
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
-from agora_callbacks.workers import handler_modules, runtime
+from agora_callbacks.workers import handler_modules, hooks, runtime
 
 # Its signal receivers put Celery's own output (log records, banner, shutdown
 # notice) in the service's log format.
@@ -84,6 +84,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lines go to stdout as they are, not re-logged as Celery warnings.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+        # The reconciliation task (Agora's query), known to every worker.
+        "imports": ("agora_callbacks.reconcile.task",),
     }
 
 
@@ -158,8 +160,10 @@ def amqp_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-#: Handlers that ship with the service, loaded in every worker.
-BUILTIN_HANDLERS = ("agora_callbacks.workers.builtin.recording_state",)
+#: Handler modules that ship with the service, loaded in every worker. None since
+#: the record is folded in the turn path (``workers.builtin.lifecycle``), which
+#: ``BUILTIN_HANDLERS`` still turns on and off.
+BUILTIN_HANDLERS: tuple[str, ...] = ()
 
 
 def handler_module_names(settings: Settings) -> list[str]:
@@ -175,7 +179,9 @@ def load_handlers(settings: Settings) -> list[str]:
     ``handler_modules.HandlerImportError`` (one line) when one cannot be imported."""
     sources = [*handler_modules.from_variable(handler_module_names(settings)),
                *handler_modules.from_entry_points(entry_points(group=ENTRY_POINT_GROUP))]
-    return handler_modules.import_all(sources, celery_app.loader.import_from_cwd)
+    loaded = handler_modules.import_all(sources, celery_app.loader.import_from_cwd)
+    hooks.STATE.loaded = True  # every @on_recording hook of the deployment is known
+    return loaded
 
 
 def create_app(settings: Settings | None = None) -> Celery:

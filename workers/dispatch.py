@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from agora_callbacks import deadletters, metrics
+from agora_callbacks import deadletters, keys, metrics
 from agora_callbacks.logs import get_logger
 from agora_callbacks.workers.ordering import (
     Failure,
@@ -33,6 +33,12 @@ from agora_callbacks.workers.ordering import (
     sequence_of,
 )
 from agora_callbacks.workers.runtime import Runtime
+
+#: The slot of an event that no user handler is registered for
+#: (``workers.builtin.lifecycle.FOLD_SLOT``), finished by its publisher.
+FOLD_SLOT = "agora_callbacks.fold"
+#: The owner of that slot as ``take`` leaves it (published, not started).
+FOLD_OWNER = "-"
 
 log = get_logger("workers.dispatch")
 
@@ -87,25 +93,74 @@ class Dispatcher:
 
     # -- publishing ---------------------------------------------------------------
     def dispatch(self, sid: str, turn: Turn | None) -> None:
-        """Publish the handler tasks of ``turn`` if it is an ``event``."""
-        if turn is None or not turn.dispatch:
-            return
+        """Fold the event of ``turn`` into its record and publish its handler tasks,
+        if it is an ``event``. A turn whose only slot is ``FOLD_SLOT`` (no user
+        handler) ends here, and the recording's next turn is dispatched in turn."""
+        while turn is not None and turn.dispatch:
+            turn = self._dispatch(sid, turn)
+
+    def _dispatch(self, sid: str, turn: Turn) -> Turn | None:
         assert turn.record is not None
         seq = sequence_of(turn.member)
         notice = turn.record.notice_id or None
-        self.rt.publish(turn.handlers,
-                        task_args(sid, turn.member, turn.record, turn.late, turn.gap))
+        if not self._fold(sid, turn):
+            return None  # published again after the lease, folded then
+        handlers = tuple(h for h in turn.handlers if h != FOLD_SLOT)
+        if handlers:
+            self.rt.publish(handlers,
+                            task_args(sid, turn.member, turn.record, turn.late, turn.gap))
         if turn.republished:
             log.warning("handlers published again: none started within the publish lease",
                         sid=sid, sequence=seq, notice_id=notice, handlers=turn.handlers)
-            return
-        if turn.late:
-            log.info("late event dispatched", sid=sid, sequence=seq, notice_id=notice,
-                     handlers=turn.handlers)
-        if turn.gap:
-            log.info("gap skipped", sid=sid, sequence=seq, notice_id=notice, gap=list(turn.gap))
-        log.info("dispatched", sid=sid, sequence=seq, notice_id=notice, key=turn.record.key,
-                 handlers=turn.handlers, late=turn.late, gap=list(turn.gap) if turn.gap else None)
+        else:
+            if turn.late:
+                log.info("late event dispatched", sid=sid, sequence=seq, notice_id=notice,
+                         handlers=turn.handlers)
+            if turn.gap:
+                log.info("gap skipped", sid=sid, sequence=seq, notice_id=notice,
+                         gap=list(turn.gap))
+            log.info("dispatched", sid=sid, sequence=seq, notice_id=notice,
+                     key=turn.record.key, handlers=turn.handlers, late=turn.late,
+                     gap=list(turn.gap) if turn.gap else None)
+        if FOLD_SLOT not in turn.handlers:
+            return None
+        rt = self.rt
+        finished = retrying(rt, "fold finish", lambda: rt.ordering.finish(
+            rt.client, sid, turn.member, FOLD_SLOT, FOLD_OWNER))
+        return finished.turn
+
+    def _fold(self, sid: str, turn: Turn) -> bool:
+        """Fold the turn's event into its recording's record (the built-in record,
+        ``BUILTIN_HANDLERS``). False: Redis failed, leave the turn to its publish
+        lease (the sweep publishes and folds it again)."""
+        rt = self.rt
+        if not rt.settings.builtin_handlers or keys.is_unordered_sid(sid):
+            return True
+        record = turn.record
+        assert record is not None
+        from agora_callbacks.schemas import parse_event
+        from agora_callbacks.workers.builtin import lifecycle
+
+        try:
+            event = parse_event(record.body)
+            # The turn's reply brought the record and the clock: no read first.
+            outcome = retrying(rt, "fold", lambda: lifecycle.fold_event(
+                rt.client, rt.settings, sid, event, key=record.key, late=turn.late,
+                gap=turn.gap, now_ms=turn.now_ms, turn=turn.member, state=turn.state))
+        except redis.RedisError as exc:
+            metrics.RECORD_FOLDS.labels("failed").inc()
+            log.error("fold failed; the turn is published and folded again after its "
+                      "lease", sid=sid, sequence=sequence_of(turn.member), error=str(exc))
+            return False
+        except Exception:
+            # A bug in a fold rule must not stop the recording: its handlers still run.
+            metrics.RECORD_FOLDS.labels("failed").inc()
+            log.exception("fold failed; the event is missing from the record", sid=sid,
+                          sequence=sequence_of(turn.member))
+            return True
+        metrics.RECORD_FOLDS.labels({"saved": "folded", "unchanged": "already"}.get(
+            outcome.status, outcome.status)).inc()
+        return True
 
     # -- the two ends of a handler's run ------------------------------------------------
     def handler_start(self, sid: str, member: str, key: str, name: str, task_id: str) -> bool:

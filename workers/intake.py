@@ -40,7 +40,7 @@ from agora_callbacks.logs import get_logger
 from agora_callbacks.workers import timers
 from agora_callbacks.workers.consumers import remove_idle_consumers
 from agora_callbacks.workers.dedupe import dedupe_field, dedupe_key, is_ordered
-from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.dispatch import FOLD_SLOT, Dispatcher
 from agora_callbacks.workers.ordering import Record, parse_admit, q_settle_entry, scripts
 from agora_callbacks.workers.ordering.scripts import Call
 from agora_callbacks.workers.registry import REGISTRY
@@ -161,6 +161,9 @@ class Intake:
                 log.warning("stale body dead-lettered", notify_ms=event.notify_ms)
                 return item
             item.handlers = REGISTRY.names_for(event.event_type, event.msg_name)
+            if not item.handlers and settings.builtin_handlers:
+                # Still folded into its record, by the turn's publisher (no task).
+                item.handlers = (FOLD_SLOT,)
             record = Record(handlers=item.handlers, key=item.key, meta=entry.meta.as_dict(),
                             entry_id=entry.entry_id, body=entry.body,
                             notice_id=event.notice_id)

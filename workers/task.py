@@ -187,7 +187,7 @@ class HandlerTask(Task):
         try:
             rt = runtime.get()
             recording_timeline.handler_finished(
-                rt.client, rt.settings.recording_state_ttl_s, sid=sid, key=key, late=late,
+                rt.client, rt.settings.record_ttl_s, sid=sid, key=key, late=late,
                 gap=gap, meta=dict(meta or {}), body=str(body), handler=self.name,
                 outcome="done" if failure is None else failure.reason,
                 duration_ms=None if started is None else (time.monotonic() - started) * 1000,

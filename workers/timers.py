@@ -1,5 +1,6 @@
 """The timer sweep: recordings whose hold window ended, whose publish lease ran
-out, or whose handlers are past their deadline.
+out, or whose handlers are past their deadline; and recordings whose lifecycle is
+due without a new event (``keys.LIFECYCLE_TIMERS``).
 
 ``keys.TIMERS`` holds sid -> unix ms at which the recording must be looked at
 again. Only the per-recording scripts write it, each in the same atomic step as
@@ -24,10 +25,16 @@ log = get_logger("workers.timers")
 
 
 def sweep(dispatcher: Dispatcher, limit: int = 100) -> int:
-    """Act on up to ``limit`` due recordings; return how many were due."""
+    """Act on up to ``limit`` due recordings, and on up to ``limit`` recordings whose
+    lifecycle is due (``workers.builtin.lifecycle.sweep``: stall, settle windows,
+    hooks not published yet); return how many recordings were due (the former)."""
     rt = dispatcher.rt
     client = rt.client
     now = rt.clock.now_ms(client)
+    if rt.settings.builtin_handlers:
+        from agora_callbacks.workers.builtin import lifecycle
+
+        lifecycle.sweep(client, rt.settings, now, limit)
     due: Any = client.zrangebyscore(keys.TIMERS, "-inf", now, start=0, num=limit)
     if not due:
         return 0

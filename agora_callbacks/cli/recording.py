@@ -1,8 +1,10 @@
 """``agora-callbacks recording SID``: where a recording stands, with the codes' meanings.
 
-Reads the record the built-in handler folds (``agora_callbacks.workers.builtin.recording_state``)
-from Redis; ``--json`` prints it as stored. Exits 1 when there is no record
-(never seen, or expired ``RECORDING_STATE_TTL_S`` after its last event).
+Reads the record the workers fold in each event's turn
+(``agora_callbacks.workers.builtin.lifecycle``) from Redis; ``--json`` prints it as
+stored; ``--reconcile`` first asks Agora's ``query`` (``agora_callbacks.reconcile``).
+Exits 1 when there is no record (never seen, or expired ``RECORD_TTL_S`` after its
+last change).
 """
 
 from __future__ import annotations
@@ -195,16 +197,25 @@ def render(record: dict[str, Any]) -> str:
 @click.argument("sid")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored record as JSON.")
 @context.redis_url_option
-def recording(sid: str, as_json: bool, redis_url: str | None) -> None:
+@click.option("--reconcile", "reconcile_now", is_flag=True,
+              help="First ask Agora's query where the recording stands and fold the answer "
+                   "into its record (needs AGORA_APP_ID, AGORA_CUSTOMER_ID, "
+                   "AGORA_CUSTOMER_SECRET and a registered resourceId).")
+def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: bool) -> None:
     """Show where recording SID stands: status and its meaning, mode, times, files,
     errors, warnings, leave reasons, exit, failovers, transcoding, gaps and late
-    events, as folded from its callbacks by the built-in handler. Exits 1 when
-    there is no record of SID."""
-    client = context.redis_client(redis_url=redis_url, quiet=as_json)
+    events, lifecycle phases, as folded from its callbacks in the workers. Exits 1
+    when there is no record of SID."""
+    current = context.settings(redis_url)
+    client = context.redis_client(current, redis_url=redis_url, quiet=as_json)
+    if reconcile_now:
+        from agora_callbacks.reconcile.manual import reconcile_for_cli
+
+        click.echo(reconcile_for_cli(current, client, sid), err=True)
     record = store.load(client, sid)
     if record is None:
         raise CommandFailed(f"no record of recording {sid}: never seen by these workers, "
-                            "or expired RECORDING_STATE_TTL_S after its last event")
+                            "or expired RECORD_TTL_S after its last change")
     if as_json:
         click.echo(json.dumps(ordered(record), indent=2, ensure_ascii=False))
     else:

@@ -114,6 +114,11 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--with-failover", is_flag=True, help="Recordings with a failover (new uid).")
 @click.option("--with-transcoding", is_flag=True,
               help="Individual recordings with postponed transcoding results.")
+@click.option("--real-traffic", is_flag=True,
+              help="As captured traffic: file infos (4) twice, the exit (11) before the "
+                   "upload report (31), a failover's recorder sending again.")
+@click.option("--with-backup", is_flag=True,
+              help="Uploads that end with 32 backuped (files via Agora Cloud Backup).")
 @click.option("--seed", default=None, type=int,
               help="Seed for reproducible traffic (sids included); random by default.")
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1),
@@ -124,7 +129,8 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate(url: str, secret: str | None, recordings: int, kind: str, rate: float,
              duplicates: float, reorder_ms: int, loss: float, with_errors: bool,
-             with_failover: bool, with_transcoding: bool, seed: int | None, concurrency: int,
+             with_failover: bool, with_transcoding: bool, real_traffic: bool,
+             with_backup: bool, seed: int | None, concurrency: int,
              timeout: float, as_json: bool, quiet: bool) -> None:
     """Send realistic, correctly signed recording lifecycles to URL.
 
@@ -149,7 +155,8 @@ def simulate(url: str, secret: str | None, recordings: int, kind: str, rate: flo
     envelopes = [
         lifecycles.lifecycle(k, lifecycles.new_sid(rng), seed=seed, with_errors=with_errors,
                              with_failover=with_failover,
-                             with_transcoding=with_transcoding and k == "individual")
+                             with_transcoding=with_transcoding and k == "individual",
+                             real_traffic=real_traffic, with_backup=with_backup)
         for k in kinds
     ]
     plan = sender.build_plan(envelopes, secret, duplicates=duplicates, reorder_ms=reorder_ms,

@@ -35,6 +35,14 @@ Options:
 - ``with_failover``: mid-recording, 12 session_failover with a ``newUid``; every
   later event carries that uid, and the recorder starts again (40, or 70 for web;
   42 with ``discontinueUtcMs`` before ``startUtcMs``).
+- ``real_traffic``: what captured traffic does that the page does not say: every
+  4 cloud_recording_file_infos comes twice (a second notification, its own
+  sequence); after a failover (``with_failover``) the recorder under its new uid
+  sends its stream states and file infos again; and the recording ends
+  41, 11 session_exit, a last 43, 33 at 10000, then 31 uploaded (or 32): the
+  exit comes before the upload report (web: 71, 11, 33, 31).
+- ``with_backup``: the upload ends with 32 backuped (some files went to Agora
+  Cloud Backup, uploaded to your storage later) instead of 31, without errors.
 - ``with_transcoding`` (individual only): postponed transcoding after the upload,
   80 transcoder_started, 81 transcoder_completed and 1001
   postpone_transcode_final_result (with ``with_errors``: 90 download_failed and
@@ -186,7 +194,8 @@ def _failover(b: _Builder, *, web: bool) -> int:
 
 
 def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
-             with_transcoding: bool, minutes: int) -> None:
+             with_transcoding: bool, minutes: int, real_traffic: bool = False,
+             with_backup: bool = False) -> None:
     """Individual or composite recording of a channel."""
     rng = b.rng
     composite = kind == "composite"
@@ -220,6 +229,9 @@ def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
         for track in tracks:
             b.emit(4, fileList=m3u8(uid, track))
             b.advance(20, 400)
+            if real_traffic:  # event 4 comes twice in captured traffic
+                b.emit(4, fileList=m3u8(uid, track))
+                b.advance(20, 400)
 
     first_half = max(1, minutes // 2)
     _progress_ticks(b, first_half)
@@ -239,11 +251,22 @@ def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
         b.emit(44, streamUid=muted, state=0, UtcMs=b.at())
     if with_failover:
         stopped = _failover(b, web=False)
+        if real_traffic:  # the new recorder sends again what the old one had sent
+            for uid in users:
+                b.emit(43, streamUid=uid, state=0, UtcMs=b.at())
+                b.advance(5, 80)
+                b.emit(44, streamUid=uid, state=0, UtcMs=b.at())
+                b.advance(5, 80)
         for uid in users:
             for track in tracks:
                 b.advance(100, 600)
                 b.emit(42, startUtcMs=b.at(), discontinueUtcMs=stopped,
                        mixedAllUser=composite, streamUid=uid, trackType=track)
+        if real_traffic:
+            for uid in users:
+                for track in tracks:
+                    b.emit(4, fileList=m3u8(uid, track))
+                    b.advance(20, 400)
     _progress_ticks(b, max(1, minutes - first_half))
 
     b.advance(1_000, 30_000)
@@ -256,6 +279,11 @@ def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
     leave_code = (LEAVE_CODE_SIG | LEAVE_CODE_NO_USERS) if rng.random() < 0.3 \
         else LEAVE_CODE_CLIENT_LEAVE
     b.emit(41, leaveCode=leave_code)
+    if real_traffic:  # captured: ..., 41, 11, 43, 31: the exit before the upload report
+        b.advance(500, 3_000)
+        b.emit(11, exitStatus=0)
+        b.advance(5, 80)
+        b.emit(43, streamUid=users[0], state=1, UtcMs=b.at())
     b.advance(1_000, 8_000)
     b.emit(33, progress=10_000)
 
@@ -270,7 +298,7 @@ def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
                           "mixedAllUser": composite, "isPlayable": True,
                           "sliceStartTime": slice_start[(uid, track)]})
     b.advance(500, 3_000)
-    b.emit(32 if with_errors else 31, status=0, fileList=files)
+    b.emit(32 if with_errors or with_backup else 31, status=0, fileList=files)
 
     if with_transcoding and not composite:
         b.advance(2_000, 10_000)
@@ -290,11 +318,13 @@ def _channel(b: _Builder, kind: Kind, *, with_errors: bool, with_failover: bool,
         b.emit(1001, result="partial_success" if failed else "total_success",
                fileList=[{"fileName": mp4s[uid]} for uid in users if uid != failed])
 
-    b.advance(500, 3_000)
-    b.emit(11, exitStatus=0)
+    if not real_traffic:
+        b.advance(500, 3_000)
+        b.emit(11, exitStatus=0)
 
 
-def _web(b: _Builder, *, with_errors: bool, with_failover: bool, minutes: int) -> None:
+def _web(b: _Builder, *, with_errors: bool, with_failover: bool, minutes: int,
+         real_traffic: bool = False, with_backup: bool = False) -> None:
     """Web page recording, pushed to a CDN as well."""
     rng = b.rng
     rtmp_url = f"rtmp://live.example.com/app/{b.cname}"
@@ -314,6 +344,9 @@ def _web(b: _Builder, *, with_errors: bool, with_failover: bool, minutes: int) -
         _failover(b, web=True)
         b.advance(200, 1_000)
         b.emit(100, rtmpUrl=rtmp_url, status="publishing")
+        if real_traffic:  # sent again by the new recorder
+            b.advance(50, 300)
+            b.emit(100, rtmpUrl=rtmp_url, status="publishing")
     if with_errors:
         b.advance(1_000, 10_000)
         b.emit(72, limitType=rng.choice(["WebGL", "resolution", "bandwidth"]))
@@ -333,12 +366,16 @@ def _web(b: _Builder, *, with_errors: bool, with_failover: bool, minutes: int) -
         {"fileName": f"{b.sid}_{b.cname}.m3u8", "sliceStartTime": started},
         {"filename": f"{b.sid}_{b.cname}_0.mp4", "sliceStartTime": started},
     ])
+    if real_traffic:
+        b.advance(500, 3_000)
+        b.emit(11, exitStatus=1 if with_errors else 0)
     b.advance(1_000, 6_000)
     b.emit(33, progress=10_000)
     b.advance(500, 3_000)
-    b.emit(31, status=0)
-    b.advance(500, 3_000)
-    b.emit(11, exitStatus=1 if with_errors else 0)
+    b.emit(32 if with_backup else 31, status=0)
+    if not real_traffic:
+        b.advance(500, 3_000)
+        b.emit(11, exitStatus=1 if with_errors else 0)
 
 
 def lifecycle(
@@ -353,6 +390,8 @@ def lifecycle(
     with_failover: bool = False,
     with_transcoding: bool = False,
     minutes: int | None = None,
+    real_traffic: bool = False,
+    with_backup: bool = False,
 ) -> list[dict[str, Any]]:
     """Every NCS envelope of one recording, in sending order, ``sequence`` 0..n-1.
 
@@ -372,10 +411,12 @@ def lifecycle(
         length = minutes if minutes is not None else rng.randint(1, 4)
         b = _Builder(sid, name, rec_uid, rng, base_ms, top_level_sid)
         if kind == "web":
-            _web(b, with_errors=with_errors, with_failover=with_failover, minutes=length)
+            _web(b, with_errors=with_errors, with_failover=with_failover, minutes=length,
+                 real_traffic=real_traffic, with_backup=with_backup)
         else:
             _channel(b, kind, with_errors=with_errors, with_failover=with_failover,
-                     with_transcoding=with_transcoding, minutes=length)
+                     with_transcoding=with_transcoding, minutes=length,
+                     real_traffic=real_traffic, with_backup=with_backup)
         return b.events
 
     if start_ms is not None:

@@ -42,7 +42,7 @@ def recordings() -> Any:
         sid=request.args.get("sid", "").strip())
     try:
         page = recordings_query.page(state.redis, filters,
-                                     ttl_s=state.settings.recording_state_ttl_s,
+                                     ttl_s=state.settings.record_ttl_s,
                                      size=PAGE_SIZE, cursor=request.args.get("cursor", ""))
         health = pipeline_health.read(state.redis)
     except (redis.RedisError, OSError) as exc:

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from agora_callbacks.workers.builtin import store
 from agora_callbacks.workers.ordering import scripts
 
 Observer = Callable[[str, list[Any], Any], None]
@@ -38,6 +39,8 @@ def script_name(sha: str) -> str | None:
     for name in scripts.RECORDING_SCRIPTS + scripts.STANDALONE_SCRIPTS:
         if scripts.sha(name) == sha:
             return name
+    if sha == store.script_sha():
+        return "save_record"
     return None
 
 

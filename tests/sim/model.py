@@ -76,27 +76,33 @@ from typing import Any
 
 import redis
 
-from agora_callbacks import keys
+from agora_callbacks import keys, recordings_index
 from agora_callbacks.workers.ordering import member_of, sequence_of
 
 from .traffic import MSG_NAMES, Sent
 
 T0_MS = 1_900_000_000_000
-GLOBAL_KEYS = {keys.INBOX, keys.DEADLETTERS, keys.TIMERS, keys.COUNTERS}
+#: Keys without an expiry, each bounded by a trim rule: the inbox (XACK+XDEL, MAXLEN),
+#: dead letters (MAXLEN), the timer sets (one member per recording with work),
+#: counters (fixed fields) and the dashboard's index sets (``recordings_index.prune``).
+GLOBAL_KEYS = {keys.INBOX, keys.DEADLETTERS, keys.TIMERS, keys.COUNTERS,
+               keys.LIFECYCLE_TIMERS, *recordings_index.TRIMMED_KEYS}
 GLOBAL_KEYS_ARGS = sorted(GLOBAL_KEYS)
 
 #: Reads what the step invariants need (test-side, read-only). ARGV: the timers key,
-#: the four global keys, then (sid, its key prefix) pairs. Reply: {keys without expiry, then per sid
-#: {order hash, slots hash, lowest buffered {member, score}, oldest arrival, timer}}.
+#: the number of global keys, the global keys, then (sid, its key prefix) pairs.
+#: Reply: {keys without expiry, then per sid {order hash, slots hash, lowest
+#: buffered {member, score}, oldest arrival, timer}}.
 STATE_LUA = """
 local global = {}
-for i = 2, 5 do global[ARGV[i]] = true end
+local n = tonumber(ARGV[2])
+for i = 3, 2 + n do global[ARGV[i]] = true end
 local nottl = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
   if not global[k] and redis.call('PTTL', k) == -1 then nottl[#nottl + 1] = k end
 end
 local out = {nottl}
-for i = 6, #ARGV, 2 do
+for i = 3 + n, #ARGV, 2 do
   local sid, p = ARGV[i], ARGV[i + 1]
   out[#out + 1] = {
     redis.call('HGETALL', p .. 'order'), redis.call('HGETALL', p .. 'slots'),
@@ -202,6 +208,15 @@ class Model:
     start_raised: set[tuple[tuple[str, str, str], str]] = field(default_factory=set)
     forgotten_outcomes: dict[tuple[str, str, str], int] = field(
         default_factory=lambda: defaultdict(int))
+    #: (sid, member) of every event a take dispatched flagged late
+    taken_late: set[tuple[str, str]] = field(default_factory=set)
+    #: are events folded into their recording's record (``BUILTIN_HANDLERS``)
+    folds: bool = False
+    #: (sid, event key) -> steps at which a fold of that event was written
+    fold_steps: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(list))
+    #: folds written after a snapshot that a rollback restored (Redis lost them)
+    forgotten_folds: set[tuple[str, str]] = field(default_factory=set)
 
     def note(self, what: str) -> None:
         """One line of the run's trace (printed for a failing seed)."""
@@ -268,13 +283,18 @@ class Model:
         shown = [text(a)[:40] for a in argv[6:] if not text(a).startswith("{")]
         if name in ("claim_notice", "start_notice", "finish_notice", "settle_entry"):
             shown = [text(kv[0])] + [text(a)[:40] for a in argv[:3]]
+        if name == "save_record":
+            self._saved(argv, reply)
+            return
         self.note(f"applied {name} {' '.join(shown)} -> {_short(reply)}")
         if name == "admit":
             self.seen_sids.setdefault(text(argv[6]), None)
         turn = (reply[1:] if name == "admit" else reply if name == "take"
                 else reply[1:] if name == "finish" and text(reply[0]) == "next" else [])
         if turn and text(turn[0]) == "event":
-            for handler in turn[7:]:
+            if text(turn[4]) == "1":
+                self.taken_late.add((text(argv[6]), text(turn[2])))
+            for handler in turn[9:]:
                 self.publishes[(text(argv[6]), text(turn[2]), text(handler))] += 1
         if name == "finish":
             status = text(reply[0])
@@ -284,6 +304,16 @@ class Model:
         elif name == "finish_notice" and int(reply) == 1:
             notice = text(kv[0]).removeprefix("acb:unordered:")
             self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
+
+    def _saved(self, argv: list[Any], reply: Any) -> None:
+        """A record written (``save_record.lua``); a fold's (its turn is named) adds
+        the event's key last to ``recent_keys``."""
+        if text(reply) != "ok" or not text(argv[5]):
+            return
+        record = json.loads(text(argv[1]))
+        key = record["recent_keys"][-1]
+        self.note(f"FOLDED {key} (turn {text(argv[5])})")
+        self.fold_steps[(text(argv[4]), key)].append(self.step)
 
     def rollback(self, snap_step: int) -> None:
         """Redis restarted from its state at ``snap_step`` (see the module doc)."""
@@ -300,13 +330,18 @@ class Model:
             kept = [(s, t) for s, t in done if s <= snap_step]
             self.forgotten_outcomes[ident] += len(done) - len(kept)
             self.outcomes[ident] = kept
+        for fold, steps in self.fold_steps.items():
+            if any(s > snap_step for s in steps):
+                self.forgotten_folds.add(fold)
+            self.fold_steps[fold] = [s for s in steps if s <= snap_step]
 
     # -- checks -------------------------------------------------------------------
     def check_step(self, admin: redis.Redis, sids: list[str]) -> None:
         """The step invariants, read in one round trip (``STATE_LUA``: a read-only
         script, so what it sees is one moment of Redis)."""
         pairs = [x for sid in sids for x in (sid, keys.recording_prefix(sid))]
-        reply = admin.eval(STATE_LUA, 0, keys.TIMERS, *GLOBAL_KEYS_ARGS, *pairs)
+        reply = admin.eval(STATE_LUA, 0, keys.TIMERS, len(GLOBAL_KEYS_ARGS), *GLOBAL_KEYS_ARGS,
+                           *pairs)
         for name in reply[0]:
             self.violate("ttl", f"{text(name)} has no expiry")
         for sid, (order, slots, head, oldest, timer) in zip(sids, reply[1:], strict=True):
@@ -350,6 +385,53 @@ class Model:
             return int(float(oldest[1])) + self.hold_ms if oldest else self.now
         return None
 
+    def _check_folds(self, admin: redis.Redis, events: dict[tuple[str, str, int], Any],
+                     finished: set[tuple[str, str]]) -> None:
+        """``fold``: every event is folded into its recording's record at most once,
+        and at least once if a handler of it finished (a fold precedes the publish of
+        its handlers and the end of its ``FOLD_SLOT``); only an event whose handlers
+        all ended ``lost`` may be missing. ``fold order``: folds follow the turns (an
+        event the record calls late was dispatched late)."""
+        by_sid: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
+        for (sid, fld, seq) in events:
+            if keys.is_unordered_sid(sid):
+                continue
+            must = (sid, fld) in finished
+            if must and (sid, f"{sid}:{fld}") in self.forgotten_folds:
+                # Its fold was written after the snapshot a rollback restored, and its
+                # handlers (published before) ran after it: Redis lost the fold.
+                self.known_gap("fold_lost_by_rollback", f"{sid} {fld}: its fold was "
+                               f"lost with the writes a Redis rollback dropped")
+                must = False
+            by_sid[sid].append((fld, seq, must))
+        for sid, evs in by_sid.items():
+            raw = admin.get(keys.recording_state(sid))
+            record = json.loads(raw) if raw else {"event_count": 0, "event_types": {},
+                                                 "sequences": {"late": []}}
+            low_t: dict[str, int] = defaultdict(int)
+            high_t: dict[str, int] = defaultdict(int)
+            for fld, _seq, done in evs:
+                kind = fld.partition(":")[0]
+                high_t[kind] += 1
+                low_t[kind] += 1 if done else 0
+            seen = record["sequences"].get("seen", [])
+            for kind in sorted(set(high_t) | set(record["event_types"])):
+                got = int(record["event_types"].get(kind, 0))
+                if not low_t[kind] <= got <= high_t[kind]:
+                    unseen = sorted(seq for fld, seq, _done in evs
+                                    if fld.partition(":")[0] == kind
+                                    and not any(lo <= seq <= hi for lo, hi in seen))
+                    self.violate("fold", f"{sid}: {got} events of type {kind} folded, "
+                                 f"{low_t[kind]} to {high_t[kind]} expected (each event "
+                                 f"once; one with a finished handler at least once); "
+                                 f"not seen: {unseen[:5]}")
+            for late in record["sequences"]["late"]:
+                member = member_of(int(late["sequence"]),
+                                   f"{late['event_type']}:{late['sequence']}")
+                if (sid, member) not in self.taken_late:
+                    self.violate("fold order", f"{sid}: {member} folded late, but its turn "
+                                 f"was not late: folded out of the recording's order")
+
     def check_settled(self, admin: redis.Redis, sids: list[str], broker_idle: bool,
                       counters_exact: bool) -> dict[str, int]:
         """The promises once nothing is left to do; returns outcome counts."""
@@ -383,6 +465,7 @@ class Model:
                 lost[(str(extra.get("sid")), str(extra.get("member")), f["handler"])] += 1
 
         alive = [b for b in self.bodies if not b.lost]
+        finished: set[tuple[str, str]] = set()  # events with a handler finished
         # (sid, dedupe field, sequence) -> the bodies of one event
         events: dict[tuple[str, str, int], list[Body]] = defaultdict(list)
         notices: dict[str, list[Body]] = defaultdict(list)
@@ -420,6 +503,8 @@ class Model:
             for handler in self.handlers_for(event_type, MSG_NAMES.get(event_type)):
                 ident = (sid, member, handler)
                 n_done, n_lost = len(self.outcomes.get(ident, [])), lost.pop(ident, 0)
+                if n_done:
+                    finished.add((sid, fld))
                 if n_done + n_lost != 1:
                     self.violate("outcome", f"handler {ident}: finished {n_done} times, "
                                  f"dead-lettered lost {n_lost} times (once in all expected)")
@@ -431,6 +516,8 @@ class Model:
                 tally["handler_lost" if n_lost else "handler_done"] += 1
         for ident, n in lost.items():
             self.violate("outcome", f"lost dead letters for {ident} ({n}), not an event stored")
+        if self.folds:
+            self._check_folds(admin, events, finished)
 
         for notice, bodies in notices.items():
             owner = admin.hget(f"acb:unordered:{notice}", "e")  # keys.notice_dedupe

@@ -45,7 +45,7 @@ import structlog
 from agora_callbacks import inbox, keys, logs
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import timers
-from agora_callbacks.workers.dispatch import Dispatcher
+from agora_callbacks.workers.dispatch import FOLD_SLOT, Dispatcher
 from agora_callbacks.workers.intake import CLAIM_INTERVAL_S, SWEEP_INTERVAL_S, Intake
 from agora_callbacks.workers.ordering import Failure
 from agora_callbacks.workers.registry import REGISTRY, Handler
@@ -92,6 +92,15 @@ SIM_HANDLERS: dict[str, tuple[Any, ...]] = {
 def sim_settings(url: str) -> Settings:
     env = dict(SIM_ENV, REDIS_URL=url)
     return Settings.from_env(env)
+
+
+def _handlers_for(settings: Settings) -> Any:
+    """The handler slots of an event: its handlers, or the fold's own slot (the
+    intake gives it to an event without handler while the record is kept)."""
+    def names(event_type: int, msg_name: str | None) -> tuple[str, ...]:
+        found = REGISTRY.names_for(event_type, msg_name)
+        return found or ((FOLD_SLOT,) if settings.builtin_handlers else ())
+    return names
 
 
 @contextmanager
@@ -422,7 +431,8 @@ class Simulation:
         self.traffic = Traffic(self.rng, self.sids, base.dedupe_ttl_s * 1000, self._count)
         self.model = Model(deadline_ms=base.handler_deadline_s * 1000,
                            lost_ok=self.rates.lost_ok, strict=strict,
-                           hold_ms=base.reorder_hold_ms, handlers_for=REGISTRY.names_for)
+                           hold_ms=base.reorder_hold_ms, handlers_for=_handlers_for(base),
+                           folds=base.builtin_handlers)
         self.stored_n = 0
         self.snapshot: tuple[int, list[tuple[bytes, int, bytes]]] | None = None
         self.admin.flushall()

@@ -1,1 +1,3 @@
-"""Handlers that ship with the service: the recording state (``recording_state``)."""
+"""The recording's record, kept by the workers: its fold (``fold``, ``events``,
+``record``, ``meanings``), its store (``store``), its lifecycle phases (``phases``)
+and the turn-path code that ties them together (``lifecycle``)."""

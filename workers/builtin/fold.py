@@ -3,8 +3,9 @@
 ``fold(state, event, late=, gap=)`` is pure: from the previous record (None before
 the first event) and one event it returns a new record, a plain JSON-ready dict
 (``"version": 1``, every field listed in ``agora_callbacks.workers.builtin.record.new_record``),
-and always the same record for the same inputs. The handler that applies it and
-stores the result is ``agora_callbacks.workers.builtin.recording_state``.
+and always the same record for the same inputs. The code that applies it and
+stores the result, in the path that holds the event's turn, is
+``agora_callbacks.workers.builtin.lifecycle``.
 
 Rules (the per-event ones are in ``agora_callbacks.workers.builtin.events``):
 

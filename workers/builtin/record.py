@@ -209,7 +209,8 @@ def _holes(ranges: list[list[int]]) -> list[int]:
     out: list[int] = []
     expected = 0
     for lo, hi in ranges:
-        out.extend(range(expected, lo))
+        # Bounded: a sequence may jump by 2**52 (never build that range).
+        out.extend(range(expected, min(lo, expected + MAX_ITEMS - len(out))))
         expected = hi + 1
         if len(out) >= MAX_ITEMS:
             break

@@ -1,25 +1,38 @@
-"""Read and write a recording's folded state in Redis.
+"""Read and write a recording's folded record in Redis.
 
 One JSON string per recording under ``keys.recording_state(sid)``, rewritten
-whole after each event with ``SET ... EX RECORDING_STATE_TTL_S``: an idle
-recording's state expires that long after its last event (guarantee 6). The
-dashboard's index (``agora_callbacks.recordings_index``) is written in the same
-transaction.
+whole after each change with ``SET ... EX RECORD_TTL_S``: an idle recording's
+record expires that long after its last change (guarantee 6).
+
+Every writer in the workers goes through ``save_if`` (compare-and-set): the fold
+in the turn path (``workers.builtin.lifecycle``), the lifecycle sweep and
+``update_record`` (reconciliation) may each change the record, and none may
+overwrite a change it did not read. ``save`` writes unconditionally (tools,
+tests). Both write the dashboard's index of the record
+(``agora_callbacks.recordings_index``) in the same atomic step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from agora_callbacks import keys, recordings_index
 
+_LUA = Path(__file__).with_name("lua") / "save_record.lua"
+
 
 def load(client: redis.Redis, sid: str) -> dict[str, Any] | None:
     """The stored state of ``sid``, or None if there is none (never seen, or expired)."""
-    raw: Any = client.get(keys.recording_state(sid))
+    return decode(client.get(keys.recording_state(sid)))
+
+
+def decode(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     value = json.loads(raw)
@@ -38,3 +51,85 @@ def save(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int) -> No
     pipe.set(keys.recording_state(sid), dumps(state), ex=ttl_s)
     recordings_index.queue_update(pipe, sid, state, ttl_s)
     pipe.execute()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A record as read, with what ``save_if`` needs to detect a change since."""
+
+    record: dict[str, Any] | None
+    tag: str  # sha1 of the stored bytes, "" when there was no record
+    turn: str | None = None  # the recording's current turn (member), when asked
+    now_ms: int | None = None  # Redis's clock when read, when asked
+
+
+def read(client: redis.Redis, sid: str, *, with_turn: bool = False,
+         with_time: bool = False) -> Loaded:
+    """The record of ``sid`` and its tag, and if asked the current turn and Redis's
+    time (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.recording_state(sid))
+    if with_turn:
+        pipe.hget(keys.recording_order(sid), "cur")
+    if with_time:
+        pipe.time()
+    replies = pipe.execute()
+    turn = replies[1] if with_turn else None
+    now_ms = None
+    if with_time:
+        seconds, micros = replies[-1]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+    return loaded(replies[0], turn=turn.decode() if isinstance(turn, bytes) else turn,
+                  now_ms=now_ms)
+
+
+def loaded(raw: bytes | str | None, *, turn: str | None = None,
+           now_ms: int | None = None) -> Loaded:
+    """A record as read elsewhere (``raw``: the stored bytes, None or empty when
+    there is none), e.g. in the reply of the ordering script that took a turn."""
+    if not raw:
+        return Loaded(None, "", turn, now_ms)
+    data = raw if isinstance(raw, bytes) else raw.encode()
+    return Loaded(decode(data), hashlib.sha1(data).hexdigest(), turn, now_ms)
+
+
+_SCRIPT: list[Any] = []
+
+
+def script_text() -> str:
+    """The compare-and-set script: ``save_record.lua`` after the dashboard index's
+    ``index_update`` function, which it runs on the keys after its own three."""
+    return recordings_index.UPDATE_FUNCTION + _LUA.read_text()
+
+
+def script_sha() -> str:
+    """SHA1 of the compare-and-set script (as ``EVALSHA`` names it)."""
+    return hashlib.sha1(script_text().encode()).hexdigest()
+
+
+def _save_script(client: redis.Redis) -> Any:
+    """The compare-and-set script (redis-py's ``Script``: EVALSHA, loaded on NOSCRIPT)."""
+    if not _SCRIPT:
+        _SCRIPT.append(client.register_script(script_text()))
+    return _SCRIPT[0]
+
+
+#: ``save_if``'s ``due_ms``: leave the lifecycle timer as it is.
+KEEP_TIMER = -1
+
+
+def save_if(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int, tag: str, *,
+            due_ms: int = KEEP_TIMER, turn: str = "") -> str:
+    """Write the state of ``sid`` if the stored one still has ``tag`` (see ``read``),
+    and set the recording's lifecycle timer to ``due_ms`` (0: none; ``KEEP_TIMER``)
+    in the same step. ``turn``: also require that the recording's current turn is
+    still this member. The dashboard's index of the record is written in the same
+    step. Returns ``ok``, ``conflict`` or ``stale``."""
+    index_keys, index_args = recordings_index.update_arguments(sid, state, ttl_s)
+    reply = _save_script(client)(
+        keys=[keys.recording_state(sid), keys.LIFECYCLE_TIMERS, keys.recording_order(sid),
+              *index_keys],
+        args=[tag, dumps(state), ttl_s, int(due_ms), sid, turn, *index_args], client=client)
+    if recordings_index.prune_due():
+        recordings_index.prune(client, ttl_s)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -37,6 +37,7 @@ def recording_keys(sid: str) -> list[str]:
         keys.COUNTERS,
         keys.DEADLETTERS,
         keys.INBOX,
+        keys.recording_state(sid),
     ]
 
 
@@ -88,7 +89,10 @@ class Turn:
     ``busy``, ``wait`` or ``none``. ``due_ms``: when the recording is looked at
     again (its timer, set by the script itself; 0: never). ``republished``: the
     handlers are published again (none of these had started within the publish
-    lease); the copies already published are fenced at their start.
+    lease); the copies already published are fenced at their start. An ``event``
+    also carries the script's clock (``now_ms``) and the recording's folded record
+    as stored then (``state``, its JSON bytes; empty when there is none), which the
+    publisher folds the event into (``workers.builtin.lifecycle``).
     """
 
     kind: str
@@ -99,6 +103,8 @@ class Turn:
     gap: tuple[int, int] | None = None
     republished: bool = False
     handlers: tuple[str, ...] = field(default=())
+    now_ms: int = 0
+    state: bytes = b""
 
     @property
     def dispatch(self) -> bool:
@@ -128,7 +134,9 @@ def parse_turn(reply: Sequence[Any]) -> Turn:
         late=_text(reply[4]) == "1",
         gap=parse_gap(_text(reply[5])),
         republished=_text(reply[6]) == "1",
-        handlers=tuple(sorted(_text(h) for h in reply[7:])),
+        now_ms=int(reply[7]),
+        state=reply[8] if isinstance(reply[8], bytes) else str(reply[8]).encode(),
+        handlers=tuple(sorted(_text(h) for h in reply[9:])),
     )
 
 

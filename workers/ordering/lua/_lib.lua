@@ -17,6 +17,8 @@
 --   8 counters  hash  pipeline counters (global)
 --   9 dead letters stream (global)
 --  10 inbox     stream (global; admit acknowledges its entry)
+--  11 record    string: the recording's folded record (JSON), only read here: an
+--               "event" reply carries it to the process that folds the event
 -- ARGV common to every script:
 --   1 now_ms (0: the server's clock)   2 ttl_s   3 hold_ms   4 lease_ms (DISPATCH_LEASE_MS)
 --   5 deadline_ms (HANDLER_DEADLINE_S in ms)   6 dead letters kept (approximate)
@@ -30,6 +32,7 @@
 local K_DEDUPE, K_ORDER, K_BUFFER, K_EVENTS, K_TURN, K_ARRIVALS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_TIMERS, K_COUNTERS, K_DEADLETTERS, K_INBOX = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_RECORD = KEYS[11]
 
 local function clock(arg)
   local n = tonumber(arg)
@@ -106,7 +109,8 @@ local function dead_letter(record, member, handler, reason, detail, exc)
   count('deadletters_handler', 1)
 end
 
--- Reply of take: {kind, due_ms, member, record, late, gap, republished, handler...}
+-- Reply of take: {kind, due_ms, member, record, late, gap, republished, now_ms,
+--                 folded record, handler...}
 --   "event": publish the handler tasks of `handler...` for `member` (the first
 --            publish of the turn, or again the handlers that have not started
 --            when `republished` is "1"); due = when they are published again if
@@ -114,9 +118,21 @@ end
 --   "busy":  a turn is in progress; due = when to look again
 --   "wait":  holding for a missing sequence (or the start); due = end of hold
 --   "none":  nothing buffered; due = 0
+-- now_ms and the recording's folded record (its JSON, '' when none) come with an
+-- "event": the publisher folds the event into that record before publishing.
 local function reply(kind, due, member, record, late, gap, republished, handlers)
   local out = {kind, due, member or '', record or '', late or '0', gap or '',
                republished or '0'}
+  if kind == 'event' then
+    out[#out + 1] = int(NOW)
+    -- Never fails the script: a key of another type is read as no record (the
+    -- fold then reads it itself, and its error is the fold's, not the protocol's).
+    local state = ''
+    if redis.call('TYPE', K_RECORD)['ok'] == 'string' then
+      state = redis.call('GET', K_RECORD)
+    end
+    out[#out + 1] = state
+  end
   if handlers then
     for i = 1, #handlers do out[#out + 1] = handlers[i] end
   end

@@ -1,0 +1,135 @@
+"""One call of Agora's ``query`` REST endpoint, its answer sorted into what to do next.
+
+``GET {AGORA_REST_URL}/v1/apps/{appid}/cloud_recording/resourceid/{resourceid}/sid/{sid}
+/mode/{mode}/query`` with Basic authentication (customer id and secret), through
+``httpx``, after the shared rate limit let it through. What comes back
+(Agora's "Response status codes" page):
+
+- ``200`` with a JSON object: ``ok``.
+- ``404`` with ``{"code": 404, "reason": "failed to find worker"}`` (or any 404 but
+  the one below): ``not_found``: the session ended, or a failover is under way
+  (``reconcile.policy`` tells them apart).
+- ``404 {"message": "no Route matched with those values"}``: a wrong URL
+  (``AGORA_REST_URL``): ``error``, not retried.
+- ``206`` (code 65, request not completed), ``429`` (rate limit), ``5xx`` (code 62,
+  request timeout, ...), a timeout or a connection error: ``retry``.
+- anything else (``400`` bad parameters, ``401`` bad credentials, ...): ``error``.
+- no rate-limit slot within ``rate_wait_s`` (nothing sent): ``throttled``, with
+  ``retry_after_s``. A worker waits little (``WORKER_RATE_WAIT_S``) and asks again
+  later through a task retry, so that a burst of reconciliations does not hold the
+  pool processes that run event handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from agora_callbacks import metrics
+from agora_callbacks.reconcile.ratelimit import RateLimiter, RateLimitTimeout
+from agora_callbacks.reconcile.registration import Registration
+
+#: Seconds to wait for Agora's answer (Agora itself answers 504, code 62, when its
+#: backend times out).
+TIMEOUT_S = 10.0
+#: Longest wait for a rate-limit slot in one attempt (``recording --reconcile``).
+RATE_WAIT_S = 30.0
+#: ... in a worker's attempt: a little over one rate window, then a task retry.
+WORKER_RATE_WAIT_S = 1.5
+
+Kind = Literal["ok", "not_found", "retry", "error", "throttled"]
+
+# httpx logs every request at INFO through stdlib logging: our own structured line
+# per decision says what matters (reconcile.answer / reconcile.retry).
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one ``query`` call got. ``body``: the decoded JSON object (``ok``)."""
+
+    kind: Kind
+    http_status: int | None
+    body: dict[str, Any] | None = None
+    code: int | None = None
+    reason: str | None = None
+    retry_after_s: float | None = None
+
+
+def _decoded(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def classify(status: int, body: Any) -> Answer:
+    """The answer an HTTP status and a decoded body make (pure)."""
+    obj = body if isinstance(body, dict) else {}
+    code = obj.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    reason = obj.get("reason") if isinstance(obj.get("reason"), str) else None
+    message = obj.get("message") if isinstance(obj.get("message"), str) else None
+    text = reason or message
+    if status == 200:
+        if isinstance(body, dict):
+            return Answer("ok", status, body=body)
+        return Answer("retry", status, reason="200 without a JSON object")
+    if status == 404:
+        if message and "no route" in message.lower():
+            return Answer("error", status, code=code, reason=f"wrong URL: {message}")
+        return Answer("not_found", status, code=code, reason=text or "not found")
+    if status in (206, 408, 429) or status >= 500:
+        return Answer("retry", status, code=code, reason=text or f"HTTP {status}")
+    return Answer("error", status, code=code, reason=text or f"HTTP {status}")
+
+
+class QueryClient:
+    """Calls ``query``; one ``httpx.Client`` (keep-alive) per instance."""
+
+    def __init__(self, base_url: str, app_id: str, customer_id: str, customer_secret: str,
+                 limiter: RateLimiter, *, timeout_s: float = TIMEOUT_S,
+                 rate_wait_s: float = RATE_WAIT_S) -> None:
+        self.app_id = app_id
+        self.limiter = limiter
+        self.rate_wait_s = rate_wait_s
+        self._http = httpx.Client(base_url=base_url, auth=(customer_id, customer_secret),
+                                  timeout=timeout_s,
+                                  headers={"Accept": "application/json"})
+
+    def path(self, reg: Registration) -> str:
+        parts = [quote(part, safe="") for part in (self.app_id, reg.resource_id, reg.sid,
+                                                   reg.mode)]
+        return ("/v1/apps/{}/cloud_recording/resourceid/{}/sid/{}/mode/{}/query"
+                .format(*parts))
+
+    def query(self, reg: Registration) -> Answer:
+        """One call, after the rate limit let it through (none within ``rate_wait_s``:
+        ``throttled``, nothing sent). Counted in ``acb_reconcile_queries_total``."""
+        answer = self._query(reg)
+        metrics.RECONCILE_QUERIES.labels(answer.kind).inc()
+        return answer
+
+    def _query(self, reg: Registration) -> Answer:
+        try:
+            self.limiter.acquire(self.rate_wait_s)
+        except RateLimitTimeout as exc:
+            # Spread the waiting callers over the next second or so.
+            return Answer("throttled", None, reason=str(exc),
+                          retry_after_s=exc.wait_s + random.uniform(0, 1.0))
+        try:
+            response = self._http.get(self.path(reg))
+        except httpx.TimeoutException:
+            return Answer("retry", None, reason="timeout")
+        except httpx.TransportError as exc:
+            return Answer("retry", None, reason=f"connection error: {type(exc).__name__}")
+        return classify(response.status_code, _decoded(response))
+
+    def close(self) -> None:
+        self._http.close()
