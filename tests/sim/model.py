@@ -280,7 +280,8 @@ class Model:
         """A script Redis applied, with its true reply."""
         nkeys = int(args[2])
         kv, argv = args[3:3 + nkeys], args[3 + nkeys:]
-        shown = [text(a)[:40] for a in argv[6:] if not text(a).startswith("{")]
+        # The sid and the script's own arguments (after the common ten, _lib.lua).
+        shown = [text(a)[:40] for a in argv[6:7] + argv[10:] if not text(a).startswith("{")]
         if name in ("claim_notice", "start_notice", "finish_notice", "settle_entry"):
             shown = [text(kv[0])] + [text(a)[:40] for a in argv[:3]]
         if name == "save_record":
@@ -299,8 +300,8 @@ class Model:
         if name == "finish":
             status = text(reply[0])
             if status != "stale":
-                ident = (text(argv[6]), text(argv[8]), text(argv[9]))
-                self.outcomes[ident].append((self.step, text(argv[10])))
+                ident = (text(argv[6]), text(argv[10]), text(argv[11]))
+                self.outcomes[ident].append((self.step, text(argv[12])))
         elif name == "finish_notice" and int(reply) == 1:
             notice = text(kv[0]).removeprefix("acb:unordered:")
             self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
