@@ -138,11 +138,14 @@ local function timeline_run(member, handler, outcome, ms, detail, exc)
   if TL_TTL <= 0 then return end
   local seq = tonumber(string.match(member, '^(%-?%d+)|'))
   if not seq then return end
-  local run = {k = 'h', seq = seq, handler = handler, outcome = outcome,
-               ms = tonumber(ms) or cjson.null, at_ms = NOW,
-               exception = clip(exc or '', 500), redriven = false}
+  local run = {k = 'h', handler = handler, outcome = outcome,
+               ms = tonumber(ms) or cjson.null, exception = clip(exc or '', 500),
+               redriven = false}
   if detail and detail ~= '' then run['detail'] = clip(detail, 500) end
-  redis.call('ZADD', K_TIMELINE, int(seq), cjson.encode(run))
+  -- The integers spliced in as digits (cjson writes 14 significant digits only).
+  local json = '{"seq":' .. int(seq) .. ',"at_ms":' .. int(NOW) .. ','
+    .. string.sub(cjson.encode(run), 2)
+  redis.call('ZADD', K_TIMELINE, int(seq), json)
   if TL_MAX > 0 and redis.call('ZCARD', K_TIMELINE) > TL_MAX then
     redis.call('ZREMRANGEBYRANK', K_TIMELINE, 0, -TL_MAX - 1)
   end
