@@ -5,15 +5,30 @@ event's ``sequence``, whose members are small JSON objects:
 
 - ``{"k": "e", ...}``: the event (type, noticeId, ``sendts``, the time the ingress
   received it, its dedupe key, the late flag and the gap skipped just before it).
-  Deterministic, so the event is one member however many handlers report it;
-- ``{"k": "h", ...}``: one handler run that ended (outcome, duration, when, the
-  exception of a failure; ``redriven`` for a re-run from its dead letter).
+  Deterministic (``event_member``), so a fold written again adds nothing;
+- ``{"k": "h", ...}``: one handler run that ended (outcome: ``done``, the reason of
+  its dead letter, or ``lost``; duration, when, the exception of a failure, the
+  detail of a ``lost`` one; ``redriven`` for a re-run from its dead letter).
 
-Written by ``handler_finished``, which ``workers.task.HandlerTask`` calls once
-each handler's outcome is recorded (one script call, one round trip). It keeps the
-last ``MAX_ENTRIES`` members (highest sequences) and expires
-``RECORD_TTL_S`` after its last write, like the record. Handlers
-dead-lettered as ``lost`` by the timer sweep (they never reported) do not appear.
+Written where the facts are decided, in the same atomic step, with no command of
+its own:
+
+- the event member by the record's compare-and-set (``workers.builtin.store.save_if``,
+  ``save_record.lua``) when the turn-path fold writes the record: every event
+  folded is on the timeline from the moment its turn is taken, whether or not a
+  user handler is registered for it (none with ``BUILTIN_HANDLERS=false``: no fold);
+- a handler run by ``finish.lua`` (the ordering script that records the handler's
+  outcome and its dead letter; the task passes the duration it measured), and a
+  handler dead-lettered as ``lost`` by the deadline sweep (``take``, in
+  ``_lib.lua``). A dead-lettered run also sets the recordings list's
+  ``deadletters`` flag (``recordings_index``). Each run is written once: with the
+  outcome that only one call can record.
+
+``handler_finished`` (one script call) remains for what has no such step: a
+handler re-run from its dead letter (``agora-callbacks dlq redrive``, outside the
+order), and tools and tests. The timeline keeps the last ``MAX_ENTRIES`` members
+(highest sequences) and expires ``RECORD_TTL_S`` after its last write, like the
+record. Recordings of an event without ``sid``/``sequence`` (``notice:...``) have none.
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ from agora_callbacks import keys, recordings_index
 
 MAX_ENTRIES = 2000
 
-# One command per handler run. KEYS: the timeline, the list's "dead letters" flag set.
+# ``handler_finished``'s one command. KEYS: the timeline, the list's "dead letters" flag set.
 # ARGV: ttl_s, MAX_ENTRIES, sequence, dead-lettered (1/0), sid, now_ms, members...
 _WRITE = """
 for i = 7, #ARGV do redis.call('ZADD', KEYS[1], ARGV[3], ARGV[i]) end
@@ -47,6 +62,10 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+#: A timeline member as written: (score = the sequence, JSON).
+Member = tuple[int, str]
+
+
 def event_entry(event: Any, *, key: str, late: bool, gap: Any,
                 meta: Mapping[str, Any]) -> dict[str, Any]:
     """The event's member (everything in it comes from the event and its arrival)."""
@@ -58,14 +77,25 @@ def event_entry(event: Any, *, key: str, late: bool, gap: Any,
             "gap": list(gap) if isinstance(gap, list | tuple) and len(gap) == 2 else None}
 
 
+def event_member(event: Any, *, key: str, late: bool, gap: Any,
+                 meta: Mapping[str, Any]) -> Member | None:
+    """The event's member as ``store.save_if`` writes it (None: an event with no
+    place on a timeline, without ``sid`` or ``sequence``)."""
+    if not getattr(event, "sid", None) or getattr(event, "sequence", None) is None:
+        return None
+    entry = event_entry(event, key=key, late=late, gap=gap, meta=meta)
+    return int(event.sequence), _dumps(entry)
+
+
 def handler_finished(client: redis.Redis, ttl_s: int, *, sid: str, key: str, late: bool,
                      gap: Any, meta: Mapping[str, Any], body: str, handler: str,
                      outcome: str, duration_ms: float | None, exception: str = "",
                      now_ms: int | None = None, event: Any = None) -> None:
     """Record one handler run that ended, and its event (``event``: the body parsed
-    already, if it was). ``sid`` empty: a re-run from a dead letter (outside the
-    order), filed under the event's own sid. Events of no recording
-    (``notice:...``) have no timeline."""
+    already, if it was), with a script call of its own. The workers call it only
+    for a re-run from a dead letter (``sid`` empty: outside the order, filed under
+    the event's own sid); a run in the order is written by ``finish.lua``. Events of
+    no recording (``notice:...``) have no timeline."""
     from agora_callbacks.schemas import parse_event
 
     event = event if event is not None else parse_event(body.encode("utf-8"))

@@ -19,9 +19,11 @@ shown (the read's lower score bound) and are removed by ``prune``, which
 ``queue_update`` adds to a saving process's transaction at most once a minute; a
 channel's set expires as a whole.
 
-The ``deadletters`` flag is set when a handler of the recording is dead-lettered
-(by ``agora_callbacks.recording_timeline``'s write of that run); a later update
-of the record keeps it (``ZADD XX``) until it ages out with the record.
+The ``deadletters`` flag is set when a handler of the recording is dead-lettered,
+with that run's timeline member (``agora_callbacks.recording_timeline``), by the
+ordering script that writes the dead letter (``finish.lua``; the deadline sweep for
+a ``lost`` one); a later update of the record keeps it (``ZADD XX``) until it ages
+out with the record.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def summarize(record: Mapping[str, Any], updated_ms: int) -> dict[str, Any]:
 
 
 def flags_of(summary: Mapping[str, Any]) -> dict[str, bool]:
-    """The record's flags (``deadletters`` is set by ``recording_timeline``)."""
+    """The record's flags (``deadletters`` is set by the ordering scripts, with the
+    dead-lettered run's timeline member)."""
     return {"errors": summary["errors"] > 0, "gaps": summary["gaps"] > 0,
             "late": summary["late"] > 0}
 

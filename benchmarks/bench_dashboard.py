@@ -5,7 +5,9 @@ In one run, on a private embedded Redis (AOF off, its own port; never the shared
 0. Write costs, what the workers pay for the dashboard: ``store.save`` (the record
    and its index entries, one MULTI with one script call) against the SET of the
    record alone (what it was before), and the timeline write of one handler run
-   (``recording_timeline.handler_finished``, one pipeline) against a PING.
+   by a call of its own (``recording_timeline.handler_finished``, one script call)
+   against a PING: what each handler run cost before the workers' scripts wrote the
+   timeline in their own step (now only a re-run from a dead letter pays it).
 1. Fill: ``--records`` recordings (default 100,000), each a record folded from 20
    events of a simulated lifecycle (12 templates: three kinds, with and without
    errors, a failover or a skipped gap), its dashboard index entries (written by

@@ -3,6 +3,7 @@ the lifecycle timers and sweep, and the lifecycle settings (real Redis)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -111,12 +112,23 @@ def test_a_fold_is_skipped_once_its_turn_is_over(redis_client: redis.Redis,
     out = life.fold_event(redis_client, settings, SID, e, key="k0", late=False, gap=None,
                           turn="0|30:0")
     assert out.status == "stale" and store.load(redis_client, SID) is None
+    timeline = keys.recording_timeline(SID)
+    assert redis_client.exists(timeline) == 0  # the event's member only with its fold
     out = life.fold_event(redis_client, settings, SID, e, key="k0", late=False, gap=None,
-                          turn="9|40:9")
+                          turn="9|40:9", meta={"received_ms": 77})
     assert out.status == "saved"
     again = life.fold_event(redis_client, settings, SID, e, key="k0", late=False, gap=None,
-                            turn="9|40:9")
+                            turn="9|40:9", meta={"received_ms": 77})
     assert again.status == "unchanged"
+    (member,) = redis_client.zrange(timeline, 0, -1, withscores=True)
+    entry = json.loads(member[0])
+    assert member[1] == e.sequence and (entry["k"], entry["key"], entry["received_ms"]) == (
+        "e", "k0", 77)
+    assert 0 < redis_client.ttl(timeline) <= settings.record_ttl_s
+    # A save that is not a fold (update_record, the lifecycle sweep) adds no member.
+    life.update_record(redis_client, SID, lambda r: r.update(note=1) is None,
+                       source="test", settings=settings)
+    assert redis_client.zcard(timeline) == 1
 
 
 def test_the_sweep_fires_what_time_made_due_and_drops_expired_timers(

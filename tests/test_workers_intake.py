@@ -32,7 +32,7 @@ from workers_support import (
     timer_of,
 )
 
-from agora_callbacks import deadletters, keys
+from agora_callbacks import deadletters, inbox, keys, recording_timeline, recordings_index
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import REGISTRY, on_event, runtime
 from agora_callbacks.workers.app import celery_config
@@ -539,6 +539,11 @@ def test_a_handler_task_that_succeeds_ignores_or_rejects_ends_its_part_of_the_tu
     assert choosy_runs == [args[2]]
     assert counter(redis_client, "skipped_copies") == 2
     timer_ok(w, f"s16-{choice}")
+    # Each run once on the timeline, written by finish with the task's own duration.
+    runs = _timeline(redis_client, f"s16-{choice}")[0].runs
+    assert sorted((r["handler"], r["outcome"]) for r in runs) == sorted([
+        (EVERY, "done"), (CHOOSY, "rejected" if choice == "reject" else "done")])
+    assert isinstance(next(r for r in runs if r["handler"] == CHOOSY)["ms"], float | int)
 
 
 def test_a_handler_task_rejected_with_requeue_keeps_the_turn_and_runs_again(
@@ -614,3 +619,131 @@ def test_a_failure_of_a_task_that_does_not_own_the_handler_is_not_counted(
                               Failure("handler_failed", "tb", "ValueError: x"))
     assert deadletters.count(redis_client) == 0
     assert sample() == before
+
+
+# -- the dashboard's timeline (agora_callbacks.recording_timeline) -------------------------
+def _timeline(client: redis.Redis, sid: str) -> dict[int, recording_timeline.Step]:
+    return {s.sequence: s for s in recording_timeline.load(client, sid)}
+
+
+def _members(client: redis.Redis, sid: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in client.zrange(keys.recording_timeline(sid), 0, -1)]
+
+
+def test_an_event_without_a_user_handler_is_on_its_recordings_timeline(
+        w: World, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default deployment may register no handler at all: every event is only
+    # folded into its record, in the turn path (no task).
+    monkeypatch.setattr(REGISTRY, "names_for", lambda event_type, msg_name: ())
+
+    def arrive(seq: int, received_ms: int) -> None:
+        inbox.store(redis_client, body("s30", seq), inbox.ReceiveMeta(
+            received_ms=received_ms, signature="v2", secret_index=0,
+            remote_addr="127.0.0.1", request_id=f"r{seq}"))
+
+    arrive(0, 1_111)
+    arrive(2, 3_333)
+    w.take_in()
+    assert w.published.tasks == []
+    (step,) = _timeline(redis_client, "s30").values()
+    assert step.sequence == 0 and step.runs == []
+    assert step.event == {"k": "e", "seq": 0, "type": 40, "notice": step.event["notice"],
+                          "sendts": 1_700_000_000_000, "received_ms": 1_111,
+                          "key": "s30:40:0", "late": False, "gap": None}
+    w.clock.advance(HOLD_MS)
+    assert w.sweep() == 1  # 1 never came within the hold: 2 is taken after a gap
+    arrive(1, 2_222)
+    w.take_in()  # 1 comes late
+    steps = _timeline(redis_client, "s30")
+    assert sorted(steps) == [0, 1, 2]
+    assert all(s.event is not None and s.runs == [] for s in steps.values())
+    assert [(steps[s].event or {}).get("received_ms") for s in (1, 2)] == [2_222, 3_333]
+    assert [(s, (steps[s].event or {})["late"], (steps[s].event or {})["gap"])
+            for s in (1, 2)] == [(1, True, None), (2, False, [1, 1])]
+    record = json.loads(redis_client.get(keys.recording_state("s30")) or b"{}")
+    assert record["event_count"] == 3
+    # The timeline expires with the record; no flag: nothing was dead-lettered.
+    assert 0 < redis_client.ttl(keys.recording_timeline("s30")) <= w.rt.settings.record_ttl_s
+    assert redis_client.zscore(recordings_index.flag_index("deadletters"), "s30") is None
+
+
+def test_a_turn_folded_again_adds_no_second_event_member(
+        w: World, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s31", 0))
+    w.take_in()
+    # Its publisher died: after the lease the sweep publishes (and folds) it again.
+    w.clock.advance(LEASE_MS)
+    assert w.sweep() == 1
+    assert w.published.keys() == ["s31:40:0", "s31:40:0"]
+    assert [m["k"] for m in _members(redis_client, "s31")] == ["e"]
+    # Written again as another process would (a fold that lost the race): one member.
+    turn = w.rt.ordering.take(redis_client, "s31")
+    assert turn.kind == "busy"
+    assert len(_members(redis_client, "s31")) == 1
+
+
+def test_handler_runs_are_on_the_timeline_with_their_duration_from_finish(
+        w: World, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s32", 0, 31))  # EVERY and UPLOADED
+    store(redis_client, body("s32", 1))
+    w.take_in()
+    args = w.published.tasks[0][1]
+    sid, member, key = args[0], args[1], args[2]
+    assert w.dispatcher.handler_start(sid, member, key, EVERY, "a")
+    w.dispatcher.handler_done(sid, member, key, EVERY, "a", duration_ms=12.345)
+    flag = recordings_index.flag_index("deadletters")
+    assert redis_client.zscore(flag, "s32") is None
+    assert w.dispatcher.handler_start(sid, member, key, UPLOADED, "b")
+    failure = Failure(reason="handler_failed", detail="Traceback ...",
+                      exception="ValueError: " + "é" * 400)
+    nxt = w.dispatcher.handler_done(sid, member, key, UPLOADED, "b", failure,
+                                    duration_ms=3.0)
+    # A second report of either (a retry of the call whose reply was lost): stale.
+    w.dispatcher.handler_done(sid, member, key, UPLOADED, "b", failure, duration_ms=3.0)
+    step = _timeline(redis_client, "s32")[0]
+    assert step.event is not None and step.event["type"] == 31
+    runs = {r["handler"]: r for r in step.runs}
+    assert len(step.runs) == 2
+    assert (runs[EVERY]["outcome"], runs[EVERY]["ms"], runs[EVERY]["at_ms"],
+            runs[EVERY]["redriven"], runs[EVERY]["exception"]) == (
+        "done", 12.35, w.clock.ms, False, "")
+    bad = runs[UPLOADED]
+    assert (bad["outcome"], bad["ms"]) == ("handler_failed", 3.0)
+    # Cut to 500 bytes at a character boundary (still valid UTF-8 JSON).
+    assert bad["exception"].startswith("ValueError: é") and len(bad["exception"]) < 500
+    assert redis_client.zscore(flag, "s32") == w.clock.ms
+    # The record's next save (event 1's fold) keeps the flag (the index's ZADD XX).
+    w.dispatcher.dispatch(sid, nxt)
+    assert w.published.keys()[-1] == "s32:40:1"
+    assert sorted(_timeline(redis_client, "s32")) == [0, 1]
+    assert redis_client.zscore(flag, "s32") is not None
+
+
+def test_a_lost_handler_is_on_the_timeline_and_flags_its_recording(
+        w: World, redis_client: redis.Redis) -> None:
+    store(redis_client, body("s33", 0))
+    store(redis_client, body("s33", 1))
+    w.take_in()
+    flag = recordings_index.flag_index("deadletters")
+    deadline = w.clock.ms + DEADLINE_S * 1000
+    while w.clock.ms < deadline:  # never started: published again meanwhile, then lost
+        w.clock.ms = min(timer_of(redis_client, "s33") or deadline, deadline)
+        w.sweep()
+    assert [d.reason for d in deadletters.list_(redis_client)] == ["lost"]
+    step = _timeline(redis_client, "s33")[0]
+    assert step.event is not None
+    ((run),) = step.runs
+    assert (run["handler"], run["outcome"], run["ms"], run["at_ms"]) == (
+        EVERY, "lost", None, deadline)
+    assert "never started within HANDLER_DEADLINE_S=60" in run["detail"]
+    # Set (then refreshed by event 1's fold, which the sweep published right after).
+    assert redis_client.zscore(flag, "s33") is not None
+    assert _timeline(redis_client, "s33")[1].runs == []  # 1's turn has just begun
+
+
+def test_an_unordered_event_has_no_timeline(w: World, redis_client: redis.Redis) -> None:
+    store(redis_client, body(None, None, 40, notice_id="n-30"))
+    w.take_in()
+    w.run(w.published.tasks[0][1])
+    assert redis_client.exists(keys.recording_timeline("notice:n-30")) == 0
+    assert redis_client.keys(keys.recording_timeline("*")) == []

@@ -126,7 +126,7 @@ class Dispatcher:
             return None
         rt = self.rt
         finished = retrying(rt, "fold finish", lambda: rt.ordering.finish(
-            rt.client, sid, turn.member, FOLD_SLOT, FOLD_OWNER))
+            rt.client, sid, turn.member, FOLD_SLOT, FOLD_OWNER, run=False))
         return finished.turn
 
     def _fold(self, sid: str, turn: Turn) -> bool:
@@ -146,7 +146,8 @@ class Dispatcher:
             # The turn's reply brought the record and the clock: no read first.
             outcome = retrying(rt, "fold", lambda: lifecycle.fold_event(
                 rt.client, rt.settings, sid, event, key=record.key, late=turn.late,
-                gap=turn.gap, now_ms=turn.now_ms, turn=turn.member, state=turn.state))
+                gap=turn.gap, now_ms=turn.now_ms, turn=turn.member, state=turn.state,
+                meta=record.meta))
         except redis.RedisError as exc:
             metrics.RECORD_FOLDS.labels("failed").inc()
             log.error("fold failed; the turn is published and folded again after its "
@@ -179,9 +180,11 @@ class Dispatcher:
 
     def handler_done(self, sid: str, member: str, key: str, name: str, task_id: str,
                      failure: Failure | None = None, body: bytes = b"",
-                     meta: dict[str, Any] | None = None) -> Turn | None:
-        """Record the handler's outcome (its dead letter with it if ``failure``);
-        return the recording's next turn when this one is over, for ``dispatch``.
+                     meta: dict[str, Any] | None = None,
+                     duration_ms: float | None = None) -> Turn | None:
+        """Record the handler's outcome (its dead letter with it if ``failure``, and
+        the run on the recording's timeline, with ``duration_ms``); return the
+        recording's next turn when this one is over, for ``dispatch``.
         Once it returns, the outcome is in Redis: if nobody publishes the returned
         turn (this process dies), the timer sweep does after ``DISPATCH_LEASE_MS``."""
         rt = self.rt
@@ -194,7 +197,7 @@ class Dispatcher:
                     now_ms=rt.clock.now_ms(rt.client)))
             return None
         finished = retrying(rt, "handler finish", lambda: rt.ordering.finish(
-            rt.client, sid, member, name, task_id, failure))
+            rt.client, sid, member, name, task_id, failure, duration_ms=duration_ms))
         if finished.status == "stale":
             log.warning("handler outcome not recorded: the handler is no longer this task's",
                         handler=name, task_id=task_id)

@@ -53,6 +53,7 @@ class Runtime:
                 deadline_ms=settings.handler_deadline_s * 1000,
                 deadletter_maxlen=settings.deadletter_maxlen,
                 clock=clock,
+                timeline_ttl_s=settings.record_ttl_s,
             ),
             clock=clock,
             publish=publish if publish is not None else _no_publisher,

@@ -14,8 +14,10 @@ the late/gap flags, the receive metadata and the raw body, which it parses again
   published late, redelivered after the handler finished) is skipped.
 - On success, or on final failure (retries exhausted, or an exception that is not
   retried), the handler's part of the turn ends (``finish.lua``, which writes the
-  dead letter of a final failure in the same step, kind ``handler``) and, when it
-  was the last one, the recording's next event is dispatched from this process.
+  dead letter of a final failure in the same step, kind ``handler``, and the run,
+  with the duration measured here, on the dashboard's timeline of the recording)
+  and, when it was the last one, the recording's next event is dispatched from
+  this process.
   A Redis error there is tried again with backoff for up to ``REDIS_RETRY_S``.
   A retry (``self.retry``, ``autoretry_for``) does not end the turn.
 - A handler may also end its part of the turn by raising Celery's ``Ignore``
@@ -156,8 +158,10 @@ class HandlerTask(Task):
             metrics.HANDLER_FAILURES.labels(self.name).inc()
             raise
         finally:
-            metrics.HANDLER_DURATION.labels(self.name).observe(time.monotonic() - started)
-        log.info("handler done", ms=round((time.monotonic() - started) * 1000, 2))
+            elapsed = time.monotonic() - started
+            self.request.agora_duration_ms = elapsed * 1000
+            metrics.HANDLER_DURATION.labels(self.name).observe(elapsed)
+        log.info("handler done", ms=round(elapsed * 1000, 2))
         return result
 
     def _task_id(self) -> str:
@@ -172,25 +176,39 @@ class HandlerTask(Task):
         the worker's main process, where ``self.request`` is empty)."""
         sid, member, key, _, _, meta, body = args
         dispatcher = Dispatcher(runtime.get())
+        duration_ms = self._duration_ms()
         turn = dispatcher.handler_done(sid, member, key, self.name,
                                        task_id or self._task_id(), failure,
-                                       body=str(body).encode(), meta=dict(meta or {}))
+                                       body=str(body).encode(), meta=dict(meta or {}),
+                                       duration_ms=duration_ms)
         if turn is not None:
             AFTER_HANDLER.submit(dispatcher, sid, turn)
-        self._note_on_timeline(args, failure)
+        if not sid:
+            self._note_rerun(args, failure, duration_ms)
 
-    def _note_on_timeline(self, args: tuple[Any, ...], failure: Failure | None) -> None:
-        """The dashboard's timeline of the recording (``agora_callbacks.recording_timeline``):
-        best effort, after the outcome is recorded; a failure here changes nothing else."""
-        sid, _, key, late, gap, meta, body = args
+    def _duration_ms(self) -> float | None:
+        """How long the handler ran (None: unknown, e.g. a hard time limit, reported
+        in the worker's main process)."""
+        measured = getattr(self.request, "agora_duration_ms", None)
+        if measured is not None:
+            return float(measured)
         started = getattr(self.request, "agora_started_at", None)
+        return None if started is None else (time.monotonic() - started) * 1000
+
+    def _note_rerun(self, args: tuple[Any, ...], failure: Failure | None,
+                    duration_ms: float | None) -> None:
+        """A re-run from a dead letter (outside the order: no ``finish.lua`` records
+        it) on the dashboard's timeline of its recording
+        (``agora_callbacks.recording_timeline``): best effort, after its outcome is
+        recorded; a failure here changes nothing else."""
+        sid, _, key, late, gap, meta, body = args
         try:
             rt = runtime.get()
             recording_timeline.handler_finished(
                 rt.client, rt.settings.record_ttl_s, sid=sid, key=key, late=late,
                 gap=gap, meta=dict(meta or {}), body=str(body), handler=self.name,
                 outcome="done" if failure is None else failure.reason,
-                duration_ms=None if started is None else (time.monotonic() - started) * 1000,
+                duration_ms=duration_ms,
                 exception="" if failure is None else failure.exception,
                 event=getattr(self.request, "agora_event", None))
         except Exception as exc:

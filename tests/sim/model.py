@@ -31,7 +31,9 @@ event, no turn, no timer, no message in the broker; every stored body has
 exactly one outcome: a body dead letter (invalid, stale), a duplicate of the
 entry that claimed its event, or the claiming entry, whose event had each of its
 handlers finished once (``finish`` applied) or dead-lettered once as ``lost``;
-the counters add up.
+the counters add up; the dashboard's timeline of each recording shows each of
+those handler outcomes once, and each event whose fold Redis holds once
+(``timeline``: written in the same scripts as the facts).
 
 A Redis rollback (restart from a state up to a second old) legitimately breaks
 some of this; ``rollback`` weakens exactly that, and only for what happened after
@@ -77,6 +79,7 @@ from typing import Any
 import redis
 
 from agora_callbacks import keys, recordings_index
+from agora_callbacks.workers.dispatch import FOLD_SLOT
 from agora_callbacks.workers.ordering import member_of, sequence_of
 
 from .traffic import MSG_NAMES, Sent
@@ -280,7 +283,8 @@ class Model:
         """A script Redis applied, with its true reply."""
         nkeys = int(args[2])
         kv, argv = args[3:3 + nkeys], args[3 + nkeys:]
-        shown = [text(a)[:40] for a in argv[6:] if not text(a).startswith("{")]
+        # The sid and the script's own arguments (after the common ten, _lib.lua).
+        shown = [text(a)[:40] for a in argv[6:7] + argv[10:] if not text(a).startswith("{")]
         if name in ("claim_notice", "start_notice", "finish_notice", "settle_entry"):
             shown = [text(kv[0])] + [text(a)[:40] for a in argv[:3]]
         if name == "save_record":
@@ -299,8 +303,8 @@ class Model:
         if name == "finish":
             status = text(reply[0])
             if status != "stale":
-                ident = (text(argv[6]), text(argv[8]), text(argv[9]))
-                self.outcomes[ident].append((self.step, text(argv[10])))
+                ident = (text(argv[6]), text(argv[10]), text(argv[11]))
+                self.outcomes[ident].append((self.step, text(argv[12])))
         elif name == "finish_notice" and int(reply) == 1:
             notice = text(kv[0]).removeprefix("acb:unordered:")
             self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
@@ -384,6 +388,39 @@ class Model:
                 return self.now
             return int(float(oldest[1])) + self.hold_ms if oldest else self.now
         return None
+
+    def _check_timeline(self, admin: redis.Redis, events: dict[tuple[str, str, int], Any],
+                        ran: dict[tuple[str, int, str], int]) -> None:
+        """``timeline``: the dashboard's timeline of each recording has one run per
+        handler outcome Redis holds (a ``finish`` applied, or a ``lost`` dead letter)
+        and one member per event whose fold Redis holds: each is written in the same
+        script as the fact it shows, so a fault or a rollback drops or keeps both."""
+        sids = sorted({sid for sid, _, _ in events if not keys.is_unordered_sid(sid)})
+        runs: dict[tuple[str, int, str], int] = defaultdict(int)
+        shown: dict[tuple[str, str], int] = defaultdict(int)
+        for sid in sids:
+            for raw in admin.zrange(keys.recording_timeline(sid), 0, -1):
+                item = json.loads(raw)
+                if item["k"] == "h":
+                    runs[(sid, int(item["seq"]), str(item["handler"]))] += 1
+                else:
+                    shown[(sid, str(item["key"]))] += 1
+        for ident in sorted(set(runs) | {i for i, n in ran.items() if n}):
+            if keys.is_unordered_sid(ident[0]):
+                continue
+            if runs.get(ident, 0) != ran.get(ident, 0):
+                self.violate("timeline", f"{ident}: {runs.get(ident, 0)} runs on the "
+                             f"timeline, {ran.get(ident, 0)} outcomes recorded")
+        if not self.folds:
+            return
+        for sid, fld, _seq in events:
+            if keys.is_unordered_sid(sid):
+                continue
+            key = f"{sid}:{fld}"
+            want = 1 if self.fold_steps.get((sid, key)) else 0
+            if shown.get((sid, key), 0) != want:
+                self.violate("timeline", f"{sid} {fld}: {shown.get((sid, key), 0)} event "
+                             f"members on the timeline, {want} expected (its fold)")
 
     def _check_folds(self, admin: redis.Redis, events: dict[tuple[str, str, int], Any],
                      finished: set[tuple[str, str]]) -> None:
@@ -490,6 +527,7 @@ class Model:
             self.violate("outcome", f"body dead letters {reasons} for entry {entry}, which "
                          f"is not an invalid or stale body")
 
+        ran: dict[tuple[str, int, str], int] = defaultdict(int)
         for (sid, fld, seq), bodies in events.items():
             event_type = json.loads(bodies[0].sent.body)["eventType"]
             owner = admin.hget(keys.recording_dedupe(sid), fld)
@@ -503,6 +541,8 @@ class Model:
             for handler in self.handlers_for(event_type, MSG_NAMES.get(event_type)):
                 ident = (sid, member, handler)
                 n_done, n_lost = len(self.outcomes.get(ident, [])), lost.pop(ident, 0)
+                # The fold's own slot is no handler run: on the timeline only if lost.
+                ran[(sid, seq, handler)] += n_lost + (0 if handler == FOLD_SLOT else n_done)
                 if n_done:
                     finished.add((sid, fld))
                 if n_done + n_lost != 1:
@@ -518,6 +558,7 @@ class Model:
             self.violate("outcome", f"lost dead letters for {ident} ({n}), not an event stored")
         if self.folds:
             self._check_folds(admin, events, finished)
+        self._check_timeline(admin, events, ran)
 
         for notice, bodies in notices.items():
             owner = admin.hget(f"acb:unordered:{notice}", "e")  # keys.notice_dedupe

@@ -42,7 +42,7 @@ from typing import Any
 import redis
 import structlog
 
-from agora_callbacks import inbox, keys, logs
+from agora_callbacks import inbox, keys, logs, recordings_index
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import timers
 from agora_callbacks.workers.dispatch import FOLD_SLOT, Dispatcher
@@ -101,6 +101,26 @@ def _handlers_for(settings: Settings) -> Any:
         found = REGISTRY.names_for(event_type, msg_name)
         return found or ((FOLD_SLOT,) if settings.builtin_handlers else ())
     return names
+
+
+@contextmanager
+def pruning_once() -> Iterator[None]:
+    """The dashboard index's prune (``recordings_index.prune_due``: a process's first
+    save, then at most once a minute of wall-clock time; one more round trip) runs at
+    the first save of the run only, so that a seed replays exactly whatever the wall
+    clock did before it."""
+    original = recordings_index.prune_due
+    first = [True]
+
+    def due() -> bool:
+        was, first[0] = first[0], False
+        return was
+
+    recordings_index.prune_due = due  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        recordings_index.prune_due = original  # type: ignore[assignment]
 
 
 @contextmanager
@@ -760,7 +780,7 @@ class Simulation:
         settled = False
         tally: dict[str, int] = {}
         try:
-            with registered_handlers(), quiet_logs():
+            with registered_handlers(), quiet_logs(), pruning_once():
                 drive()
                 settled = self.settle()
                 if not settled:

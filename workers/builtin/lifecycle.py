@@ -20,6 +20,10 @@ Why this keeps the ordering guarantees:
   event's turn is current;
 - handlers of an event see the record with that event folded in.
 
+The fold's compare-and-set also writes the event's member of the dashboard's
+timeline (``agora_callbacks.recording_timeline``) in the same step, so every
+folded event is on its recording's timeline, with or without a user handler.
+
 The same compare-and-set serves ``update_record`` (reconciliation with Agora's
 ``query``) and the lifecycle sweep, which fires phases that are due by time alone
 (``stalled``, settle windows: ``workers.builtin.phases``) from the
@@ -30,13 +34,13 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from agora_callbacks import keys, metrics
+from agora_callbacks import keys, metrics, recording_timeline
 from agora_callbacks.logs import get_logger
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers.builtin import phases, store
@@ -102,13 +106,15 @@ def _due(record: dict[str, Any], now_ms: int, cfg: Config) -> int:
 
 def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config,
              now_ms: int | None = None, turn: str = "",
-             known: store.Loaded | None = None) -> Outcome:
+             known: store.Loaded | None = None,
+             timeline: recording_timeline.Member | None = None) -> Outcome:
     """Apply ``change`` to a copy of the stored record, fire the phases then due,
     and write it back with a compare-and-set, trying again on a conflict.
     ``now_ms``: the time of the decision (default: Redis's clock, read with the
     record). ``turn``: write only while that member's turn is current (the
     turn-path fold). ``known``: the record as already read (the first attempt uses
-    it and saves a round trip; a conflict reads it again)."""
+    it and saves a round trip; a conflict reads it again). ``timeline``: the
+    event's timeline member, written with the record."""
     for _ in range(MAX_TRIES):
         loaded = known or store.read(client, sid, with_turn=bool(turn),
                                      with_time=now_ms is None)
@@ -126,7 +132,8 @@ def transact(client: redis.Redis, sid: str, change: Change, *, cfg: Config,
         reasons = phases.reconcile_reasons(changed, now)
         _drop_hookless(changed)
         status = store.save_if(client, sid, changed, cfg.ttl_s, loaded.tag,
-                               due_ms=_due(changed, now, cfg), turn=turn)
+                               due_ms=_due(changed, now, cfg), turn=turn,
+                               timeline=timeline)
         if status == "ok":
             return Outcome("saved", changed, fired, reasons, now)
         if status == "stale":
@@ -217,14 +224,22 @@ def fold_change(event: Any, *, key: str, late: bool, gap: Any) -> Change:
 
 def fold_event(client: redis.Redis, settings: Settings, sid: str, event: Any, *, key: str,
                late: bool, gap: Any, now_ms: int | None = None, turn: str = "",
-               state: bytes | None = None) -> Outcome:
+               state: bytes | None = None, meta: Mapping[str, Any] | None = None
+               ) -> Outcome:
     """Fold one event into the record of ``sid`` (re-run safe), fire what is due.
     ``state``: the stored record's bytes as the script that took the turn read them
-    (then the fold costs one round trip, the write, unless the record changed)."""
+    (then the fold costs one round trip, the write, unless the record changed).
+    ``turn`` (the turn-path fold): the event's member of the dashboard's timeline is
+    written with the record, its received time from ``meta`` (the inbox entry's
+    receive metadata)."""
     cfg = Config.of(settings)
     known = None if state is None else store.loaded(state, turn=turn, now_ms=now_ms)
+    entry = None
+    if turn and not keys.is_unordered_sid(sid):
+        entry = recording_timeline.event_member(event, key=key, late=late, gap=gap,
+                                                meta=meta or {})
     outcome = transact(client, sid, fold_change(event, key=key, late=late, gap=gap),
-                       cfg=cfg, now_ms=now_ms, turn=turn, known=known)
+                       cfg=cfg, now_ms=now_ms, turn=turn, known=known, timeline=entry)
     if outcome.status == "saved":
         record = outcome.record or {}
         log.info("record updated", sid=sid, sequence=as_int(field(event, "sequence")),

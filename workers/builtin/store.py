@@ -9,7 +9,9 @@ in the turn path (``workers.builtin.lifecycle``), the lifecycle sweep and
 ``update_record`` (reconciliation) may each change the record, and none may
 overwrite a change it did not read. ``save`` writes unconditionally (tools,
 tests). Both write the dashboard's index of the record
-(``agora_callbacks.recordings_index``) in the same atomic step.
+(``agora_callbacks.recordings_index``) in the same atomic step; ``save_if`` also
+writes the folded event's member of the dashboard's timeline
+(``agora_callbacks.recording_timeline``) when given one (the turn-path fold).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import redis
 
-from agora_callbacks import keys, recordings_index
+from agora_callbacks import keys, recording_timeline, recordings_index
 
 _LUA = Path(__file__).with_name("lua") / "save_record.lua"
 
@@ -119,17 +121,21 @@ KEEP_TIMER = -1
 
 
 def save_if(client: redis.Redis, sid: str, state: dict[str, Any], ttl_s: int, tag: str, *,
-            due_ms: int = KEEP_TIMER, turn: str = "") -> str:
+            due_ms: int = KEEP_TIMER, turn: str = "",
+            timeline: recording_timeline.Member | None = None) -> str:
     """Write the state of ``sid`` if the stored one still has ``tag`` (see ``read``),
     and set the recording's lifecycle timer to ``due_ms`` (0: none; ``KEEP_TIMER``)
     in the same step. ``turn``: also require that the recording's current turn is
-    still this member. The dashboard's index of the record is written in the same
-    step. Returns ``ok``, ``conflict`` or ``stale``."""
+    still this member. The dashboard's index of the record, and ``timeline`` (the
+    folded event's member of the recording's timeline, ``recording_timeline.event_member``)
+    are written in the same step. Returns ``ok``, ``conflict`` or ``stale``."""
     index_keys, index_args = recordings_index.update_arguments(sid, state, ttl_s)
+    score, member = timeline if timeline is not None else (0, "")
     reply = _save_script(client)(
         keys=[keys.recording_state(sid), keys.LIFECYCLE_TIMERS, keys.recording_order(sid),
-              *index_keys],
-        args=[tag, dumps(state), ttl_s, int(due_ms), sid, turn, *index_args], client=client)
+              keys.recording_timeline(sid), *index_keys],
+        args=[tag, dumps(state), ttl_s, int(due_ms), sid, turn, member, score,
+              recording_timeline.MAX_ENTRIES, *index_args], client=client)
     if recordings_index.prune_due():
         recordings_index.prune(client, ttl_s)
     return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from agora_callbacks import keys
+from agora_callbacks import keys, recording_timeline, recordings_index
 from agora_callbacks.workers.ordering import scripts
 from agora_callbacks.workers.ordering.clock import RedisClock
 from agora_callbacks.workers.ordering.scripts import Pipe
@@ -38,6 +38,8 @@ def recording_keys(sid: str) -> list[str]:
         keys.DEADLETTERS,
         keys.INBOX,
         keys.recording_state(sid),
+        keys.recording_timeline(sid),
+        recordings_index.flag_index("deadletters"),
     ]
 
 
@@ -184,10 +186,18 @@ class Ordering:
     deadline_ms: int
     deadletter_maxlen: int = 100_000
     clock: Any = field(default_factory=RedisClock)
+    #: The dashboard's timeline (``agora_callbacks.recording_timeline``), where
+    #: ``finish`` and the deadline sweep add each handler run that ended: its
+    #: expiry (``RECORD_TTL_S``; 0: no timeline) and how many members it keeps.
+    timeline_ttl_s: int = 0
+    timeline_max: int = recording_timeline.MAX_ENTRIES
 
     def _common(self, sid: str) -> list[Any]:
+        # A recording of one event without sid/sequence (notice:<id>) has no timeline.
+        timeline_ttl = 0 if keys.is_unordered_sid(sid) else self.timeline_ttl_s
         return [self.clock.script_ms(), self.ttl_s, self.hold_ms, self.lease_ms,
-                self.deadline_ms, self.deadletter_maxlen, sid, keys.INBOX_GROUP]
+                self.deadline_ms, self.deadletter_maxlen, sid, keys.INBOX_GROUP,
+                timeline_ttl, self.timeline_max]
 
     # -- queued forms -------------------------------------------------------------
     def q_admit(self, pipe: Pipe, sid: str, field: str, sequence: int, entry_id: str,
@@ -204,9 +214,13 @@ class Ordering:
         return scripts.evalsha(pipe, "start", recording_keys(sid), args)
 
     def q_finish(self, pipe: Pipe, sid: str, member: str, handler: str, task_id: str,
-                 failure: Failure | None = None) -> object:
+                 failure: Failure | None = None, *, duration_ms: float | None = None,
+                 run: bool = True) -> object:
+        """``duration_ms``: how long the handler ran, for the run's timeline member;
+        ``run``: False for a slot that is not a handler run (the fold's own)."""
         dead = [failure.reason, failure.detail, failure.exception] if failure else ["", "", ""]
-        args = [*self._common(sid), member, handler, task_id, *dead]
+        ms = "" if duration_ms is None else f"{duration_ms:.2f}"
+        args = [*self._common(sid), member, handler, task_id, *dead, "1" if run else "0", ms]
         return scripts.evalsha(pipe, "finish", recording_keys(sid), args)
 
     # -- immediate forms ----------------------------------------------------------
@@ -223,9 +237,10 @@ class Ordering:
         return bool(_one(client, lambda p: self.q_start(p, sid, member, handler, task_id)))
 
     def finish(self, client: redis.Redis, sid: str, member: str, handler: str, task_id: str,
-               failure: Failure | None = None) -> Finished:
+               failure: Failure | None = None, *, duration_ms: float | None = None,
+               run: bool = True) -> Finished:
         return parse_finish(_one(client, lambda p: self.q_finish(
-            p, sid, member, handler, task_id, failure)))
+            p, sid, member, handler, task_id, failure, duration_ms=duration_ms, run=run)))
 
 
 def _one(client: redis.Redis, call: scripts.Call) -> Any:

@@ -19,10 +19,17 @@
 --  10 inbox     stream (global; admit acknowledges its entry)
 --  11 record    string: the recording's folded record (JSON), only read here: an
 --               "event" reply carries it to the process that folds the event
+--  12 timeline  zset: the dashboard's timeline of the recording (sequence -> JSON
+--               member, agora_callbacks/recording_timeline.py); finish and the
+--               deadline sweep add one member per handler run that ended
+--  13 the dashboard's "dead letters" flag (zset sid -> ms, global, trimmed by
+--               recordings_index.prune): set when a handler run is dead-lettered
 -- ARGV common to every script:
 --   1 now_ms (0: the server's clock)   2 ttl_s   3 hold_ms   4 lease_ms (DISPATCH_LEASE_MS)
 --   5 deadline_ms (HANDLER_DEADLINE_S in ms)   6 dead letters kept (approximate)
 --   7 sid   8 inbox consumer group
+--   9 timeline ttl_s (RECORD_TTL_S; 0: no timeline, e.g. a notice:<id> recording)
+--  10 timeline members kept (the highest sequences)
 --
 -- A member is "<sequence>|<dedupe field>"; it names one admitted event.
 -- Every script that changes a recording ends with arm(): the recording's timer
@@ -32,7 +39,7 @@
 local K_DEDUPE, K_ORDER, K_BUFFER, K_EVENTS, K_TURN, K_ARRIVALS =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_TIMERS, K_COUNTERS, K_DEADLETTERS, K_INBOX = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local K_RECORD = KEYS[11]
+local K_RECORD, K_TIMELINE, K_DLFLAG = KEYS[11], KEYS[12], KEYS[13]
 
 local function clock(arg)
   local n = tonumber(arg)
@@ -49,6 +56,8 @@ local DEADLINE = tonumber(ARGV[5])
 local DL_MAXLEN = ARGV[6]
 local SID = ARGV[7]
 local GROUP = ARGV[8]
+local TL_TTL = tonumber(ARGV[9]) or 0
+local TL_MAX = tonumber(ARGV[10]) or 0
 -- Publishes of one turn are retried with a growing lease, at most this many times
 -- the first one (a long queue backlog must not multiply the copies).
 local MAX_BACKOFF = 32
@@ -107,6 +116,41 @@ local function dead_letter(record, member, handler, reason, detail, exc)
              'handler', handler, 'exc', exc or '',
              'extra', cjson.encode({sid = SID, member = member}))
   count('deadletters_handler', 1)
+end
+
+-- At most n bytes of s, cut at a UTF-8 character boundary.
+local function clip(s, n)
+  if #s <= n then return s end
+  local cut = n
+  while cut > 0 do
+    local b = string.byte(s, cut + 1)
+    if b < 128 or b >= 192 then break end
+    cut = cut - 1
+  end
+  return string.sub(s, 1, cut)
+end
+
+-- The dashboard's timeline: one handler run of `member` that ended (outcome "done",
+-- a dead letter's reason, or "lost"), as the member recording_timeline.load reads;
+-- a dead-lettered run also sets the recordings list's "dead letters" flag. The
+-- timeline keeps its TL_MAX highest sequences and expires TL_TTL after its last write.
+local function timeline_run(member, handler, outcome, ms, detail, exc)
+  if TL_TTL <= 0 then return end
+  local seq = tonumber(string.match(member, '^(%-?%d+)|'))
+  if not seq then return end
+  local run = {k = 'h', handler = handler, outcome = outcome,
+               ms = tonumber(ms) or cjson.null, exception = clip(exc or '', 500),
+               redriven = false}
+  if detail and detail ~= '' then run['detail'] = clip(detail, 500) end
+  -- The integers spliced in as digits (cjson writes 14 significant digits only).
+  local json = '{"seq":' .. int(seq) .. ',"at_ms":' .. int(NOW) .. ','
+    .. string.sub(cjson.encode(run), 2)
+  redis.call('ZADD', K_TIMELINE, int(seq), json)
+  if TL_MAX > 0 and redis.call('ZCARD', K_TIMELINE) > TL_MAX then
+    redis.call('ZREMRANGEBYRANK', K_TIMELINE, 0, -TL_MAX - 1)
+  end
+  redis.call('EXPIRE', K_TIMELINE, TL_TTL)
+  if outcome ~= 'done' then redis.call('ZADD', K_DLFLAG, int(NOW), SID) end
 end
 
 -- Reply of take: {kind, due_ms, member, record, late, gap, republished, now_ms,
@@ -181,6 +225,7 @@ local function look_at_turn(cur)
         detail = 'no report from the handler within HANDLER_DEADLINE_S=' .. int(DEADLINE / 1000)
       end
       dead_letter(record, cur, handler, 'lost', detail, '')
+      timeline_run(cur, handler, 'lost', nil, detail, '')
       redis.call('HDEL', K_TURN, handler)
     elseif owner == '-' then
       unstarted[#unstarted + 1] = handler

@@ -5,11 +5,11 @@
 -- process died mid-run) may run again. Starting pushes the handler's deadline to
 -- now + HANDLER_DEADLINE. Prefixed with _lib.lua.
 --
--- KEYS: see _lib.lua (1-10)
--- ARGV: 1-8 see _lib.lua   9 member   10 handler name   11 task id
+-- KEYS: see _lib.lua (1-13)
+-- ARGV: 1-10 see _lib.lua   11 member   12 handler name   13 task id
 -- Reply: 1 run it, 0 skip it (the turn is over, the handler finished, or another
 --        copy started it; counted in skipped_copies).
-local member, handler, task = ARGV[9], ARGV[10], ARGV[11]
+local member, handler, task = ARGV[11], ARGV[12], ARGV[13]
 if redis.call('HGET', K_ORDER, 'cur') ~= member then
   count('skipped_copies', 1)
   return 0
