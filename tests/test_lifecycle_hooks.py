@@ -72,3 +72,27 @@ def test_a_phase_hook_runs_once_whatever_copies_arrive(
     key = hook_key(SID, "finished", "test.hook.once")
     assert redis_client.get(key) == b"copy-1"
     assert 0 < redis_client.ttl(key) <= Settings.from_env().record_ttl_s
+
+
+def test_a_hook_registers_under_rabbitmq_against_its_redelivery_limit() -> None:
+    """@on_recording checks its time options against the active broker's limit (as
+    @on_event does): with RabbitMQ the Celery app has no visibility timeout to read."""
+    import subprocess
+    import sys
+
+    code = (
+        "from agora_callbacks import on_recording\n"
+        "@on_recording('finished', time_limit=60)\n"
+        "def ok(recording): pass\n"
+        "try:\n"
+        "    @on_recording('failed', time_limit=10**6)\n"
+        "    def too_long(recording): pass\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CELERY_BROKER_URL"}
+    env.update({"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+                "REDIS_URL": "redis://127.0.0.1:1/0", "AGORA_NCS_SECRETS": "s"})
+    ran = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert "RABBITMQ_CONSUMER_TIMEOUT_S" in ran.stdout, ran.stdout

@@ -31,7 +31,7 @@ from celery import Task
 
 from agora_callbacks import keys, metrics
 from agora_callbacks.logs import get_logger
-from agora_callbacks.workers.registry import Handler, Registry, check_time_options
+from agora_callbacks.workers.registry import Handler, Registry, check_broker_limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,11 +142,7 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name or "|" in name:
                 raise ValueError(f"hook name {name!r} may not contain ',', '|' or a newline")
-            conf = celery_app.conf
-            check_time_options(
-                name, celery_options,
-                visibility_timeout_s=conf.broker_transport_options["visibility_timeout"],
-                time_limit_s=conf.task_time_limit)
+            check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
             handler = Handler(name=name, fn=fn, kwargs=_accepted(fn))
             handler.task = _make_task(handler, celery_options)
             fn.__agora_hook__ = handler  # type: ignore[attr-defined]

@@ -167,6 +167,19 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
 REGISTRY = Registry()
 
 
+def check_broker_limits(name: str, celery_options: dict[str, Any],
+                        time_limit_s: int | None) -> None:
+    """``check_time_options`` against the active broker's redelivery horizon
+    (``Settings.handler_redelivery_s``: Redis's visibility timeout, or RabbitMQ's
+    consumer timeout), for a handler or a lifecycle hook being registered."""
+    from agora_callbacks.workers import runtime
+
+    settings = runtime.get().settings
+    check_time_options(name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
+                       time_limit_s=time_limit_s,
+                       limit_name=settings.handler_redelivery_setting)
+
+
 def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
     """Register the decorated function as a handler of the selected events."""
     if not selectors:
@@ -181,13 +194,7 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name:
                 raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
-            from agora_callbacks.workers import runtime
-
-            settings = runtime.get().settings
-            check_time_options(
-                name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
-                time_limit_s=celery_app.conf.task_time_limit,
-                limit_name=settings.handler_redelivery_setting)
+            check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
             handler = Handler(name=name, fn=fn, kwargs=accepted_kwargs(fn))
             handler.task = make_task(handler, celery_options)
             fn.__agora_handler__ = handler  # type: ignore[attr-defined]
