@@ -166,3 +166,14 @@ def start_worker(redis_client: redis.Redis, redis_server: ServerProcess, broker:
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    """A local fake of Agora's REST API (``tests/fake_agora.py``) on a free port."""
+    from fake_agora import FakeAgora
+
+    server = FakeAgora()
+    server.start()
+    yield server
+    server.stop()

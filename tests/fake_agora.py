@@ -177,3 +177,9 @@ class FakeAgora:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+
+
+def credentials(url: str) -> dict[str, str]:
+    """The environment that turns reconciliation on against ``url`` (test values)."""
+    return {"AGORA_APP_ID": APP_ID, "AGORA_CUSTOMER_ID": CUSTOMER_ID,
+            "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET, "AGORA_REST_URL": url}

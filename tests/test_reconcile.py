@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from fake_agora import (
     TIMEOUT_62,
     FakeAgora,
     Reply,
+    credentials,
     ok_json,
     ok_string,
     ok_web,
@@ -37,19 +37,6 @@ SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
 RID = "JyvK8nXHuV1BE-resource"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAgora]:
-    server = FakeAgora()
-    server.start()
-    yield server
-    server.stop()
-
-
-def reconcile_env(url: str) -> dict[str, str]:
-    return {"AGORA_APP_ID": APP_ID, "AGORA_CUSTOMER_ID": CUSTOMER_ID,
-            "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET, "AGORA_REST_URL": url}
-
-
 def make_client(fake: FakeAgora, client: redis.Redis, **kwargs: Any) -> QueryClient:
     return QueryClient(fake.url, APP_ID, CUSTOMER_ID, CUSTOMER_SECRET,
                        RateLimiter(client, APP_ID), **kwargs)
@@ -63,7 +50,7 @@ REG = registration.Registration(sid=SID, resource_id=RID, mode="mix")
 
 def test_reconciliation_is_off_by_default_and_on_with_all_three() -> None:
     assert not Settings.from_env({}).reconcile_enabled
-    on = Settings.from_env(reconcile_env("https://api.sd-rtn.com"))
+    on = Settings.from_env(credentials("https://api.sd-rtn.com"))
     assert on.reconcile_enabled
     assert Settings.from_env({}).agora_rest_url == "https://api.sd-rtn.com"
 

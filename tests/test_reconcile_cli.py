@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 from click.testing import CliRunner
-from fake_agora import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, NOT_FOUND, FakeAgora, Reply, ok_json
+from fake_agora import APP_ID, NOT_FOUND, FakeAgora, Reply, credentials, ok_json
 
 from agora_callbacks import logs
 from agora_callbacks.cli import main
@@ -18,14 +16,6 @@ from agora_callbacks.simulate.lifecycles import new_sid
 from agora_callbacks.workers.builtin import store
 
 RID = "resource-id-cli"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAgora]:
-    server = FakeAgora()
-    server.start()
-    yield server
-    server.stop()
 
 
 def invoke(env: dict[str, str], *args: str) -> Any:
@@ -37,9 +27,7 @@ def invoke(env: dict[str, str], *args: str) -> Any:
 
 
 def on(fake: FakeAgora) -> dict[str, str]:
-    return {"AGORA_APP_ID": APP_ID, "AGORA_CUSTOMER_ID": CUSTOMER_ID,
-            "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET, "AGORA_REST_URL": fake.url,
-            "LOG_LEVEL": "warning"}
+    return {**credentials(fake.url), "LOG_LEVEL": "warning"}
 
 
 def test_reconcile_folds_the_answer_and_says_what_it_found(

@@ -40,14 +40,6 @@ FAST = policy.Policy(failover_window_s=1.0, error_budget_s=1.0, backoff_first_s=
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAgora]:
-    server = FakeAgora()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def on(settings: Settings, fake: FakeAgora) -> Settings:
     return dataclasses.replace(settings, agora_app_id=APP_ID, agora_customer_id=CUSTOMER_ID,
                                agora_customer_secret=CUSTOMER_SECRET, agora_rest_url=fake.url)
