@@ -323,7 +323,7 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
             # (d) memory of active recordings: every event admitted, waiting behind a
             # turn held by event 0 (no handler runs: admitted directly, no worker).
             worker.stop()
-            client.flushall()
+            client.execute_command("FLUSHALL", "SYNC")  # lazyfree may make a plain FLUSHALL async
             mem0 = int(client.info("memory")["used_memory"])
             ordering = Ordering(ttl_s=86400, hold_ms=15000, lease_ms=5000,
                                 deadline_ms=3_600_000)
