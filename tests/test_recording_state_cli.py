@@ -88,3 +88,17 @@ def test_help() -> None:
     assert result.exit_code == 0
     assert "--json" in result.output
     assert "recording" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_summary_lists_the_lifecycle_phases_fired(redis_client: redis.Redis) -> None:
+    record = folded("composite")
+    record["lifecycle"] = {"fired": {}, "pending": [], "marks": {}, "reconcile": {}}
+    store.save(redis_client, SID, record, ttl_s=60)
+    assert "Lifecycle: no phase fired yet\n" in invoke(SID).stdout
+    record["lifecycle"]["fired"] = {
+        "started": {"at_ms": 1, "source": "events"},
+        "files_ready": {"at_ms": 2, "source": "query"},
+        "failed": {"at_ms": 2, "source": "events", "reason": "upload_failed"}}
+    store.save(redis_client, SID, record, ttl_s=60)
+    assert ("Lifecycle: started, files_ready (from query), failed (upload_failed)\n"
+            in invoke(SID).stdout)

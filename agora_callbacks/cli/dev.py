@@ -230,7 +230,8 @@ def _lock(lock: DataDirLock) -> None:
 
 def _banner(base: str, flower_port: int | None, secret: str, token: str,
             notes: list[tuple[str, str]]) -> None:
-    rows = [("callback URL", f"{base}/agora/ncs")]
+    rows = [("callback URL", f"{base}/agora/ncs"),
+            ("dashboard", f"{base}/ui/  (sign in with the admin token)")]
     if flower_port is not None:
         rows.append(("Flower", f"http://127.0.0.1:{flower_port}  (API: /api/workers, /api/tasks)"))
     rows.append(("web metrics", f"{base}/metrics  (Authorization: Bearer <admin token>)"))

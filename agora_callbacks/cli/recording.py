@@ -140,6 +140,22 @@ def _sequences(record: dict[str, Any]) -> str:
     return f"last {s['last']}; missing {missing}; skipped gaps {gaps}; late {late}"
 
 
+def _lifecycle(record: dict[str, Any]) -> str:
+    """The lifecycle phases fired (``@on_recording``), in firing order, with a failure's
+    reason and the source of a phase that ``query`` decided."""
+    fired = (record.get("lifecycle") or {}).get("fired") or {}
+    if not fired:
+        return "no phase fired yet"
+    parts = []
+    for phase, info in sorted(fired.items(), key=lambda item: (item[1] or {}).get("at_ms") or 0):
+        info = info or {}
+        extra = [str(info["reason"])] if info.get("reason") else []
+        if info.get("source") and info["source"] != "events":
+            extra.append(f"from {info['source']}")
+        parts.append(f"{phase} ({', '.join(extra)})" if extra else phase)
+    return ", ".join(parts)
+
+
 def render(record: dict[str, Any]) -> str:
     """The readable summary of a record."""
     state, times, upload = record["status"], record["times"], record["upload"]
@@ -183,6 +199,7 @@ def render(record: dict[str, Any]) -> str:
         for i in record.get("interruptions", [])])
     _section(lines, "Transcoding", _transcoding(record))
     _section(lines, "Web page recording", _web(record))
+    lines.append(f"Lifecycle: {_lifecycle(record)}")
     lines.append(f"Sequences: {_sequences(record)}")
     counts = record["event_types"]
     types = ", ".join(f"{k} x{counts[k]}" for k in sorted(counts, key=numeric_order))
