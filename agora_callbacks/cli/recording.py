@@ -17,7 +17,7 @@ import click
 
 from agora_callbacks.cli import context
 from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status
-from agora_callbacks.workers.builtin import store
+from agora_callbacks.workers.builtin import phases, store
 
 #: How each lifecycle phase is coloured on a terminal.
 PHASE_LEVEL = {"exited": OK, "uploaded": OK, "transcoded": OK, "recording": OK,
@@ -147,7 +147,10 @@ def _lifecycle(record: dict[str, Any]) -> str:
     if not fired:
         return "no phase fired yet"
     parts = []
-    for phase, info in sorted(fired.items(), key=lambda item: (item[1] or {}).get("at_ms") or 0):
+    rank = {phase: i for i, phase in enumerate(phases.ORDER)}
+    # The stored record's keys are sorted: order by when, then by the firing order.
+    for phase, info in sorted(fired.items(), key=lambda item: (
+            (item[1] or {}).get("at_ms") or 0, rank.get(item[0], len(rank)))):
         info = info or {}
         extra = [str(info["reason"])] if info.get("reason") else []
         if info.get("source") and info["source"] != "events":
