@@ -25,9 +25,7 @@ import redis
 from sim import Rates, Result, Simulation, scenarios
 from sim.model import relevant
 from sim.mutants import MUTANTS, mutated
-from sim.world import ON_FAILURE_NEEDS_START, SIM_ENV, sim_settings
-
-from agora_callbacks import keys
+from sim.world import SIM_ENV, sim_settings
 
 #: Seconds of simulation per test session (all seeds of both mixes together).
 SIM_BUDGET_S = float(os.environ.get("SIM_BUDGET_S", "75"))
@@ -126,22 +124,12 @@ def test_the_simulation_settings_pass_the_settings_rules(redis_server: Any) -> N
     assert settings.claim_idle_ms == int(SIM_ENV["CLAIM_IDLE_MS"])
 
 
-@pytest.mark.xfail(not ON_FAILURE_NEEDS_START, strict=True, reason=(
-    "workers bug: a second NOSCRIPT escapes ordering._one as NoScriptError (not in "
-    "dispatch.TRANSIENT); the task fails and on_failure records a final failure under a "
-    "task id whose earlier delivery still runs the handler, so the next event starts "
-    "under it (fixed once on_failure records only a started run)"))
 def test_a_second_script_flush_during_a_start_keeps_the_order(
         redis_server: Any, redis_client: redis.Redis) -> None:
     result = scenarios.second_script_flush_during_a_start(redis_server.url)
     assert not result.violations, "\n".join(result.violations)
 
 
-@pytest.mark.xfail(not hasattr(keys, "unordered_sid"), strict=True, reason=(
-    "workers gap: an unordered handler's final failure is dead-lettered only by "
-    "finish_notice; when it gives up (Redis away past REDIS_RETRY_S) nothing else writes "
-    "the dead letter (no deadline for events without ordering; fixed once such an event "
-    "is a recording of its own)"))
 def test_an_unordered_failure_is_dead_lettered_when_redis_was_away(
         redis_server: Any, redis_client: redis.Redis) -> None:
     result = scenarios.unordered_failure_while_redis_is_away(redis_server.url)

@@ -53,11 +53,8 @@ the snapshot the server restarted from:
   whose start or finish record a rollback lost is accepted as done);
 - the counters lose the increments after the snapshot: they are not compared.
 
-Events without ``sid``/``sequence`` are checked as the workers checked out handle
-them: as the only event of a recording of its own (``keys.unordered_sid``, since
-9adf9bf), or, before, by ``noticeId`` (``claim_notice``/``finish_notice``), where
-the gaps found then (see ``scenarios.py``) are counted as ``known`` gaps rather
-than violations, except in the scenarios (``strict``).
+Events without ``sid``/``sequence`` are checked as the workers handle them: as
+the only event of a recording of its own (``keys.unordered_sid``).
 
 The gentle fault mix (``Rates.gentle``) has no fault that may legitimately make a
 handler miss its deadline, so there a ``lost`` dead letter is a ``liveness``
@@ -197,7 +194,6 @@ class Model:
     rollbacks: int = 0
     step: int = 0
     now: int = 0
-    lost_unordered: set[tuple[str, str]] = field(default_factory=set)
     seen_sids: dict[str, None] = field(default_factory=dict)  # every sid admitted
     #: handlers a task gave up starting or reporting (Redis away past REDIS_RETRY_S,
     #: or as good as: a stalled round trip counts): their deadline decides them
@@ -206,9 +202,6 @@ class Model:
     publishes: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     trace: list[str] = field(default_factory=list)
     known: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    #: (ident, task) of task copies whose start raised and whose Celery on_failure
-    #: then recorded a final failure (``workers/task.py``)
-    start_raised: set[tuple[tuple[str, str, str], str]] = field(default_factory=set)
     forgotten_outcomes: dict[tuple[str, str, str], int] = field(
         default_factory=lambda: defaultdict(int))
     #: (sid, member) of every event a take dispatched flagged late
@@ -259,11 +252,9 @@ class Model:
                     continue
                 if (other.active and (other.key, other.task) not in self.task_done
                         and self.now - other.granted_at < self.deadline_ms):
-                    report = (self.known_gap if (other.key, other.task) in self.start_raised
-                              else self.violate)
-                    report("overlap", f"{ident} task {task} started while "
-                           f"{other.key} task {other.task} (started at "
-                           f"{other.granted_at}, by {other.executor}) runs")
+                    self.violate("overlap", f"{ident} task {task} started while "
+                                 f"{other.key} task {other.task} (started at "
+                                 f"{other.granted_at}, by {other.executor}) runs")
                 if other.seq > seq and not late:
                     self.violate("order", f"{ident} task {task} (not late) started after "
                                  f"{other.key} task {other.task}")
@@ -285,7 +276,7 @@ class Model:
         kv, argv = args[3:3 + nkeys], args[3 + nkeys:]
         # The sid and the script's own arguments (after the common ten, _lib.lua).
         shown = [text(a)[:40] for a in argv[6:7] + argv[10:] if not text(a).startswith("{")]
-        if name in ("claim_notice", "start_notice", "finish_notice", "settle_entry"):
+        if name == "settle_entry":
             shown = [text(kv[0])] + [text(a)[:40] for a in argv[:3]]
         if name == "save_record":
             self._saved(argv, reply)
@@ -305,9 +296,6 @@ class Model:
             if status != "stale":
                 ident = (text(argv[6]), text(argv[10]), text(argv[11]))
                 self.outcomes[ident].append((self.step, text(argv[12])))
-        elif name == "finish_notice" and int(reply) == 1:
-            notice = text(kv[0]).removeprefix("acb:unordered:")
-            self.outcomes[("", notice, text(argv[0]))].append((self.step, text(argv[1])))
 
     def _saved(self, argv: list[Any], reply: Any) -> None:
         """A record written (``save_record.lua``); a fold's (its turn is named) adds
@@ -505,8 +493,6 @@ class Model:
         finished: set[tuple[str, str]] = set()  # events with a handler finished
         # (sid, dedupe field, sequence) -> the bodies of one event
         events: dict[tuple[str, str, int], list[Body]] = defaultdict(list)
-        notices: dict[str, list[Body]] = defaultdict(list)
-        as_recordings = hasattr(keys, "unordered_sid")
         for b in alive:
             s = b.sent
             if s.kind in ("invalid", "stale"):
@@ -517,12 +503,10 @@ class Model:
                 tally[s.kind] += 1
             elif s.kind == "ordered":
                 events[(s.sid, f"{s.event_type}:{s.sequence}", s.sequence)].append(b)
-            elif as_recordings:
-                # The workers handle it as the only event of a recording of its own.
-                usid = keys.unordered_sid(s.notice_id)  # type: ignore[attr-defined]
-                events[(usid, f"n:{s.notice_id}", 0)].append(b)
             else:
-                notices[s.notice_id].append(b)
+                # The workers handle it as the only event of a recording of its own.
+                usid = keys.unordered_sid(s.notice_id)
+                events[(usid, f"n:{s.notice_id}", 0)].append(b)
         for entry, reasons in body_letters.items():
             self.violate("outcome", f"body dead letters {reasons} for entry {entry}, which "
                          f"is not an invalid or stale body")
@@ -559,56 +543,6 @@ class Model:
         if self.folds:
             self._check_folds(admin, events, finished)
         self._check_timeline(admin, events, ran)
-
-        for notice, bodies in notices.items():
-            owner = admin.hget(f"acb:unordered:{notice}", "e")  # keys.notice_dedupe
-            entries = {b.entry_id for b in bodies}
-            if owner is None or text(owner) not in entries:
-                self.violate("outcome", f"unordered {notice}: claimed by {owner!r}, not by "
-                             f"one of its entries {sorted(entries)}")
-            tally["duplicate"] += len(bodies) - 1
-            tally["event"] += 1
-            s = bodies[0].sent
-            event_type = json.loads(s.body)["eventType"]
-            for handler in self.handlers_for(event_type, MSG_NAMES.get(event_type)):
-                n_done = len(self.outcomes.get(("", notice, handler), []))
-                if (notice, handler) in self.lost_unordered and n_done == 0:
-                    # Its only message was lost in the broker: nothing publishes an
-                    # event without ordering again (see the report).
-                    self.known_gap("unordered_never_run", f"unordered {notice} handler "
-                                   f"{handler}: its message was lost, never run")
-                    continue
-                if n_done == 0 and any(k == ("", notice, handler)
-                                       for k, _t in self.start_raised):
-                    # A copy's start raised; Celery acked it (acks on failure) after a
-                    # refused finish: nothing publishes an event without ordering again.
-                    self.known_gap("unordered_never_run", f"unordered {notice} handler "
-                                   f"{handler}: its task's start failed, never run")
-                    continue
-                ident = ("", notice, handler)
-                runs = [r for r in self.grants.get(ident, []) if r.completed]
-                if n_done == 0 and any(r.unreported and r.failed for r in runs):
-                    # Nothing but finish_notice writes this failure's dead letter, and
-                    # it gave up: no deadline catches an event without ordering.
-                    self.known_gap("unordered_failure_unreported", f"unordered {notice} "
-                                   f"handler {handler}: failed for good, its finish gave "
-                                   f"up (Redis away past REDIS_RETRY_S), no dead letter")
-                    continue
-                if n_done == 0 and any(r.unreported for r in runs):
-                    # It ran to completion; only its "done" mark is missing (harmless
-                    # for a success: no copy may start any more).
-                    tally["handler_done_unreported"] += 1
-                    continue
-                if n_done == 0 and runs and (
-                        self.forgotten_outcomes.get(ident) or any(r.forgotten for r in runs)):
-                    # It ran to completion, and a rollback lost the record of its start
-                    # or its finish (then finish_notice refuses it): it needs nothing more.
-                    tally["handler_done_record_lost"] += 1
-                    continue
-                if n_done != 1:
-                    self.violate("outcome", f"unordered {notice} handler {handler}: finished "
-                                 f"{n_done} times (once expected)")
-                tally["handler_done"] += 1
 
         if counters_exact:
             c = {text(k): int(v) for k, v in admin.hgetall(keys.COUNTERS).items()}

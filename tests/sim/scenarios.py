@@ -89,8 +89,8 @@ def second_script_flush_during_a_start(url: str) -> Result:
 
 def unordered_failure_while_redis_is_away(url: str) -> Result:
     """An event without ordering: its handler fails for good while Redis is away
-    for longer than REDIS_RETRY_S; ``finish_notice`` (which alone writes the
-    failure's dead letter) gives up, and nothing else (no deadline) ever writes it."""
+    for longer than REDIS_RETRY_S, and its finish gives up; the handler's deadline
+    (it is the only event of a recording of its own) still dead-letters it once."""
     sim = Simulation(url, 0, rates=NO_FAULTS, sids=1, strict=True)
 
     def drive() -> None:

@@ -36,7 +36,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -58,13 +57,6 @@ from .scheduler import Op, Scheduler, VirtualClock
 from .traffic import Sent, Traffic, meta_for
 
 T0 = 1_900_000_000_000  # virtual unix ms at the start of every run
-
-#: workers/task.py's on_failure records a final failure only for a run whose start
-#: was recorded (``agora_started``); before that change, for any failure. The
-#: executors below follow whichever the checked-out task.py does.
-ON_FAILURE_NEEDS_START = "agora_started" in (
-    Path(__file__).resolve().parents[2] / "workers" / "task.py").read_text()
-
 
 def notice_of(key: str) -> str:
     """The noticeId of an event without ordering, from its dedupe key."""
@@ -343,15 +335,10 @@ class Executor:
             # (finish applies only if this task holds the handler), then acks.
             ident = (sid, member if sid else notice_of(key), name)
             sim.model.gave_up.add(ident)
-            if ON_FAILURE_NEEDS_START:
-                sim.model.note(f"{self!r} start of {ident} task={task_id} raised "
-                               f"{type(exc).__name__}: on_failure records nothing")
-                self._ack(msg)
-                return
-            sim.model.start_raised.add((ident, task_id))
+            # on_failure records a final failure only for a started run: nothing here.
             sim.model.note(f"{self!r} start of {ident} task={task_id} raised "
-                           f"{type(exc).__name__}: on_failure records a failure")
-            self._finish(msg, Failure("handler_failed", "sim", f"{type(exc).__name__}"))
+                           f"{type(exc).__name__}: on_failure records nothing")
+            self._ack(msg)
             return
         if not granted:
             self._ack(msg)
@@ -785,9 +772,6 @@ class Simulation:
                 settled = self.settle()
                 if not settled:
                     self.model.violate("settled", "the run did not settle (liveness)")
-                for msg in self.broker.lost:
-                    if not msg.args[0]:  # an event without ordering: never published again
-                        self.model.lost_unordered.add((notice_of(msg.args[2]), msg.name))
                 if self.broker.max_wait_ms >= self.settings.handler_deadline_s * 500:
                     self.model.lost_ok = True  # see Rates.gentle
                     self.model.note(f"queue overloaded: a message waited "
