@@ -31,7 +31,7 @@ from celery import Task
 
 from agora_callbacks import keys, metrics
 from agora_callbacks.logs import get_logger
-from agora_callbacks.workers.registry import Handler, Registry, check_broker_limits
+from agora_callbacks.workers.registry import Handler, Registry, celery_task, check_broker_limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,18 +111,11 @@ class LifecycleTask(Task):
 
 
 def _make_task(handler: Handler, options: dict[str, Any]) -> Any:
-    from agora_callbacks.workers.app import celery_app
-
     def run(self: LifecycleTask, sid: str, phase: str, info: dict[str, Any],
             record: dict[str, Any]) -> Any:
         return self.run_hook(sid, phase, info, record)
 
-    run.__name__ = handler.fn.__name__
-    run.__qualname__ = handler.fn.__qualname__
-    run.__module__ = handler.fn.__module__
-    run.__doc__ = handler.fn.__doc__
-    return celery_app.task(bind=True, base=LifecycleTask, name=handler.name,
-                           agora_handler=handler, **options)(run)
+    return celery_task(handler, LifecycleTask, run, options)
 
 
 def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:

@@ -167,6 +167,20 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
 REGISTRY = Registry()
 
 
+def celery_task(handler: Handler, base: type, run: Callable[..., Any],
+                options: dict[str, Any]) -> Any:
+    """``run`` (bound, of task class ``base``) made the Celery task of ``handler``,
+    named and documented like the user's function (Flower shows them)."""
+    from agora_callbacks.workers.app import celery_app
+
+    run.__name__ = handler.fn.__name__
+    run.__qualname__ = handler.fn.__qualname__
+    run.__module__ = handler.fn.__module__
+    run.__doc__ = handler.fn.__doc__
+    return celery_app.task(bind=True, base=base, name=handler.name,
+                           agora_handler=handler, **options)(run)
+
+
 def check_broker_limits(name: str, celery_options: dict[str, Any],
                         time_limit_s: int | None) -> None:
     """``check_time_options`` against the active broker's redelivery horizon

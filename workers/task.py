@@ -51,7 +51,7 @@ from agora_callbacks.logs import get_logger
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.dispatch import Dispatcher, failure_of
 from agora_callbacks.workers.ordering import Failure, Turn, sequence_of
-from agora_callbacks.workers.registry import Handler
+from agora_callbacks.workers.registry import Handler, celery_task
 
 log = get_logger("workers.task")
 
@@ -242,15 +242,9 @@ class HandlerTask(Task):
 
 def make_task(handler: Handler, options: dict[str, Any]) -> Any:
     """The Celery task of ``handler`` (on the app of ``agora_callbacks.workers.app``)."""
-    from agora_callbacks.workers.app import celery_app
 
     def run(self: HandlerTask, sid: str, member: str, key: str, late: bool,
             gap: list[int] | None, meta: dict[str, Any], body: str) -> Any:
         return self.run_handler(sid, member, key, late, gap, meta, body)
 
-    run.__name__ = handler.fn.__name__
-    run.__qualname__ = handler.fn.__qualname__
-    run.__module__ = handler.fn.__module__
-    run.__doc__ = handler.fn.__doc__
-    return celery_app.task(bind=True, base=HandlerTask, name=handler.name,
-                           agora_handler=handler, **options)(run)
+    return celery_task(handler, HandlerTask, run, options)
