@@ -249,18 +249,23 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
 
             first_s, celery_lat = bare_celery(items[: n // 2])
 
+            def through_pipeline(phase: str, bodies: list[tuple[str, bytes]]
+                                 ) -> tuple[float, list[float]]:
+                """Store ``bodies`` and wait until each was handled: events/s and
+                receive-to-handler latencies (CPU counted under ``phase``)."""
+                received: dict[str, float] = {}
+                b0 = cpu_by_part()
+                c0 = sum(b0.values())
+                t0 = time.monotonic()
+                store_all(client, bodies, received)
+                t1 = wait_count(client, len(bodies), timeout=600)
+                cpu[phase] = cpu_s(phase, b0) - c0
+                return len(bodies) / (t1 - t0), latencies(client, received)
+
             # (b) ours: the same number of stored bodies through the whole pipeline.
             reset(client)
             mem_before = int(client.info("memory")["used_memory"])
-            received: dict[str, float] = {}
-            b0 = cpu_by_part()
-            c0 = sum(b0.values())
-            t0 = time.monotonic()
-            store_all(client, items, received)
-            t1 = wait_count(client, n, timeout=600)
-            cpu["ours"] = cpu_s("ours", b0) - c0
-            ours_rate = n / (t1 - t0)
-            ours_lat = latencies(client, received)
+            ours_rate, ours_lat = through_pipeline("ours", items)
             counters = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTERS).items()}
             deadline = time.monotonic() + 30
             while client.xlen(keys.INBOX) and time.monotonic() < deadline:
@@ -275,15 +280,7 @@ def run(args: argparse.Namespace, n: int, rng: random.Random, broker_url: str | 
             reset(client)
             default_items = [(k.replace("bench", "deflt", 1), b.replace(b'"bench', b'"deflt'))
                              for k, b in items]
-            received_default: dict[str, float] = {}
-            b0 = cpu_by_part()
-            c0 = sum(b0.values())
-            t0 = time.monotonic()
-            store_all(client, default_items, received_default)
-            t1 = wait_count(client, n, timeout=600)
-            cpu["default"] = cpu_s("default", b0) - c0
-            default_rate = n / (t1 - t0)
-            default_lat = latencies(client, received_default)
+            default_rate, default_lat = through_pipeline("default", default_items)
             from agora_callbacks.workers.builtin import store
 
             sample_sids = [f"deflt{r:05d}" for r in range(0, args.recordings,
