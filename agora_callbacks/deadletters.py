@@ -1,16 +1,21 @@
 """Dead letters: everything that could not be handled, kept with its reason.
 
 A Redis Stream (``keys.DEADLETTERS``), trimmed to ``DEADLETTER_MAXLEN`` entries;
-the stream entry id is the dead letter's id. Two kinds:
+the stream entry id is the dead letter's id. Three kinds:
 
 - ``body``: a stored body that never became a dispatchable event (not JSON, not a
   valid event, a stale replay). Requeueing puts the raw bytes back in the inbox,
   marked as re-injected; deduplication still applies.
 - ``handler``: a handler that exhausted its retries (or never finished) on an
   event. The raw body, the handler's task name and the exception are kept.
+- ``hook``: a lifecycle hook (``@on_recording``) that failed for good on a
+  recording's phase. The body is the record (JSON) the hook got; ``extra`` holds
+  ``sid``, ``phase`` and ``info``; the hook's task name and the exception are kept.
+  Requeueing runs the hook again with that record (``redrive.redrive_hook``).
 
-Every dead letter carries the raw bytes, the reason, the receive metadata and the
-time, so nothing is lost and everything can be replayed.
+Every dead letter carries its bytes (a raw body, or a hook's record), the reason,
+the receive metadata (none for a hook) and the time, so nothing is lost and
+everything can be replayed.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from agora_callbacks import inbox, keys, metrics
 
 BODY = "body"
 HANDLER = "handler"
-KINDS = (BODY, HANDLER)
+HOOK = "hook"
+KINDS = (BODY, HANDLER, HOOK)
 #: What a dead letter id (a stream entry id) looks like, for messages.
 ID_EXAMPLE = "1700000000000-0"
 _ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")

@@ -1,4 +1,5 @@
-"""Re-run one handler on one event, from its ``handler`` dead letter.
+"""Re-run one handler on one event, from its ``handler`` dead letter, or one
+lifecycle hook on one recording, from its ``hook`` dead letter.
 
 The handler's Celery task is published again, by name, with the event's raw body,
 dedupe key and late/gap flags as they were. It runs *outside* the recording's
@@ -11,10 +12,17 @@ The handler gets the same ``key`` as the first time, so it can tell it has seen
 the event before (handlers are asked to be idempotent on it). The dead letter is
 removed once the task is published; if the handler fails again, its new failure
 is dead-lettered again.
+
+A hook's task is published again the same way, with the recording, the phase, the
+``info`` and the record it got the first time (``hook_task_args``); ``info`` gains
+``redrive``, the dead letter's id. The re-run claims a key of its own for that id
+(``workers.hook_runs.claim_key``; the phase's own key says ``failed``), so it
+runs once even if published twice, and a new failure is a new ``hook`` dead letter.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -57,3 +65,41 @@ def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter)
         app.close()
     deadletters.delete(client, letter.id)
     return str(result.id)
+
+
+def hook_task_args(letter: DeadLetter) -> list[Any]:
+    """The hook task's arguments for a ``hook`` dead letter:
+    ``(sid, phase, info, record)``, ``info`` marked with ``redrive``."""
+    extra = letter.extra
+    info = extra.get("info")
+    record = json.loads(letter.body)
+    if not isinstance(record, dict):
+        raise ValueError(f"dead letter {letter.id}: its body is not a record")
+    return [str(extra.get("sid", "")), str(extra.get("phase", "")),
+            {**(info if isinstance(info, dict) else {}), "redrive": letter.id}, record]
+
+
+def redrive_hook(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
+    """Publish the hook task of a ``hook`` dead letter again, then delete the dead
+    letter; return the new task id."""
+    if letter.kind != deadletters.HOOK or not letter.handler:
+        raise ValueError(f"dead letter {letter.id} is not a hook dead letter")
+    args = hook_task_args(letter)
+    if not args[0] or not args[1]:
+        raise ValueError(f"dead letter {letter.id} names no recording or phase")
+    app = producer_app(settings)
+    try:
+        result = app.send_task(letter.handler, args=args,
+                               argsrepr=f"(sid={args[0]!r}, phase={args[1]!r})", kwargsrepr="{}")
+    finally:
+        app.close()
+    deadletters.delete(client, letter.id)
+    return str(result.id)
+
+
+def redrive(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
+    """Publish the task of a ``handler`` or ``hook`` dead letter again
+    (``redrive_handler``, ``redrive_hook``); return the new task id."""
+    if letter.kind == deadletters.HOOK:
+        return redrive_hook(settings, client, letter)
+    return redrive_handler(settings, client, letter)

@@ -12,7 +12,10 @@ Export format (``agora-callbacks dlq export``), one JSON object per line::
      "body": "<the raw body, when it is UTF-8>"}        # or "body_b64": "<base64>"
 
 ``read_bodies`` accepts that format, and also files of raw NCS bodies, one per
-line (what a request log or a capture gives), told apart line by line.
+line (what a request log or a capture gives), told apart line by line. An export
+line of a ``hook`` dead letter holds a recording's record, not an event: it is
+skipped (``on_skip``), never injected (``agora-callbacks dlq requeue`` re-runs the
+hook).
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import redis
 
-from agora_callbacks import inbox, keys
+from agora_callbacks import deadletters, inbox, keys
 from agora_callbacks.deadletters import DeadLetter
 
 BATCH = 500
+#: Dead letter kinds whose body is no event: an export line of one is not replayed.
+NOT_EVENTS = (deadletters.HOOK,)
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,19 @@ def _is_export_record(value: Any) -> bool:
         and "payload" not in value and "kind" in value
 
 
-def read_bodies(lines: Iterable[bytes]) -> Iterator[Replayable]:
+def _no_skip_report(source: str, kind: str) -> None:
+    return None
+
+
+def read_bodies(lines: Iterable[bytes],
+                on_skip: Callable[[str, str], None] = _no_skip_report) -> Iterator[Replayable]:
     """Bodies from export lines or raw body lines; blank lines are skipped.
 
     A raw body line is kept byte for byte (without its line ending). A line that is
     neither valid JSON nor an export record is still a raw body: the workers will
-    dead-letter it with its reason, as they would have at first.
+    dead-letter it with its reason, as they would have at first. An export line of
+    a kind in ``NOT_EVENTS`` is not a body: ``on_skip(source, kind)`` is called
+    for it instead.
     """
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\r\n")
@@ -83,6 +95,9 @@ def read_bodies(lines: Iterable[bytes]) -> Iterator[Replayable]:
         except ValueError:
             value = None
         if _is_export_record(value):
+            if value["kind"] in NOT_EVENTS:
+                on_skip(str(value.get("id") or f"line {number}"), str(value["kind"]))
+                continue
             if "body_b64" in value:
                 body = base64.b64decode(value["body_b64"])
             else:

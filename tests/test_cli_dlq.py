@@ -12,6 +12,8 @@ from agora_callbacks import deadletters, inbox, keys
 from agora_callbacks.cli import main
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from agora_callbacks.workers import hook_runs
+from agora_callbacks.workers.ordering import Failure
 
 START = 1_700_000_000_000
 
@@ -38,6 +40,20 @@ def add_handler_letter(client: redis.Redis, settings: Settings, body: bytes) -> 
         key="abc:31:7", handler="myapp.handlers.on_upload",
         exception="Traceback (most recent call last):\n  ...\nValueError: boom")
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def add_hook_letter(client: redis.Redis, settings: Settings, sid: str = "f" * 32,
+                    phase: str = "files_ready") -> str:
+    """A hook dead letter as a worker writes it (the claim, then the outcome script)."""
+    run = hook_runs.HookRun(
+        sid=sid, phase=phase, info={"sequence": 9, "source": "events"},
+        record={"sid": sid, "files": [{"file_name": "a.m3u8"}]},
+        name="myapp.hooks.publish", task_id="t-1")
+    assert hook_runs.claim(client, run, 60)
+    return hook_runs.record_outcome(
+        client, run, Failure("handler_failed", "Traceback (most recent call last):\n  ...\n"
+                             "OSError: bucket unreachable", "OSError: bucket unreachable"),
+        maxlen=settings.deadletter_maxlen)
 
 
 @pytest.fixture
@@ -144,7 +160,29 @@ def test_list_filters_by_kind_reason_and_sid(redis_client: redis.Redis, settings
     code, out = run("list", "--kind", "body", "-n", "2", "--after", b)
     assert code == 0 and d in out and "next page" not in out
     code, out = run("list", "--kind", "nope")
-    assert code == 2 and "'nope' is not one of 'body', 'handler'" in out
+    assert code == 2 and "'nope' is not one of 'body', 'handler', 'hook'" in out
+
+
+def test_list_shows_the_recording_and_phase_of_a_hook_letter(
+        redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
+    a = add_body_letter(redis_client, settings, bodies[3])
+    h = add_hook_letter(redis_client, settings)
+    other = add_hook_letter(redis_client, settings, sid="e" * 32, phase="failed")
+    code, out = run("list", "--kind", "hook")
+    assert code == 0, out
+    rows = {row["ID"]: row for row in columns(out.strip().splitlines())}
+    keys_ = ["KIND", "REASON", "SID", "SEQ", "EVENT", "HANDLER", "ERROR"]
+    assert [rows[h][k] for k in keys_] == ["hook", "handler_failed", "f" * 32, "-",
+                                           "files_ready", "myapp.hooks.publish",
+                                           "OSError: bucket unreachable"]
+    assert rows[other]["SID"] == "e" * 32 and rows[other]["EVENT"] == "failed"
+    assert a not in rows
+
+    code, out = run("list", "--json", "--sid", "f" * 32)
+    found = {row["id"]: row for row in map(json.loads, out.strip().splitlines())}
+    assert sorted(found) == sorted([a, h])
+    assert found[h]["sid"] == "f" * 32 and found[h]["phase"] == "files_ready"
+    assert found[h]["extra"]["info"] == {"sequence": 9, "source": "events"}
 
 
 def test_list_pages(redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
@@ -170,6 +208,20 @@ def test_show_pretty_prints_the_body(redis_client: redis.Redis, settings: Settin
     code, out = run("show", c, "--json")
     record = json.loads(out)
     assert record["body"].encode() == bodies[5] and record["kind"] == "handler"
+
+
+def test_show_a_hook_letter(redis_client: redis.Redis, settings: Settings) -> None:
+    h = add_hook_letter(redis_client, settings)
+    code, out = run("show", h)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert any(line.split() == ["kind", "hook"] for line in lines)
+    assert any(line.split() == ["sid", "f" * 32] for line in lines)
+    assert any(line.split() == ["phase", "files_ready"] for line in lines)
+    assert any(line.split() == ["hook", "myapp.hooks.publish"] for line in lines)
+    assert '{"sequence": 9, "source": "events"}' in out
+    assert "record the hook got (" in out and '      "file_name": "a.m3u8"' in out
+    assert "event key" not in out and "received" not in out
 
 
 def test_show_keeps_non_utf8_bodies_exactly(redis_client: redis.Redis,

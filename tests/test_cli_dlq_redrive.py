@@ -1,5 +1,6 @@
-"""``dlq requeue`` of a handler dead letter re-runs that handler on that event, with a
-real Celery worker: the handler that gave up succeeds on the second try, once."""
+"""``dlq requeue`` of a handler dead letter re-runs that handler on that event, and of
+a hook dead letter that lifecycle hook on that record, with a real Celery worker:
+the handler or hook that gave up succeeds on the second try, once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,8 +19,10 @@ from workers_procs import Worker
 from agora_callbacks import deadletters, inbox
 from agora_callbacks.cli import main
 from agora_callbacks.embedded_server import ServerProcess
-from agora_callbacks.redrive import handler_task_args
+from agora_callbacks.redrive import handler_task_args, hook_task_args, producer_app
+from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle, new_sid
+from agora_callbacks.workers.hook_runs import claim_key, hook_key
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +85,77 @@ def test_task_args_keep_key_flags_and_body_outside_the_order() -> None:
         extra={"sid": "sid", "member": "7", "late": True, "gap": [3, 5]})
     assert handler_task_args(letter) == [
         "", "", "sid:31:7", True, [3, 5], {"request_id": "r", "origin": "dlq:1-0"}, '{"a":1}']
+
+
+@pytest.fixture
+def hook_worker(redis_server: ServerProcess, redis_client: redis.Redis,
+                tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(redis_server.url, "hook-redrive", concurrency=1, log_dir=tmp_path,
+               handlers="hook_redrive_handlers", env={"SETTLE_S": "1"})
+    try:
+        w.wait_ready(redis_client)
+        yield w
+    finally:
+        w.stop()
+
+
+def hook_runs(client: redis.Redis, sid: str) -> list[dict[str, Any]]:
+    return [json.loads(r) for r in client.lrange(f"t:hook-runs:{sid}", 0, -1)]
+
+
+def test_requeue_reruns_the_dead_lettered_hook_once(hook_worker: Worker,
+                                                     redis_client: redis.Redis) -> None:
+    sid = new_sid()
+    redis_client.set(f"t:hook-fail:{sid}", "1")
+    now = int(time.time() * 1000)
+    for e in lifecycle("composite", sid):
+        inbox.store(redis_client, encode(e), inbox.ReceiveMeta(now, "v2", 0, "127.0.0.1", "t"))
+
+    letters = wait_for(lambda: [d for d in deadletters.list_(redis_client)
+                                if d.kind == deadletters.HOOK],
+                       timeout=60, message="the failing hook to be dead-lettered")
+    assert isinstance(letters, list) and len(letters) == 1
+    letter = letters[0]
+    assert letter.handler == "e2e.copy_files" and letter.reason == "handler_failed"
+    assert letter.extra["sid"] == sid and letter.extra["phase"] == "files_ready"
+    (first,) = hook_runs(redis_client, sid)
+    assert json.loads(letter.body)["sid"] == sid and letter.extra["info"] == first["info"]
+
+    redis_client.delete(f"t:hook-fail:{sid}")
+    result = CliRunner().invoke(main, ["dlq", "requeue", letter.id], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 requeued, 0 failed" in result.output and "task e2e.copy_files[" in result.output
+    assert f"dlq list --kind hook --sid {sid}" in result.output
+    assert deadletters.get(redis_client, letter.id) is None
+
+    wait_for(lambda: len(hook_runs(redis_client, sid)) == 2, timeout=60,
+             message="the hook re-run")
+    rerun = hook_runs(redis_client, sid)[1]
+    assert rerun == {"info": {**first["info"], "redrive": letter.id}, "files": first["files"]}
+
+    # The same redrive published a second time (an operator's retry, a publisher
+    # that died before it saw the publish through): skipped. Another recording's
+    # run, published after it on the same queue and one pool process, says when
+    # the worker has taken it.
+    app = producer_app(Settings.from_env())
+    try:
+        app.send_task(letter.handler, args=hook_task_args(letter))
+        other = new_sid()
+        app.send_task(letter.handler, args=[other, "files_ready", {}, {"sid": other}])
+    finally:
+        app.close()
+    wait_for(lambda: hook_runs(redis_client, other), timeout=60,
+             message="the run published after the copy")
+    assert len(hook_runs(redis_client, sid)) == 2
+    assert deadletters.count(redis_client) == 0, deadletters.list_(redis_client)
+
+
+def test_hook_task_args_name_the_redrive() -> None:
+    letter = deadletters.DeadLetter(
+        id="5-0", kind=deadletters.HOOK, reason="handler_failed", detail="tb",
+        body=b'{"sid":"s","files":[]}', meta={}, at_ms=0, handler="h",
+        extra={"sid": "s", "phase": "finished", "info": {"sequence": 9, "redrive": "1-0"}})
+    assert hook_task_args(letter) == [
+        "s", "finished", {"sequence": 9, "redrive": "5-0"}, {"sid": "s", "files": []}]
+    assert claim_key("s", "finished", "h", {"redrive": "5-0"}) == (
+        hook_key("s", "finished", "h") + ":dlq:5-0")

@@ -12,6 +12,8 @@ from agora_callbacks import deadletters, inbox, keys
 from agora_callbacks.cli import main
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from agora_callbacks.workers import hook_runs
+from agora_callbacks.workers.ordering import Failure
 
 START = 1_700_000_000_000
 
@@ -88,6 +90,39 @@ def test_from_dead_letters(redis_client: redis.Redis, settings: Settings) -> Non
     assert [e.body for e in stored(redis_client)] == events[:2]
     assert [d.id for d in deadletters.list_(redis_client)] == [h]
     assert b not in json.dumps([d.id for d in deadletters.list_(redis_client)])
+
+
+def add_hook_letter(client: redis.Redis, settings: Settings) -> str:
+    """A hook dead letter as a worker writes it: its body is a record, not an event."""
+    sid = "a" * 32
+    run_ = hook_runs.HookRun(sid=sid, phase="finished", info={}, name="myapp.hooks.done",
+                             record={"sid": sid, "event_count": 12}, task_id="t-1")
+    assert hook_runs.claim(client, run_, 60)
+    return hook_runs.record_outcome(client, run_, Failure("handler_failed", "tb", "E: x"),
+                                    maxlen=settings.deadletter_maxlen)
+
+
+def test_a_hook_letter_is_never_injected(redis_client: redis.Redis, settings: Settings,
+                                         tmp_path: Path) -> None:
+    good = encode(lifecycle("individual", "d" * 32, start_ms=START)[0])
+    deadletters.add(redis_client, settings.deadletter_maxlen, kind=deadletters.BODY,
+                    reason="stale", detail="", body=good, meta={})
+    hook = add_hook_letter(redis_client, settings)
+    export = tmp_path / "dead.jsonl"
+    result = CliRunner().invoke(main, ["dlq", "export", str(export), "--all"])
+    assert result.exit_code == 0 and len(export.read_text().splitlines()) == 2
+
+    code, out = run(str(export), "--dry-run")
+    assert code == 0 and "1 bodies would be replayed" in out and "1 skipped" in out
+    code, out = run(str(export))
+    assert code == 0, out
+    assert f"{hook}: skipped (hook dead letter: its body is a recording's record" in out
+    assert f"1 bodies replayed from {export} into the inbox, 1 skipped" in out
+    assert [e.body for e in stored(redis_client)] == [good]
+
+    code, out = run("--from-dlq", hook)
+    assert code == 1 and f"{hook}: skipped (hook dead letter" in out
+    assert len(stored(redis_client)) == 1 and deadletters.get(redis_client, hook) is not None
 
 
 def test_usage_errors(redis_client: redis.Redis, tmp_path: Path) -> None:

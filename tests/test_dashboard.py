@@ -4,6 +4,7 @@ each page shows (issue 13). The browser tests are in ``test_dashboard_browser.py
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -18,8 +19,10 @@ from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from agora_callbacks.workers import hook_runs
 from agora_callbacks.workers.builtin import store
 from agora_callbacks.workers.builtin.record import new_record
+from agora_callbacks.workers.ordering import Failure
 
 SID = "5e1d0a4f9c2b4b8e8f0a1b2c3d4e5f60"
 PAGES = ["/ui/", "/ui/health", "/ui/deadletters", f"/ui/recordings/{SID}",
@@ -264,6 +267,42 @@ def test_deadletter_requeue_asks_then_requeues(http: FlaskClient,
     assert deadletters.get(redis_client, other) is not None
     (_, fields), = redis_client.xrange(keys.INBOX)
     assert fields[b"body"] == body
+
+
+def test_a_hook_deadletter_shows_its_recording_and_phase_and_requeues_its_hook(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    run = hook_runs.HookRun(sid=SID, phase="files_ready", info={"sequence": 9},
+                            record={"sid": SID, "files": []}, name="myapp.hooks.publish",
+                            task_id="t-1")
+    assert hook_runs.claim(redis_client, run, 60)
+    letter = hook_runs.record_outcome(
+        redis_client, run, Failure("handler_failed", "Traceback ...", "OSError: bucket"),
+        maxlen=100)
+    deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                    body=b"not json", meta={})
+    csrf = sign_in(http)
+    listing = http.get("/ui/deadletters?kind=hook").get_data(as_text=True)
+    assert letter in listing and "files_ready" in listing and "myapp.hooks.publish" in listing
+    assert f'href="/ui/recordings/{SID}"' in listing and "not json" not in listing
+    assert '<option value="hook" selected>' in listing
+    assert letter in http.get(f"/ui/deadletters?sid={SID[:8]}").get_data(as_text=True)
+    full = http.get(f"/ui/deadletters/{letter}").get_data(as_text=True)
+    assert "<dt>phase</dt><dd>files_ready</dd>" in full
+    assert f'href="/ui/recordings/{SID}"' in full and "Record the hook got" in full
+
+    done = http.post("/ui/deadletters/requeue",
+                     data={"id": letter, "confirm": "yes", "csrf_token": csrf},
+                     follow_redirects=True)
+    assert "Requeued 1 of 1." in done.get_data(as_text=True)
+    assert "hook myapp.hooks.publish published again" in done.get_data(as_text=True)
+    assert deadletters.get(redis_client, letter) is None
+    assert redis_client.xlen(keys.INBOX) == 0  # a record is never an inbox body
+    # The hook's task is on the broker (the test's Redis; Celery's message protocol 2).
+    message = json.loads(redis_client.lindex("celery", 0))
+    assert message["headers"]["task"] == "myapp.hooks.publish"
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [SID, "files_ready", {"sequence": 9, "redrive": letter},
+                    {"sid": SID, "files": []}]
 
 
 def test_health_shows_the_metrics_figures(http: FlaskClient,

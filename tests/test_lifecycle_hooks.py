@@ -1,16 +1,24 @@
-"""``@on_recording``: registration rules, the public API, and the fence that runs a
-phase's hook once whatever copies of its task are delivered (Celery's ``apply``,
-in this process, on the test's Redis)."""
+"""``@on_recording``: registration rules, the public API, the fence that runs a
+phase's hook once whatever copies of its task are delivered, and the ``hook`` dead
+letter of a hook that fails for good (Celery's ``apply``, in this process, on the
+test's Redis)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import prometheus_client
 import pytest
 import redis
+from billiard.einfo import ExceptionInfo
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 import agora_callbacks
+from agora_callbacks import deadletters, recordings_index
+from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import hooks, runtime
 from agora_callbacks.workers.hooks import HOOKS, hook_key, on_recording
@@ -67,11 +75,173 @@ def test_a_phase_hook_runs_once_whatever_copies_arrive(
     assert calls == [("finished", {"sequence": 7})]
     task.apply(args=args, task_id="copy-2")  # published again: skipped
     assert len(calls) == 1
-    task.apply(args=args, task_id="copy-1")  # the same task again (a retry): runs
-    assert len(calls) == 2
+    # The same task delivered again after its run (its worker died before the
+    # acknowledgement): skipped too, the run is over.
+    task.apply(args=args, task_id="copy-1")
+    assert len(calls) == 1
     key = hook_key(SID, "finished", "test.hook.once")
-    assert redis_client.get(key) == b"copy-1"
+    assert redis_client.get(key) == b"done"
     assert 0 < redis_client.ttl(key) <= Settings.from_env().record_ttl_s
+    assert deadletters.count(redis_client) == 0
+
+
+def test_a_retried_hook_runs_again_under_its_task_id_until_it_succeeds(
+        redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
+    attempts: list[int] = []
+
+    @on_recording("finished", name="test.hook.retried", autoretry_for=(RuntimeError,),
+                  max_retries=3, default_retry_delay=0)
+    def flaky(recording: dict[str, Any]) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("storage away")
+
+    registered.append("test.hook.retried")
+    task: Any = flaky.task  # type: ignore[attr-defined]
+    result = task.apply(args=[SID, "finished", {}, {"sid": SID}], task_id="copy-1")
+    assert result.state == "SUCCESS" and len(attempts) == 3
+    assert redis_client.get(hook_key(SID, "finished", "test.hook.retried")) == b"done"
+    assert deadletters.count(redis_client) == 0
+
+
+def hook_letters(client: redis.Redis) -> list[deadletters.DeadLetter]:
+    return [d for d in deadletters.list_(client) if d.kind == deadletters.HOOK]
+
+
+def dead_lettered(reason: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(
+        "acb_deadlettered_total", {"kind": "hook", "reason": reason}) or 0.0
+
+
+def test_a_hook_that_fails_for_good_is_dead_lettered_once(
+        redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
+    calls: list[str] = []
+
+    @on_recording("files_ready", name="test.hook.fails", autoretry_for=(OSError,),
+                  max_retries=2, default_retry_delay=0)
+    def copy_files(recording: dict[str, Any], info: dict[str, Any]) -> None:
+        calls.append(info["files"][0])
+        raise OSError("bucket unreachable")
+
+    registered.append("test.hook.fails")
+    info = {"at_ms": 1700000000000, "sequence": 9, "source": "events", "files": ["a.m3u8"]}
+    record = {"sid": SID, "files": [{"file_name": "a.m3u8"}], "note": "été"}
+    args = [SID, "files_ready", info, record]
+    task: Any = copy_files.task  # type: ignore[attr-defined]
+    before = dead_lettered("handler_failed")
+
+    result = task.apply(args=args, task_id="copy-1")
+    assert result.state == "FAILURE" and len(calls) == 3  # the first run, two retries
+    (letter,) = hook_letters(redis_client)
+    assert letter.reason == "handler_failed" and letter.handler == "test.hook.fails"
+    assert letter.exception == "OSError: bucket unreachable"
+    assert "Traceback" in letter.detail and "bucket unreachable" in letter.detail
+    assert json.loads(letter.body) == record
+    assert letter.extra == {"sid": SID, "phase": "files_ready", "info": info}
+    assert letter.key == "" and letter.meta == {}
+    key = hook_key(SID, "files_ready", "test.hook.fails")
+    assert redis_client.get(key) == b"failed" and redis_client.ttl(key) > 0
+    assert redis_client.zscore(recordings_index.flag_index("deadletters"), SID) is not None
+    assert dead_lettered("handler_failed") == before + 1
+
+    task.apply(args=args, task_id="copy-1")  # redelivered after the failure: skipped
+    task.apply(args=args, task_id="copy-2")  # published again: skipped
+    assert len(calls) == 3 and len(hook_letters(redis_client)) == 1
+    assert dead_lettered("handler_failed") == before + 1
+
+
+def test_a_rejected_or_timed_out_hook_is_dead_lettered(
+        redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
+    @on_recording("failed", name="test.hook.rejects")
+    def refuse(recording: dict[str, Any]) -> None:
+        raise Reject("not for this tenant", requeue=False)
+
+    @on_recording("stalled", name="test.hook.soft_limit")
+    def slow(recording: dict[str, Any]) -> None:
+        raise SoftTimeLimitExceeded()
+
+    @on_recording("started", name="test.hook.ignores")
+    def ignore(recording: dict[str, Any]) -> None:
+        raise Ignore()
+
+    registered.extend(["test.hook.rejects", "test.hook.soft_limit", "test.hook.ignores"])
+    record = {"sid": SID}
+    rejected = dead_lettered("rejected")
+    refuse.task.apply(args=[SID, "failed", {"reason": {"code": "x"}}, record],  # type: ignore[attr-defined]
+                      task_id="r-1")
+    slow.task.apply(args=[SID, "stalled", {}, record], task_id="s-1")  # type: ignore[attr-defined]
+    ignore.task.apply(args=[SID, "started", {}, record], task_id="i-1")  # type: ignore[attr-defined]
+
+    letters = {d.handler: d for d in hook_letters(redis_client)}
+    assert sorted(letters) == ["test.hook.rejects", "test.hook.soft_limit"]
+    assert letters["test.hook.rejects"].reason == "rejected"
+    assert letters["test.hook.rejects"].exception.startswith("Reject: ")
+    assert letters["test.hook.soft_limit"].reason == "handler_failed"
+    assert letters["test.hook.soft_limit"].exception.startswith("SoftTimeLimitExceeded")
+    assert dead_lettered("rejected") == rejected + 1
+    assert redis_client.get(hook_key(SID, "failed", "test.hook.rejects")) == b"failed"
+    assert redis_client.get(hook_key(SID, "started", "test.hook.ignores")) == b"done"
+
+
+def test_a_hard_time_limit_reported_in_the_main_process_is_dead_lettered(
+        redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
+    """Celery kills the pool process and calls ``on_failure`` in the worker's main
+    process, whose ``self.request`` is empty, with the task id and arguments
+    (``celery.worker.request.Request.on_timeout``)."""
+    @on_recording("finished", name="test.hook.hard_limit")
+    def stuck(recording: dict[str, Any]) -> None: ...
+
+    registered.append("test.hook.hard_limit")
+    task: Any = stuck.task  # type: ignore[attr-defined]
+    args = [SID, "finished", {"sequence": 3}, {"sid": SID}]
+    # The copy that was running had claimed the run.
+    redis_client.set(hook_key(SID, "finished", "test.hook.hard_limit"), "t-hard", ex=60)
+    exc = TimeLimitExceeded(5.0)
+    try:
+        raise exc
+    except TimeLimitExceeded:
+        einfo = ExceptionInfo()
+    assert task.request.id is None  # the main process's empty request
+    redis_client.script_flush()  # Redis restarted since the script was loaded: NOSCRIPT
+    task.on_failure(exc, "t-hard", args, {}, einfo)
+    task.on_failure(exc, "t-hard", args, {}, einfo)  # reported twice: written once
+    (letter,) = hook_letters(redis_client)
+    assert letter.reason == "handler_failed" and letter.exception.startswith("TimeLimitExceeded")
+    assert letter.extra == {"sid": SID, "phase": "finished", "info": {"sequence": 3}}
+    # A time limit reported for a task that does not hold the claim writes nothing.
+    task.on_failure(exc, "another-task", args, {}, einfo)
+    assert len(hook_letters(redis_client)) == 1
+
+
+def test_a_claim_while_redis_is_away_is_retried_not_acknowledged(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
+        registered: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    @on_recording("finished", name="test.hook.redis_away", max_retries=1)
+    def done(recording: dict[str, Any]) -> None:
+        calls.append(1)
+
+    registered.append("test.hook.redis_away")
+    task: Any = done.task  # type: ignore[attr-defined]
+    runtime.configure(dataclasses.replace(settings, redis_retry_s=1, redis_timeout_s=0.5))
+    try:
+        redis_server.stop()
+        args = [SID, "finished", {}, {"sid": SID}]
+        # Each attempt tries the claim for REDIS_RETRY_S; then Celery retries the task
+        # with a countdown (``apply`` runs the retry at once), and once its retries
+        # are used up the task goes back to the queue: never acknowledged as done.
+        result = task.apply(args=args, task_id="copy-1")
+        assert result.state == "REJECTED" and calls == []
+        celery_lines = [r.getMessage() for r in caplog.records if r.name == "celery.app.trace"]
+        assert len(celery_lines) == 2, celery_lines
+        assert "retry: Retry in 1s" in celery_lines[0]
+        assert "reject requeue=True" in celery_lines[1]
+        redis_server.start()
+        assert task.apply(args=args, task_id="copy-1").state == "SUCCESS" and calls == [1]
+        assert redis_client.get(hook_key(SID, "finished", "test.hook.redis_away")) == b"done"
+    finally:
+        runtime.configure(Settings.from_env())
 
 
 def test_a_hook_registers_under_rabbitmq_against_its_redelivery_limit() -> None:
@@ -96,3 +266,39 @@ def test_a_hook_registers_under_rabbitmq_against_its_redelivery_limit() -> None:
                          text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     assert "RABBITMQ_CONSUMER_TIMEOUT_S" in ran.stdout, ran.stdout
+
+
+def test_an_outcome_is_recorded_through_a_redis_pause(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
+        registered: list[str]) -> None:
+    """Redis stops answering while the hook runs (``CLIENT PAUSE``, as a failover
+    would): its outcome, a success or a dead letter, is tried again until written
+    (each call times out after 0.3 s; the pause lasts 1.5 s)."""
+    from workers_support import await_answering, pause_all
+
+    @on_recording("finished", name="test.hook.paused_ok")
+    def fine(recording: dict[str, Any]) -> None:
+        pause_all(redis_server.url, 1500)
+
+    @on_recording("failed", name="test.hook.paused_fails")
+    def broken(recording: dict[str, Any]) -> None:
+        pause_all(redis_server.url, 1500)
+        raise RuntimeError("alerting down")
+
+    registered.extend(["test.hook.paused_ok", "test.hook.paused_fails"])
+    runtime.configure(dataclasses.replace(settings, redis_retry_s=5, redis_timeout_s=0.3))
+    try:
+        ok = fine.task.apply(args=[SID, "finished", {}, {"sid": SID}],  # type: ignore[attr-defined]
+                             task_id="ok-1")
+        await_answering(redis_server.url)
+        failed = broken.task.apply(args=[SID, "failed", {}, {"sid": SID}],  # type: ignore[attr-defined]
+                                   task_id="fail-1")
+        await_answering(redis_server.url)
+    finally:
+        runtime.configure(Settings.from_env())
+    assert ok.state == "SUCCESS" and failed.state == "FAILURE"
+    assert redis_client.get(hook_key(SID, "finished", "test.hook.paused_ok")) == b"done"
+    assert redis_client.get(hook_key(SID, "failed", "test.hook.paused_fails")) == b"failed"
+    (letter,) = hook_letters(redis_client)
+    assert letter.handler == "test.hook.paused_fails"
+    assert letter.exception == "RuntimeError: alerting down"

@@ -17,7 +17,23 @@ record it gets is the one right after the events that decided the phase were
 folded. A hook runs at most once per recording and phase: its task may be
 published again (the publisher died before it recorded the publish); the first
 copy that starts claims the run (``SET NX``), the same task may run again (a Celery
-retry, a redelivery after its process died), any other copy is skipped.
+retry, a redelivery after its process died) until the run has an outcome, any
+other copy is skipped (``workers.hook_runs``).
+
+- A success (or Celery's ``Ignore``) marks the claim ``done``: no copy runs the hook
+  again, not even one with the same task id (redelivered after the run, before its
+  acknowledgement).
+- A final failure (an exception not retried or past its retries, ``Reject``
+  without requeue, a soft or hard time limit) marks it ``failed`` and writes a
+  dead letter of kind ``hook`` in the same step (``hook_outcome.lua``): reason
+  ``handler_failed`` (``rejected`` for a ``Reject``), the traceback, the record
+  the hook got as the body, ``sid``, ``phase`` and ``info`` in ``extra``.
+  ``agora-callbacks dlq requeue`` runs it again (``agora_callbacks.redrive``):
+  ``info["redrive"]`` names the dead letter, and the re-run claims a key of its own.
+- A Redis error at the claim or at the outcome is tried again with backoff for up
+  to ``REDIS_RETRY_S`` (``workers.dispatch.retrying``); a claim that still fails
+  is retried by Celery (``self.retry``, or back to the queue once the task's own
+  retries are used up), so the hook is never acknowledged without running.
 """
 
 from __future__ import annotations
@@ -28,9 +44,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task
+from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 
-from agora_callbacks import keys, metrics
+from agora_callbacks import deadletters, metrics
 from agora_callbacks.logs import get_logger
+from agora_callbacks.workers import hook_runs, runtime
+from agora_callbacks.workers.dispatch import TRANSIENT, failure_of, retrying
+from agora_callbacks.workers.hook_runs import HookRun
+from agora_callbacks.workers.hook_runs import hook_key as hook_key
+from agora_callbacks.workers.ordering import Failure
 from agora_callbacks.workers.registry import Handler, Registry, celery_task, check_broker_limits
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,11 +89,6 @@ def _accepted(fn: Callable[..., Any]) -> frozenset[str]:
         inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
 
 
-def hook_key(sid: str, phase: str, name: str) -> str:
-    """String: the task id that claimed the run of hook ``name`` for ``phase``."""
-    return keys.recording_prefix(sid) + f"hook:{phase}:{name}"
-
-
 class LifecycleTask(Task):
     """Base class of lifecycle hook tasks; ``agora_handler`` is set per task."""
 
@@ -82,25 +99,31 @@ class LifecycleTask(Task):
 
     def run_hook(self, sid: str, phase: str, info: dict[str, Any],
                  record: dict[str, Any]) -> Any:
-        from agora_callbacks.workers import runtime
-
-        rt = runtime.get()
-        task_id = str(self.request.id or "")
-        key = hook_key(sid, phase, self.name)
+        run = HookRun.of((sid, phase, info, record), self.name, str(self.request.id or ""))
         bound = log.bind(sid=sid, phase=phase, hook=self.name)
-        if task_id:
-            ttl = rt.settings.record_ttl_s
-            if not rt.client.set(key, task_id, nx=True, ex=ttl):
-                owner = rt.client.get(key)
-                owner = owner.decode() if isinstance(owner, bytes) else owner
-                if owner != task_id:
-                    bound.info("hook copy skipped: the hook ran for this phase already")
-                    return None
+        if run.task_id and not self._claimed(run):
+            self.request.agora_skipped = True
+            bound.info("hook copy skipped: the hook ran for this phase already")
+            return None
+        self.request.agora_started = True
         started = time.monotonic()
         offered = {"phase": phase, "info": info}
         try:
             result = self.agora_handler.fn(
                 record, **{k: v for k, v in offered.items() if k in self.agora_handler.kwargs})
+        except Ignore:
+            # Done, nothing to report; Celery calls no on_success for it.
+            bound.info("lifecycle hook ignored the phase")
+            self._record_in_run(run, None)
+            raise
+        except Reject as exc:
+            if exc.requeue:  # back to the queue: the same task runs it again
+                bound.info("lifecycle hook rejected with requeue; it will run again")
+                raise
+            # Refused for good; Celery calls no on_failure for a Reject.
+            metrics.HANDLER_FAILURES.labels(self.name).inc()
+            self._record_in_run(run, failure_of(exc, None, reason="rejected"))
+            raise
         except BaseException:
             metrics.HANDLER_FAILURES.labels(self.name).inc()
             raise
@@ -108,6 +131,77 @@ class LifecycleTask(Task):
             metrics.HANDLER_DURATION.labels(self.name).observe(time.monotonic() - started)
         bound.info("lifecycle hook done", ms=round((time.monotonic() - started) * 1000, 2))
         return result
+
+    def _claimed(self, run: HookRun) -> bool:
+        """Whether this copy may run (``hook_runs.claim``). Redis away past
+        ``REDIS_RETRY_S``: Celery runs the task again later, never acknowledging
+        it as done without running (``self.retry`` with a countdown; once the
+        task's own retries are used up, back to the queue)."""
+        rt = runtime.get()
+        try:
+            return retrying(rt, "hook claim", lambda: hook_runs.claim(
+                rt.client, run, rt.settings.record_ttl_s))
+        except TRANSIENT as exc:
+            if self.max_retries is None or self.request.retries < self.max_retries:
+                log.warning("hook claim failed; the task is retried", sid=run.sid,
+                            phase=run.phase, hook=self.name, error=type(exc).__name__)
+                raise self.retry(exc=exc, countdown=rt.settings.redis_retry_s) from exc
+            log.warning("hook claim failed past the task's retries; back to the queue",
+                        sid=run.sid, phase=run.phase, hook=self.name,
+                        error=type(exc).__name__)
+            raise Reject(exc, requeue=True) from exc
+
+    def _record_in_run(self, run: HookRun, failure: Failure | None) -> None:
+        """``_record`` from ``run_hook`` (``Ignore``, ``Reject``): if it raises,
+        ``on_failure`` must not record the Redis error as the hook's failure."""
+        self.request.agora_recorded = True
+        self._record(run, failure)
+
+    def _record(self, run: HookRun, failure: Failure | None) -> None:
+        """Record the run's outcome once (``hook_runs.record_outcome``), retried on
+        a Redis error for up to ``REDIS_RETRY_S``, then raised (logged, never
+        dropped silently)."""
+        rt = runtime.get()
+        bound = log.bind(sid=run.sid, phase=run.phase, hook=self.name)
+        if run.info.get("redrive"):
+            bound = bound.bind(redrive=run.info["redrive"])
+        try:
+            reply = retrying(rt, "hook outcome", lambda: hook_runs.record_outcome(
+                rt.client, run, failure, maxlen=rt.settings.deadletter_maxlen,
+                now_ms=rt.clock.script_ms()))
+        except Exception as exc:
+            bound.error("lifecycle hook outcome not recorded", task_id=run.task_id,
+                        outcome="done" if failure is None else failure.reason,
+                        error=type(exc).__name__)
+            raise
+        if reply == hook_runs.STALE:
+            bound.warning("lifecycle hook outcome not recorded: the run is no longer "
+                          "this task's", task_id=run.task_id)
+        elif failure is not None:
+            metrics.DEADLETTERED.labels(deadletters.HOOK, failure.reason).inc()
+            bound.warning("lifecycle hook rejected the phase, dead-lettered"
+                          if failure.reason == "rejected"
+                          else "lifecycle hook failed, dead-lettered",
+                          reason=failure.reason, dead_letter=reply,
+                          exception=failure.exception.partition(":")[0])
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> None:
+        if getattr(self.request, "agora_started", False):
+            self._record(HookRun.of(args, self.name, task_id), None)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: Any) -> None:
+        # Only a run that claimed the hook has an outcome to record. A hard time
+        # limit runs this in the worker's main process, where the request is
+        # empty: its hook was running (the script checks the claim is this task's).
+        started = getattr(self.request, "agora_started", False)
+        if isinstance(exc, TimeLimitExceeded) or (
+                started and not getattr(self.request, "agora_recorded", False)):
+            self._record(HookRun.of(args, self.name, task_id), failure_of(exc, einfo))
+        elif not started:
+            log.warning("hook task failed before its claim", hook=self.name,
+                        exception=type(exc).__name__)
 
 
 def _make_task(handler: Handler, options: dict[str, Any]) -> Any:

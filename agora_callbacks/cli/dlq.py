@@ -19,6 +19,7 @@ from agora_callbacks.cli.letters import (
     error_summary,
     first_matching,
     iter_all,
+    letter_summary,
     selected,
 )
 from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status, table
@@ -35,7 +36,8 @@ def _when(at_ms: int) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def dlq() -> None:
-    """Dead letters: bodies that never became events, handlers that gave up.
+    """Dead letters: bodies that never became events, handlers and lifecycle hooks
+    that gave up.
 
     Nothing is lost: each keeps its raw bytes, reason and receive metadata.
     `requeue` re-injects safely (deduplication still applies).
@@ -48,7 +50,8 @@ def dlq() -> None:
 @click.option("--after", default="-", type=DeadLetterId(allow_start=True),
               help="Start after this dead letter id.")
 @click.option("--kind", type=click.Choice(deadletters.KINDS),
-              help="Only this kind: a stored body, or a handler that failed.")
+              help="Only this kind: a stored body, a handler or a lifecycle hook that "
+                   "failed.")
 @click.option("--reason", "reasons", multiple=True, metavar="REASON",
               help="Only this reason (invalid_json, stale, handler_failed, lost, ...); "
                    "repeat for several.")
@@ -58,12 +61,14 @@ def dlq() -> None:
 def list_cmd(limit: int, after: str, kind: str | None, reasons: tuple[str, ...],
              sid: str | None, as_json: bool, redis_url: str | None) -> None:
     """List dead letters, oldest first, each with what went wrong (ERROR: the
-    handler's exception, or why the body was refused).
+    handler's or hook's exception, or why the body was refused). For a `hook`
+    letter, EVENT is the lifecycle phase and HANDLER the hook.
 
     \b
     Examples:
       agora-callbacks dlq list -n 20
       agora-callbacks dlq list --kind handler --sid 38f8e3cfdc474cd56fc1ceba380d7e1a
+      agora-callbacks dlq list --kind hook
     """
     client = context.redis_client(redis_url=redis_url, quiet=as_json)
     wanted = Filter(kind, reasons, sid)
@@ -72,7 +77,7 @@ def list_cmd(limit: int, after: str, kind: str | None, reasons: tuple[str, ...],
         for letter in letters:
             row = {k: v for k, v in letter.as_dict().items() if k != "body"}
             row["error"] = error_summary(letter, width=None)
-            click.echo(json.dumps({**row, **body_summary(letter.body)}))
+            click.echo(json.dumps({**row, **letter_summary(letter)}))
         return
     total = deadletters.count(client)
     if not letters:
@@ -86,10 +91,10 @@ def list_cmd(limit: int, after: str, kind: str | None, reasons: tuple[str, ...],
     header = ("ID", "TIME (UTC)", "KIND", "REASON", "SID", "SEQ", "EVENT", "HANDLER", "ERROR")
     rows = []
     for letter in letters:
-        s = body_summary(letter.body)
+        s = letter_summary(letter)
         rows.append((letter.id, _when(letter.at_ms), letter.kind, (letter.reason, WARNING),
                      str(s.get("sid", "-")), str(s.get("sequence", "-")),
-                     str(s.get("event_type", "-")), letter.handler or "-",
+                     str(s.get("event_type", s.get("phase", "-"))), letter.handler or "-",
                      (error_summary(letter) or "-", ERROR)))
     for line in table(header, rows):
         click.echo(line)
@@ -120,11 +125,14 @@ def show_cmd(dead_letter_id: str, as_json: bool, redis_url: str | None) -> None:
               ("kind", letter.kind), ("reason", status(letter.reason, WARNING)),
               ("error", status(error_summary(letter, width=None), ERROR)),
               ("detail", letter.detail)]
-    fields += [(name, str(value)) for name, value in body_summary(letter.body).items()]
-    fields += [("event key", letter.key), ("handler", letter.handler)]
-    fields += [("received", json.dumps(letter.meta, sort_keys=True))]
-    if letter.extra:
-        fields.append(("extra", json.dumps(letter.extra, sort_keys=True)))
+    if letter.kind == deadletters.HOOK:
+        fields += _hook_fields(letter)
+    else:
+        fields += [(name, str(value)) for name, value in body_summary(letter.body).items()]
+        fields += [("event key", letter.key), ("handler", letter.handler)]
+        fields += [("received", json.dumps(letter.meta, sort_keys=True))]
+        if letter.extra:
+            fields.append(("extra", json.dumps(letter.extra, sort_keys=True)))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         if value:
@@ -132,11 +140,20 @@ def show_cmd(dead_letter_id: str, as_json: bool, redis_url: str | None) -> None:
     if letter.exception:
         click.echo("exception:")
         click.echo("  " + letter.exception.rstrip().replace("\n", "\n  "))
-    click.echo(f"body ({len(letter.body)} bytes):")
+    what = "record the hook got" if letter.kind == deadletters.HOOK else "body"
+    click.echo(f"{what} ({len(letter.body)} bytes):")
     try:
         click.echo(json.dumps(json.loads(letter.body), indent=2, ensure_ascii=False))
     except ValueError:
         click.echo(letter.body.decode("utf-8", "replace"))
+
+
+def _hook_fields(letter: DeadLetter) -> list[tuple[str, str]]:
+    """``dlq show``'s lines of a ``hook`` letter: recording, phase, hook, info."""
+    info = letter.extra.get("info")
+    return [("sid", str(letter.extra.get("sid", ""))),
+            ("phase", str(letter.extra.get("phase", ""))), ("hook", letter.handler),
+            ("info", json.dumps(info, sort_keys=True) if info else "")]
 
 
 @dlq.command("requeue")
@@ -149,7 +166,8 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
     A `body` dead letter goes back into the inbox (the stale-replay check is
     skipped for it; deduplication still applies). A `handler` dead letter re-runs
     that one handler on that event, outside the per-recording order (its turn has
-    long passed): a worker runs it later, so its outcome comes later (a new
+    long passed). A `hook` dead letter re-runs that lifecycle hook with the record
+    it got, once. A worker runs either later, so its outcome comes later (a new
     failure is a new dead letter).
 
     \b
@@ -161,7 +179,7 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
     client = context.redis_client(current, redis_url=redis_url)
     letters = selected(client, ids, all_)
     done = failed = 0
-    handler_sids: set[str] = set()
+    rerun_sids: dict[str, set[str]] = {}
     for letter in letters:
         try:
             target = requeue_one(current, client, letter)
@@ -174,35 +192,37 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
         done += 1
         log.info("dlq.requeued", dead_letter=letter.id, kind=letter.kind, to=target)
         click.echo(f"{letter.id}: {status('requeued', OK)} ({letter.kind}) -> {target}")
-        if letter.kind == deadletters.HANDLER:
-            handler_sids.add(str(body_summary(letter.body).get("sid", "")))
+        if letter.kind in (deadletters.HANDLER, deadletters.HOOK):
+            rerun_sids.setdefault(letter.kind, set()).add(
+                str(letter_summary(letter).get("sid", "")))
     summary = f"{done} requeued, {failed} failed"
     click.echo(status(summary, ERROR if failed else OK))
-    if handler_sids:
-        _handler_outcome_note(handler_sids)
+    for kind, sids in rerun_sids.items():
+        _outcome_note(kind, sids)
     if failed:
         sys.exit(1)
 
 
-def _handler_outcome_note(sids: set[str]) -> None:
-    """A handler requeue only publishes a task: say when and where its outcome shows."""
-    see = "agora-callbacks dlq list --kind handler"
+def _outcome_note(kind: str, sids: set[str]) -> None:
+    """A handler or hook requeue only publishes a task: say when and where its
+    outcome shows."""
+    see = f"agora-callbacks dlq list --kind {kind}"
     if len(sids) == 1 and "" not in sids:
         see += f" --sid {next(iter(sids))}"
-    click.echo(status("The handler outcome comes later: ", WARNING)
-               + "a worker runs the task when it takes it. If the handler fails again it "
+    click.echo(status(f"The {kind} outcome comes later: ", WARNING)
+               + f"a worker runs the task when it takes it. If the {kind} fails again it "
                f"is dead-lettered again: see `{see}`; Flower shows the task's run "
                "(succeeded or failed).")
 
 
 def requeue_one(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
-    """Requeue one dead letter; return where it went (inbox entry or handler task)."""
+    """Requeue one dead letter; return where it went (inbox entry, handler or hook task)."""
     if letter.kind == deadletters.BODY:
         return f"inbox {deadletters.requeue_body(client, letter)}"
-    if letter.kind == deadletters.HANDLER:
-        from agora_callbacks.redrive import redrive_handler
+    if letter.kind in (deadletters.HANDLER, deadletters.HOOK):
+        from agora_callbacks.redrive import redrive
 
-        return f"task {letter.handler}[{redrive_handler(settings, client, letter)}]"
+        return f"task {letter.handler}[{redrive(settings, client, letter)}]"
     raise ValueError(f"unknown dead letter kind {letter.kind or '(none)'}")
 
 

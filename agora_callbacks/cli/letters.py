@@ -89,6 +89,16 @@ def body_summary(body: bytes) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def letter_summary(letter: DeadLetter) -> dict[str, Any]:
+    """What a list row shows of a letter: ``sid``, ``sequence`` and ``eventType`` of
+    an event's body (``body_summary``); a ``hook`` letter's body is a record, not an
+    event: its ``sid`` and ``phase`` (``extra``)."""
+    if letter.kind != deadletters.HOOK:
+        return body_summary(letter.body)
+    out = {"sid": letter.extra.get("sid"), "phase": letter.extra.get("phase")}
+    return {k: v for k, v in out.items() if v}
+
+
 def _flat_detail(detail: str) -> str:
     """A body's validation messages (``{"payload.sequence": ["Not a valid integer."]}``)
     as ``payload.sequence: Not a valid integer.``; any other detail as it is."""
@@ -134,7 +144,7 @@ class Filter:
             return False
         if self.reasons and letter.reason not in self.reasons:
             return False
-        return not self.sid or str(body_summary(letter.body).get("sid", "")) == self.sid
+        return not self.sid or str(letter_summary(letter).get("sid", "")) == self.sid
 
 
 def first_matching(letters: Iterable[DeadLetter], wanted: Filter,

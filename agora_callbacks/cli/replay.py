@@ -33,7 +33,9 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
     are moved back into the inbox. Re-injected bodies skip the stale-replay check;
     deduplication still applies, so replaying what was already handled is
     harmless. (A `handler` dead letter's event was already dispatched, so a replay
-    would be deduplicated: re-run its handler with `agora-callbacks dlq requeue`.)
+    would be deduplicated: re-run its handler with `agora-callbacks dlq requeue`.
+    A `hook` dead letter holds a record, not an event: it is skipped, from FILE
+    too; re-run its hook with `agora-callbacks dlq requeue`.)
 
     \b
     Examples:
@@ -74,12 +76,24 @@ def _replay_file(path: str, dry_run: bool, redis_url: str | None) -> None:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CommandFailed(f"cannot read {path}: {exc.strerror}") from None
+    skipped: list[str] = []
+
+    def skip(source: str, kind: str) -> None:
+        skipped.append(source)
+        click.echo(f"{source}: skipped ({kind} dead letter: its body is a recording's "
+                   f"record, not an event; use `agora-callbacks dlq requeue`)", err=True)
+
     with stream:  # read as a stream: a large file is injected batch by batch
-        bodies = replaying.read_bodies(stream)
+        bodies = replaying.read_bodies(stream, on_skip=skip)
         if dry_run:
-            click.echo(f"{sum(1 for _ in bodies)} bodies would be replayed from {name}")
+            count = sum(1 for _ in bodies)
+            click.echo(f"{count} bodies would be replayed from {name}{_skipped(skipped)}")
             return
         client = context.redis_client(redis_url=redis_url)
         entries = replaying.inject(client, bodies, origin=f"replay:{name}")
-    log.info("replay.file", file=name, bodies=len(entries))
-    click.echo(f"{len(entries)} bodies replayed from {name} into the inbox")
+    log.info("replay.file", file=name, bodies=len(entries), skipped=len(skipped))
+    click.echo(f"{len(entries)} bodies replayed from {name} into the inbox{_skipped(skipped)}")
+
+
+def _skipped(skipped: list[str]) -> str:
+    return f", {len(skipped)} skipped" if skipped else ""

@@ -4,8 +4,8 @@ The list reads the dead-letter stream newest first (``XREVRANGE``), filtered by
 kind, reason, handler and sid, looking at most ``SCAN_LIMIT`` letters per page.
 Requeueing (one letter, or those ticked) asks for a confirmation first, then
 uses what the command line uses: a ``body`` letter goes back to the inbox
-(``deadletters.requeue_body``), a ``handler`` letter has its handler task
-published again (``redrive.redrive_handler``).
+(``deadletters.requeue_body``), a ``handler`` or ``hook`` letter has its handler's
+or lifecycle hook's task published again (``redrive.redrive``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ FLASH_LINES = 5
 
 
 def sid_of(letter: DeadLetter) -> str:
-    """The recording a letter's body names, if it is JSON with a sid."""
+    """The recording a letter names: a ``hook`` letter's ``extra``, else its body's
+    sid if the body is JSON with one."""
+    if letter.kind == deadletters.HOOK:
+        return str(letter.extra.get("sid") or "")
     try:
         body = json.loads(letter.body)
     except ValueError:
@@ -104,7 +107,8 @@ def deadletter_list() -> Any:
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)
     return render_template("dashboard/deadletters.html", letters=letters, filters=filters,
-                           next_before=next_before, total=total, sid_of=sid_of)
+                           next_before=next_before, total=total, sid_of=sid_of,
+                           kinds=deadletters.KINDS)
 
 
 @bp.get("/deadletters/<letter_id>")
@@ -129,10 +133,12 @@ def _get(client: redis.Redis, letter_id: str) -> DeadLetter | None:
 def requeue_one(letter: DeadLetter) -> str:
     """Requeue one letter; return what became of it."""
     state = get_state()
-    if letter.kind == deadletters.HANDLER and letter.handler:
-        task_id = redrive.redrive_handler(state.settings, state.redis, letter)
+    # A hook letter's body is a record, never an inbox body.
+    if letter.kind == deadletters.HOOK or (letter.kind == deadletters.HANDLER
+                                           and letter.handler):
+        task_id = redrive.redrive(state.settings, state.redis, letter)
         log.info("dashboard.requeued", letter=letter.id, kind=letter.kind, task_id=task_id)
-        return f"handler {letter.handler} published again (task {task_id})"
+        return f"{letter.kind} {letter.handler} published again (task {task_id})"
     entry = deadletters.requeue_body(state.redis, letter)
     log.info("dashboard.requeued", letter=letter.id, kind=letter.kind, entry=entry)
     return f"body back in the inbox (entry {entry})"
