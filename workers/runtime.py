@@ -45,7 +45,7 @@ class Runtime:
         clock = clock if clock is not None else RedisClock()
         return cls(
             settings=settings,
-            client=client if client is not None else worker_client(settings),
+            client=client if client is not None else client_from_settings(settings),
             ordering=Ordering(
                 ttl_s=settings.dedupe_ttl_s,
                 hold_ms=settings.reorder_hold_ms,
@@ -58,18 +58,6 @@ class Runtime:
             clock=clock,
             publish=publish if publish is not None else _no_publisher,
         )
-
-
-def worker_client(settings: Settings) -> redis.Redis:
-    """The workers' Redis client: one connection, held (redis-py's public
-    ``single_connection_client``; its lock makes it safe for the few threads of a
-    process). The protocol's calls are single round trips made one at a time, and
-    a pooled client's checks on every command (the pool's fork check and lock, a
-    poll of the socket) cost about 20 µs of CPU and of wall time per script call
-    (redis-py 8.1, the development VM): several per event. A broken connection is
-    reconnected on the next command; blocking reads (the intake's) and pipelines
-    use clients and connections of their own."""
-    return client_from_settings(settings, single_connection_client=True)
 
 
 _lock = threading.Lock()
