@@ -42,6 +42,10 @@ TIMERS = f"{PREFIX}:timers"
 LIFECYCLE_TIMERS = f"{PREFIX}:lifecycle"
 #: Hash of pipeline counters (dedupe hits, gaps, late events, ...), for metrics.
 COUNTERS = f"{PREFIX}:counters"
+#: Hash: handler or hook task name -> the Celery queue it is routed to ("": the
+#: default), written by each worker's intake at start (``agora_callbacks.task_queues``);
+#: bounded by the tasks registered, each start rewrites its own.
+TASK_QUEUES = f"{PREFIX}:task_queues"
 
 
 def hash_tag(sid: str) -> str:

@@ -11,7 +11,9 @@ recording has moved on since; holding its later events back now would be wrong.
 The handler gets the same ``key`` as the first time, so it can tell it has seen
 the event before (handlers are asked to be idempotent on it). The dead letter is
 removed once the task is published; if the handler fails again, its new failure
-is dead-lettered again.
+is dead-lettered again. Either task goes to the queue its workers announced
+(``agora_callbacks.task_queues``: a handler registered with ``queue=`` is re-run
+there, not on Celery's default queue).
 
 A hook's task is published again the same way, with the recording, the phase, the
 ``info`` and the record it got the first time (``hook_task_args``); ``info`` gains
@@ -28,7 +30,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from agora_callbacks import deadletters
+from agora_callbacks import deadletters, task_queues
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.settings import Settings
 
@@ -60,7 +62,8 @@ def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter)
         raise ValueError(f"dead letter {letter.id} is not a handler dead letter")
     app = producer_app(settings)
     try:
-        result = app.send_task(letter.handler, args=handler_task_args(letter))
+        result = app.send_task(letter.handler, args=handler_task_args(letter),
+                               queue=task_queues.queue_of(client, letter.handler))
     finally:
         app.close()
     deadletters.delete(client, letter.id)
@@ -90,6 +93,7 @@ def redrive_hook(settings: Settings, client: redis.Redis, letter: DeadLetter) ->
     app = producer_app(settings)
     try:
         result = app.send_task(letter.handler, args=args,
+                               queue=task_queues.queue_of(client, letter.handler),
                                argsrepr=f"(sid={args[0]!r}, phase={args[1]!r})", kwargsrepr="{}")
     finally:
         app.close()

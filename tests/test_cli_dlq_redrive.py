@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import wait_for
 from workers_procs import Worker
 
-from agora_callbacks import deadletters, inbox
+from agora_callbacks import deadletters, inbox, keys
 from agora_callbacks.cli import main
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.redrive import handler_task_args, hook_task_args, producer_app
@@ -91,7 +91,8 @@ def test_task_args_keep_key_flags_and_body_outside_the_order() -> None:
 def hook_worker(redis_server: ServerProcess, redis_client: redis.Redis,
                 tmp_path: Path) -> Iterator[Worker]:
     w = Worker(redis_server.url, "hook-redrive", concurrency=1, log_dir=tmp_path,
-               handlers="hook_redrive_handlers", env={"SETTLE_S": "1"})
+               handlers="hook_redrive_handlers", env={"SETTLE_S": "1"},
+               queues="hooks-q")
     try:
         w.wait_ready(redis_client)
         yield w
@@ -121,6 +122,9 @@ def test_requeue_reruns_the_dead_lettered_hook_once(hook_worker: Worker,
     (first,) = hook_runs(redis_client, sid)
     assert json.loads(letter.body)["sid"] == sid and letter.extra["info"] == first["info"]
 
+    # The worker announced the hook's queue, the only one it reads: a requeue on
+    # Celery's default queue would never run.
+    assert redis_client.hget(keys.TASK_QUEUES, "e2e.copy_files") == b"hooks-q"
     redis_client.delete(f"t:hook-fail:{sid}")
     result = CliRunner().invoke(main, ["dlq", "requeue", letter.id], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -139,9 +143,10 @@ def test_requeue_reruns_the_dead_lettered_hook_once(hook_worker: Worker,
     # the worker has taken it.
     app = producer_app(Settings.from_env())
     try:
-        app.send_task(letter.handler, args=hook_task_args(letter))
+        app.send_task(letter.handler, args=hook_task_args(letter), queue="hooks-q")
         other = new_sid()
-        app.send_task(letter.handler, args=[other, "files_ready", {}, {"sid": other}])
+        app.send_task(letter.handler, args=[other, "files_ready", {}, {"sid": other}],
+                      queue="hooks-q")
     finally:
         app.close()
     wait_for(lambda: hook_runs(redis_client, other), timeout=60,

@@ -110,10 +110,28 @@ def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> Non
     threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
     if not _wait_for_redis(rt.client, stop):
         return
+    _announce_task_queues(rt.client)
     intake = Intake(rt, consumer=consumer)
     if ready is not None:
         ready.set()
     intake.run(stop)
+
+
+def _announce_task_queues(client: Any) -> None:
+    """Record the queue of every handler and hook task registered here, for
+    redrives (``agora_callbacks.task_queues``); best effort: without it a redrive
+    goes to the default queue."""
+    from agora_callbacks import task_queues
+    from agora_callbacks.workers.hooks import HOOKS
+    from agora_callbacks.workers.registry import REGISTRY
+
+    queues = {h.name: getattr(h.task, "queue", None) for registry in (REGISTRY, HOOKS)
+              for h in registry.handlers.values() if h.task is not None}
+    try:
+        task_queues.announce(client, queues)
+    except redis.RedisError as exc:
+        log.warning("task queues not recorded; a redrive goes to the default queue",
+                    error=str(exc))
 
 
 def _describe_exit(exitcode: int | None) -> str:
