@@ -169,7 +169,8 @@ VARIABLES: tuple[Variable, ...] = (
         "REDIS_RETRY_S", "redis_retry_s", _positive_int, "30",
         "Workers: how long a Redis call that records a handler's outcome (its part of "
         "the turn ended, its dead letter) is retried, with backoff, before the worker "
-        "gives up (the recording then waits for `HANDLER_DEADLINE_S`). Must exceed "
+        "gives up (the recording then waits for `HANDLER_DEADLINE_S`); the same for a "
+        "lifecycle hook's claim (then Celery retries the hook task) and outcome. Must exceed "
         "`REDIS_TIMEOUT_S` (room for a retry) and be below `HANDLER_DEADLINE_S`; the "
         "handlers' time limits leave room for it (see `HANDLER_VISIBILITY_TIMEOUT_S`).",
     ),
