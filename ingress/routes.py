@@ -57,8 +57,7 @@ def receive() -> Response:
         metrics.INGRESS_REJECTED.labels(exc.reason).inc()
         log.warning("ncs.rejected", reason=exc.reason, status=exc.status,
                     content_length=request.content_length)
-        return responses.error(exc.status, "body too large" if exc.status == 413
-                               else "bad request body")
+        return responses.error(exc.status, exc.message)
     if not body:
         metrics.INGRESS_REJECTED.labels("empty_body").inc()
         log.warning("ncs.rejected", reason="empty_body", status=400)
