@@ -16,7 +16,8 @@ request, in order:
    is not complete by then; 413 as soon as a body without a length passes
    ``MAX_BODY_BYTES`` (no more than that is held); the client gone before the end:
    refused as incomplete (400, which it no longer sees);
-4. the whole body goes to the app.
+4. the whole body goes to the app: through ``receive``, and in the scope
+   (``BODY_KEY``), where the app can take it without a call back to the event loop.
 
 Its refusals look like the route's: the JSON error of ``responses.error_body``, an
 ``X-Request-Id``, one ``ncs.rejected`` log line on the NCS route (``request.rejected``
@@ -47,6 +48,10 @@ from agora_callbacks.ingress.signature import check_headers
 from agora_callbacks.logs import get_logger
 
 log = get_logger("ingress.body")
+
+#: The scope key of the complete body handed to the app (bytes; ``b""`` when the
+#: app refuses the request from its headers).
+BODY_KEY = "agora_callbacks.body"
 
 _ERROR_HEADERS = [(b"content-type", b"application/json"), (b"connection", b"close")]
 
@@ -116,6 +121,7 @@ class BodyDeadline:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["method"] == "POST" and scope["path"] == PATH
                 and _cannot_verify(scope, self.require_v2)):
+            scope[BODY_KEY] = b""
             await self.app(scope, _replay(b"", receive), send)
             return
         received = 0
@@ -145,6 +151,7 @@ class BodyDeadline:
             await self._refuse(scope, send, refused, length, received)
             return
         body = parts[0] if len(parts) == 1 else b"".join(parts)
+        scope[BODY_KEY] = body
         await self.app(scope, _replay(body, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send, refused: BodyError,

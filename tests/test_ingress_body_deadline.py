@@ -15,7 +15,7 @@ from conftest import wait_for
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from agora_callbacks.ingress.body_deadline import BodyDeadline
+from agora_callbacks.ingress.body_deadline import BODY_KEY, BodyDeadline
 from agora_callbacks.ingress.signature import HEADER_V2, sign_headers
 from agora_callbacks.ingress.wsgi_threads import on_threads
 
@@ -72,11 +72,12 @@ def part(body: bytes, more: bool = True) -> dict[str, Any]:
 
 
 class RecordingApp:
-    """The app behind the layer: reads the request's body through ``receive`` as
-    a2wsgi does, records it, answers 200."""
+    """The app behind the layer: reads the request's body through ``receive``,
+    records it (and the body handed in the scope), answers 200."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.scope_bodies: list[bytes] = []
 
     async def __call__(self, scope: dict[str, Any],
                        receive: Callable[[], Awaitable[dict[str, Any]]],
@@ -88,6 +89,7 @@ class RecordingApp:
             if not message.get("more_body"):
                 break
         self.bodies.append(body)
+        self.scope_bodies.append(scope[BODY_KEY])
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
@@ -107,7 +109,7 @@ def rejected(reason: str) -> float:
 def test_a_body_in_parts_reaches_the_app_whole() -> None:
     client = Client(part(b'{"a":'), part(b"1"), part(b"}", more=False))
     app = run(client, scope(headers={"content-length": "7"}))
-    assert app.bodies == [b'{"a":1}']
+    assert app.bodies == app.scope_bodies == [b'{"a":1}']
     assert client.status == 200
 
 
@@ -175,7 +177,7 @@ def test_headers_that_cannot_verify_go_to_the_app_without_their_body(
     request["headers"] = [(k.encode(), v.encode()) for k, v in
                           {"content-length": "50", **headers}.items()]
     app = run(client, request, timeout_s=0.01)
-    assert app.bodies == [b""] and client.status == 200
+    assert app.bodies == app.scope_bodies == [b""] and client.status == 200
 
 
 def test_other_routes_get_the_deadline_too_and_are_counted_by_status() -> None:
