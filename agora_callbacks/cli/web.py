@@ -32,7 +32,8 @@ def server_argv(settings: Settings, host: str, port: int | None = None,
                 workers: int | None = None) -> list[str]:
     """The granian command line serving the ingress with ``settings``. The request
     threads are the app's own (``WEB_THREADS``, read by each worker process: see
-    ``server_environ``); granian's ``--blocking-threads`` is for its WSGI interface."""
+    ``server_environ``); granian's ``--blocking-threads`` is for its WSGI interface.
+    The event loop is granian's choice (``--loop auto``): uvloop, a dependency."""
     binary = shutil.which("granian") or os.path.join(os.path.dirname(sys.executable), "granian")
     return [
         binary,
