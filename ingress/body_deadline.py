@@ -19,17 +19,19 @@ request, in order:
 4. the whole body goes to the app: through ``receive``, and in the scope
    (``BODY_KEY``), where the app can take it without a call back to the event loop.
 
-Its refusals look like the route's: the JSON error of ``responses.error_body``, an
+Its refusals look like the app's: the JSON error of ``responses.error_body``, an
 ``X-Request-Id``, one ``ncs.rejected`` log line on the NCS route (``request.rejected``
-on another route), and the NCS route's counters (``acb_ingress_received``,
-``acb_ingress_rejected`` by reason); another route's count by status
-(``acb_ingress_responses``). The response closes the connection: the rest of the body
-is never read. Nothing of a body is logged.
+on another route), the response counted and timed by route and status
+(``acb_ingress_responses``, ``acb_ingress_request_duration_seconds``) and, on the NCS
+route, its own counters (``acb_ingress_received``, ``acb_ingress_rejected`` by
+reason). The response closes the connection: the rest of the body is never read.
+Nothing of a body is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from agora_callbacks import metrics
@@ -124,6 +126,7 @@ class BodyDeadline:
             scope[BODY_KEY] = b""
             await self.app(scope, _replay(b"", receive), send)
             return
+        started = time.perf_counter()
         received = 0
         length: int | None = None
         try:
@@ -148,25 +151,27 @@ class BodyDeadline:
             except TimeoutError:
                 raise BodyTimeout() from None
         except BodyError as refused:
-            await self._refuse(scope, send, refused, length, received)
+            await self._refuse(scope, send, refused, length, received, started)
             return
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         scope[BODY_KEY] = body
         await self.app(scope, _replay(body, receive), send)
 
     async def _refuse(self, scope: Scope, send: Send, refused: BodyError,
-                      length: int | None, received: int) -> None:
+                      length: int | None, received: int, started: float) -> None:
         path = scope["path"]
+        route = route_of(path)
         rid = request_id.choose(_header(scope, b"x-request-id"))
         fields: dict[str, Any] = {
             "reason": refused.reason, "status": refused.status, "request_id": rid,
             "content_length": length, "received": received}
+        metrics.INGRESS_RESPONSES.labels(route, str(refused.status)).inc()
+        metrics.INGRESS_DURATION.labels(route).observe(time.perf_counter() - started)
         if path == PATH:
             metrics.INGRESS_RECEIVED.inc()
             metrics.INGRESS_REJECTED.labels(refused.reason).inc()
             log.warning("ncs.rejected", **fields)
         else:
-            metrics.INGRESS_RESPONSES.labels(route_of(path), str(refused.status)).inc()
             log.warning("request.rejected", method=scope["method"], path=path, **fields)
         await send({"type": "http.response.start", "status": refused.status,
                     "headers": [*_ERROR_HEADERS, (request_id.HEADER.lower().encode(),

@@ -119,8 +119,13 @@ def test_a_body_without_a_length_reaches_the_app_whole() -> None:
     assert app.bodies == [b"x" * 60 + b"y" * 40]  # exactly the limit: accepted
 
 
+def responses(route: str, status: str) -> float:
+    return REGISTRY.get_sample_value(
+        "acb_ingress_responses_total", {"route": route, "status": status}) or 0.0
+
+
 def test_a_stalled_body_is_408_after_the_deadline_and_never_reaches_the_app() -> None:
-    before = rejected("body_timeout")
+    before = rejected("body_timeout"), responses("/agora/ncs", "408")
     client = Client(part(b'{"noticeId":'), None)
     with capture_logs() as logs:
         app = run(client, scope(headers={"content-length": "50", "x-request-id": "r-408"}),
@@ -130,7 +135,8 @@ def test_a_stalled_body_is_408_after_the_deadline_and_never_reaches_the_app() ->
     assert client.json == {"error": "request body timeout"}
     assert client.headers[b"connection"] == b"close"
     assert client.headers[b"x-request-id"] == b"r-408"
-    assert rejected("body_timeout") == before + 1
+    assert (rejected("body_timeout"), responses("/agora/ncs", "408")) == (
+        before[0] + 1, before[1] + 1)
     [line] = [line for line in logs if line["event"] == "ncs.rejected"]
     assert line == {"event": "ncs.rejected", "log_level": "warning", "logger": "ingress.body",
                     "reason": "body_timeout",
@@ -181,16 +187,12 @@ def test_headers_that_cannot_verify_go_to_the_app_without_their_body(
 
 
 def test_other_routes_get_the_deadline_too_and_are_counted_by_status() -> None:
-    def responses() -> float:
-        return REGISTRY.get_sample_value(
-            "acb_ingress_responses_total", {"route": "other", "status": "408"}) or 0.0
-
-    before = responses()
+    before = responses("other", "408"), rejected("body_timeout")
     client = Client(part(b"user=", more=True), None)
     with capture_logs() as logs:
         run(client, scope("/ui/login", headers={"content-length": "40"}), timeout_s=0.05)
     assert client.status == 408
-    assert responses() == before + 1
+    assert (responses("other", "408"), rejected("body_timeout")) == (before[0] + 1, before[1])
     assert [(line["event"], line["path"]) for line in logs] == [
         ("request.rejected", "/ui/login")]
 
