@@ -3,9 +3,11 @@
 With a ``Content-Length`` the size is decided before a byte is read. Without one
 (``Transfer-Encoding: chunked``), the WSGI server de-chunks and marks the stream as
 terminated (``wsgi.input_terminated``, set by gunicorn, granian and Werkzeug's
-server); then at most ``limit + 1`` bytes are read, which is enough to know the body
-is too large. A stream the server does not terminate is never read blindly: it
-could block a worker forever.
+server, and by ``wsgi_threads`` for a body ``body_deadline`` read whole); then at
+most ``limit + 1`` bytes are read, which is enough to know the body is too large. A
+stream the server does not terminate is never read blindly: it could block a worker
+forever. The refusals (``BodyError``) are shared with ``body_deadline``, which makes
+the same decisions on the event loop before the app runs.
 """
 
 from __future__ import annotations
