@@ -182,6 +182,14 @@ VARIABLES: tuple[Variable, ...] = (
         "for good, while still bounding memory per request.",
     ),
     Variable(
+        "BODY_READ_TIMEOUT_S", "body_read_timeout_s", _positive_float, "10",
+        "How long the ingress waits for a request's body to arrive complete, in seconds "
+        "from its headers, before answering 408. The wait holds no request thread (the "
+        "body is read on the event loop, the app runs once it is in), so a client that "
+        "stalls or trickles its body costs a connection for this long, nothing more. "
+        "NCS sends its 0.5-16 KiB bodies at once and gives up on an attempt after 10 s.",
+    ),
+    Variable(
         "RETRY_AFTER_S", "retry_after_s", _positive_int, "5",
         "`Retry-After` value sent with a 503 when storage is down.",
     ),
@@ -384,6 +392,7 @@ class Settings:
     redis_timeout_s: float
     redis_retry_s: int
     max_body_bytes: int
+    body_read_timeout_s: float
     retry_after_s: int
     trusted_proxy_hops: int
     port: int

@@ -11,13 +11,19 @@ Recording body (event 31, ``uploaded``, ~1 KiB) over keep-alive connections:
       request's intended send time (``bench_ingress_load.py``; goal: p99 < 10 ms).
 
 Redis is a private embedded server started for the run (AOF off: the figure is the
-ingress's, not the disk's). ``--servers`` compares WSGI servers (the figures behind
-the README's choice); the default measures the chosen one.
+ingress's, not the disk's). ``--servers`` compares servers (the figures behind the
+README's choice); the default measures the chosen one, ``web``: ``agora-callbacks
+web``, granian's ASGI interface with the body deadline in front of the Flask app on
+threads. ``granian`` serves the same Flask app on granian's WSGI interface (no body
+deadline). The bare baseline of ``web`` runs on granian's WSGI interface, as that of
+``granian`` does, so both ingress paths are compared with the same baseline.
 
 Full size (about 1 minute per server):
     python benchmarks/bench_ingress.py
 Server comparison:
     python benchmarks/bench_ingress.py --servers granian,gunicorn-gthread,gunicorn-sync
+The ASGI path and the WSGI one, in one run:
+    python benchmarks/bench_ingress.py --servers web,granian
 Quick check on a busy machine:
     python benchmarks/bench_ingress.py --duration 3 --rate-duration 3
 """
@@ -91,7 +97,7 @@ def server_command(kind: str, app: str, port: int, workers: int, threads: int) -
         return [*gunicorn, "--worker-class", "gthread", "--threads", str(threads), app]
     if kind == "gunicorn-sync":
         return [*gunicorn, "--worker-class", "sync", app]
-    if kind == "web":  # the project's own command, as the Procfile runs it (granian)
+    if kind == "web":  # the project's own command, as the Procfile runs it (granian ASGI)
         if app != INGRESS_APP:
             return server_command("granian", app, port, workers, threads)
         return [str(bindir / "agora-callbacks"), "web", "--host", "127.0.0.1", "--port",
@@ -222,7 +228,8 @@ def main() -> int:
                         + ", ".join(SERVERS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4,
-                        help="threads per worker (gthread; granian blocking threads)")
+                        help="threads per worker (gthread; granian's blocking threads; "
+                        "web: WEB_THREADS)")
     parser.add_argument("--duration", type=float, default=15.0, help="wrk seconds per run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=1)

@@ -16,8 +16,13 @@ def ok() -> Response:
     return Response(OK_BODY, status=200, mimetype=_JSON)
 
 
+def error_body(message: str) -> bytes:
+    """The body of every error response: ``{"error": message}``."""
+    return json.dumps({"error": message}).encode()
+
+
 def error(status: int, message: str, retry_after: str | None = None) -> Response:
-    response = Response(json.dumps({"error": message}), status=status, mimetype=_JSON)
+    response = Response(error_body(message), status=status, mimetype=_JSON)
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
     return response

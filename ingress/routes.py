@@ -9,8 +9,11 @@ inbox (503 + ``Retry-After`` if Redis cannot take it), then ``200 {}``. The body
 never parsed: a verified body that is not JSON is stored all the same, and the
 workers dead-letter it with its reason.
 
-The body read itself has no deadline: on granian a read cannot be abandoned (README,
-"Ingress: server choice and figures", slow clients).
+The read itself has no deadline here: a WSGI server's read cannot be abandoned from
+the app. ``agora-callbacks web`` serves the app behind ``body_deadline``, which reads
+the body on the event loop within ``BODY_READ_TIMEOUT_S`` (408 after it) before this
+route runs, and hands a request this route refuses from its signature headers over
+at once (README, "Slow clients").
 """
 
 from __future__ import annotations
@@ -57,8 +60,7 @@ def receive() -> Response:
         metrics.INGRESS_REJECTED.labels(exc.reason).inc()
         log.warning("ncs.rejected", reason=exc.reason, status=exc.status,
                     content_length=request.content_length)
-        return responses.error(exc.status, "body too large" if exc.status == 413
-                               else "bad request body")
+        return responses.error(exc.status, exc.message)
     if not body:
         metrics.INGRESS_REJECTED.labels("empty_body").inc()
         log.warning("ncs.rejected", reason="empty_body", status=400)

@@ -257,6 +257,7 @@ def test_a_redis_error_in_the_middle_of_a_command_is_one_line(
     ("PORT", "", "PORT: expected an integer, got ''"),
     ("REDIS_TIMEOUT_S", "fast", "REDIS_TIMEOUT_S: expected a number, got 'fast'"),
     ("WEB_THREADS", "0", "WEB_THREADS: must be a positive integer, got '0'"),
+    ("BODY_READ_TIMEOUT_S", "-1", "BODY_READ_TIMEOUT_S: must be a positive number, got '-1'"),
 ])
 def test_every_numeric_setting_names_itself_and_what_it_expected(
         variable: str, raw: str, message: str) -> None:

@@ -16,6 +16,7 @@ def test_defaults_parse() -> None:
     assert s.ncs_secrets == ()
     assert s.dedupe_ttl_s >= 86400
     assert s.max_body_bytes == 262144
+    assert s.body_read_timeout_s == 10.0
 
 
 def test_secrets_are_split_and_trimmed() -> None:
@@ -33,6 +34,8 @@ def test_secrets_are_split_and_trimmed() -> None:
         ("REORDER_HOLD_MS", "-1"),
         ("DEDUPE_KEY", "sid"),
         ("REDIS_TIMEOUT_S", "0"),
+        ("BODY_READ_TIMEOUT_S", "0"),
+        ("BODY_READ_TIMEOUT_S", "soon"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:

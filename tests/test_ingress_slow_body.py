@@ -1,18 +1,15 @@
 """Finding 13: clients that send headers and then stall must not hold the ingress's
-request threads. A request without a signature header (or with none that could
-verify) is refused with 401 before its body is read.
+request threads.
 
-The server tests run the ingress as the README does (``agora-callbacks web``, granian)
-with one worker of two request threads, and hold more stalled connections than that
-(16) while a signed callback is sent.
-
-What is not fixed: a stalled client that sends a well-formed (forged) signature header
-still holds a request thread until it disconnects. granian's ``wsgi.input.read`` has no
-timeout (granian issue #728, "wontfix") and cannot be abandoned: answering a request
-while a helper thread still waits on its body froze the whole worker until that client
-went away (README, "Ingress: server choice and figures"). The xfail below holds the
-gap in view (not strict: it passes when granian happens to hand the signed callback
-to a thread before the stalled requests take both)."""
+The server tests run the ingress as the README does (``agora-callbacks web``: granian's
+ASGI interface, the Flask app on threads behind ``body_deadline``) with one worker of
+two request threads, and hold more stalled connections than that (16) while a signed
+callback is sent. A request without a signature header (or with none that could
+verify) is refused with 401 before its body is read. Any other body is read on the
+event loop, not on a request thread, within ``BODY_READ_TIMEOUT_S``: a stalled client
+with a well-formed (forged) signature header holds a coroutine and its connection
+until the deadline, then gets 408.
+"""
 
 from __future__ import annotations
 
@@ -41,12 +38,14 @@ STALLED = 16
 FORGED = {HEADER_V2: "ab" * 32}  # well-formed, wrong: only the body can tell
 
 
-@pytest.fixture
-def web(redis_server: ServerProcess, redis_client: redis.Redis,
-        tmp_path: Path) -> Iterator[int]:
+#: ``BODY_READ_TIMEOUT_S`` of the servers that test the deadline itself.
+DEADLINE_S = 1.0
+
+
+def _serve(redis_server: ServerProcess, tmp_path: Path, **env: str) -> Iterator[int]:
     port = free_port()
     log_path = tmp_path / "web.log"
-    process = _spawn_web(redis_server.url, log_path, port)
+    process = _spawn_web(redis_server.url, log_path, port, **env)
     try:
         wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
                  message="agora-callbacks web to answer /healthz")
@@ -54,6 +53,20 @@ def web(redis_server: ServerProcess, redis_client: redis.Redis,
         yield port
     finally:
         _stop(process)
+
+
+@pytest.fixture
+def web(redis_server: ServerProcess, redis_client: redis.Redis,
+        tmp_path: Path) -> Iterator[int]:
+    """The ingress with the default deadline (10 s, the test's bound)."""
+    yield from _serve(redis_server, tmp_path)
+
+
+@pytest.fixture
+def web_1s(redis_server: ServerProcess, redis_client: redis.Redis,
+           tmp_path: Path) -> Iterator[int]:
+    """The ingress with a body deadline of ``DEADLINE_S``."""
+    yield from _serve(redis_server, tmp_path, BODY_READ_TIMEOUT_S=str(DEADLINE_S))
 
 
 def _stall(port: int, headers: dict[str, str], *, chunked: bool = False) -> socket.socket:
@@ -133,11 +146,6 @@ def test_requests_without_a_signature_header_are_refused_before_their_body(
     assert _bodies(redis_client) == [BODY]
 
 
-@pytest.mark.xfail(strict=False, raises=pytest.fail.Exception,
-                   reason="granian's body read has no timeout and cannot be abandoned: a "
-                   "stalled client with a forged signature header holds a request thread "
-                   "until it disconnects (needs a body timeout in front of the WSGI app); "
-                   "it fails whenever the stalled requests reach both threads first")
 def test_stalled_bodies_with_a_forged_signature_do_not_hold_the_request_threads(
         web: int, redis_client: redis.Redis) -> None:
     stalled = [_stall(web, FORGED) for _ in range(STALLED)]
@@ -145,6 +153,55 @@ def test_stalled_bodies_with_a_forged_signature_do_not_hold_the_request_threads(
         assert _signed_callback_within(web, ANSWER_WITHIN_S) == 200
     finally:
         _close_all(stalled)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_stalled_bodies_are_408_after_the_deadline(
+        web_1s: int, redis_client: redis.Redis, tmp_path: Path, chunked: bool) -> None:
+    started = time.monotonic()
+    stalled = [_stall(web_1s, FORGED, chunked=chunked) for _ in range(STALLED)]
+    try:
+        assert _signed_callback_within(web_1s, ANSWER_WITHIN_S) == 200
+        answers = [_until_closed(sock, ANSWER_WITHIN_S) for sock in stalled]
+        elapsed = time.monotonic() - started
+    finally:
+        _close_all(stalled)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"408"] * STALLED
+    assert elapsed >= DEADLINE_S  # not before the deadline
+    head, _, body = answers[0].partition(b"\r\n\r\n")
+    assert json.loads(body) == {"error": "request body timeout"}
+    assert b"x-request-id:" in head.lower()
+    assert _bodies(redis_client) == [BODY]
+
+    def timeouts_logged() -> int:
+        lines = [json.loads(line) for line in (tmp_path / "web.log").read_text().splitlines()
+                 if '"ncs.rejected"' in line]
+        return sum(line["reason"] == "body_timeout" and line["status"] == 408
+                   for line in lines)
+
+    wait_for(lambda: timeouts_logged() == STALLED, timeout=10,
+             message=f"{STALLED} ncs.rejected lines with reason body_timeout")
+
+
+def test_a_trickled_chunked_body_within_the_deadline_is_stored(
+        web_1s: int, redis_client: redis.Redis) -> None:
+    """Five chunks a tenth of the deadline apart: slow, but complete in time."""
+    headers = {"Content-Type": "application/json", **sign_headers(BODY, SECRET)}
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock = socket.create_connection(("127.0.0.1", web_1s), timeout=30)
+    try:
+        sock.sendall(f"POST /agora/ncs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     f"{head}\r\n".encode())
+        size = -(-len(BODY) // 5)
+        for start in range(0, len(BODY), size):
+            piece = BODY[start:start + size]
+            sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece))
+            time.sleep(DEADLINE_S / 10)  # the client's pace, not a wait for the server
+        sock.sendall(b"0\r\n\r\n")
+        assert _status(sock, ANSWER_WITHIN_S) == 200
+    finally:
+        sock.close()
+    wait_for(lambda: _bodies(redis_client) == [BODY], timeout=10, message="the body stored")
 
 
 def test_a_body_sent_in_two_parts_is_stored(web: int, redis_client: redis.Redis) -> None:

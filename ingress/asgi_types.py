@@ -1,0 +1,13 @@
+"""The ASGI callables' shapes, as the type hints of the ingress's ASGI layer use them
+(the ASGI spec's scopes and messages are plain dicts)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
