@@ -208,8 +208,19 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "WEB_THREADS", "web_threads", _positive_int, "4",
-        "Request threads per ingress worker process (granian's blocking threads): "
-        "while one waits on Redis, another verifies the next request.",
+        "Request threads per ingress worker process (the threads that run the Flask "
+        "app: a2wsgi's under `WEB_INTERFACE=asgi`, granian's blocking threads under "
+        "`wsgi`): while one waits on Redis, another verifies the next request.",
+    ),
+    Variable(
+        "WEB_INTERFACE", "web_interface", _choice("asgi", "wsgi"), "asgi",
+        "How `agora-callbacks web` serves the ingress on granian. `asgi`: each body is "
+        "read on the event loop within `BODY_READ_TIMEOUT_S`, so a client that stalls "
+        "its body holds no request thread (about a third of `wsgi`'s requests per "
+        "second: README, \"The body deadline\"). `wsgi`: granian's WSGI interface, the "
+        "fastest, with no deadline on bodies (a stalled body holds a request thread "
+        "until its client leaves): only behind a proxy that reads whole bodies before "
+        "forwarding them (nginx's default request buffering, with `client_body_timeout`).",
     ),
     Variable(
         "ADMIN_TOKEN", "admin_token", _optional_str, "",
@@ -398,6 +409,7 @@ class Settings:
     port: int
     web_concurrency: int
     web_threads: int
+    web_interface: str
     admin_token: str | None
     metrics_token: str | None
     callback_handlers: tuple[str, ...]

@@ -240,3 +240,37 @@ def test_bad_setting_is_named(redis_server: ServerProcess) -> None:
                           timeout=60)
     assert done.returncode != 0
     assert "WEB_THREADS" in done.stderr
+
+
+def test_wsgi_interface_serves_the_same_ingress(redis_server: ServerProcess,
+                                                redis_client: redis.Redis,
+                                                tmp_path: Path) -> None:
+    """``WEB_INTERFACE=wsgi``: the Flask app on granian's WSGI interface (no body
+    deadline, for deployments behind a buffering proxy) stores what ``asgi`` does."""
+    port = free_port()
+    process = _spawn_web(redis_server.url, tmp_path / "web.log", port, WEB_INTERFACE="wsgi")
+    try:
+        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
+                 message="agora-callbacks web (wsgi) to answer /healthz")
+        assert process.poll() is None, (tmp_path / "web.log").read_text()
+        # granian names its process after the interface and the app it serves.
+        title = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert title.startswith(b"granian wsgi ") and b"ingress.wsgi:app" in title, title
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            statuses = [_post(conn, BODY + b" " * i).status for i in range(3)]
+            chunked = _post(conn, BODY + b"\n", chunked=True).status
+        finally:
+            conn.close()
+        assert statuses == [200] * 3 and chunked == 200
+        assert _bodies(redis_client) == [BODY, BODY + b" ", BODY + b"  ", BODY + b"\n"]
+    finally:
+        _stop(process)
+
+
+def test_unknown_web_interface_is_named(redis_server: ServerProcess) -> None:
+    env = _env(redis_server.url, WEB_INTERFACE="rsgi")
+    done = subprocess.run([_cli(), "web"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "WEB_INTERFACE" in done.stderr and "Traceback" not in done.stderr

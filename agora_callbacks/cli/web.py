@@ -26,18 +26,29 @@ from agora_callbacks.metrics_dir import ensure_multiproc_dir
 from agora_callbacks.settings import Settings
 
 APP = "agora_callbacks.ingress.asgi:app"
+#: The Flask app itself, for ``WEB_INTERFACE=wsgi`` (no body deadline).
+WSGI_APP = "agora_callbacks.ingress.wsgi:app"
 
 
 def server_argv(settings: Settings, host: str, port: int | None = None,
-                workers: int | None = None) -> list[str]:
-    """The granian command line serving the ingress with ``settings``. The request
-    threads are the app's own (``WEB_THREADS``, read by each worker process: see
-    ``server_environ``); granian's ``--blocking-threads`` is for its WSGI interface.
-    The event loop is granian's choice (``--loop auto``): uvloop, a dependency."""
+                workers: int | None = None, threads: int | None = None) -> list[str]:
+    """The granian command line serving the ingress with ``settings``.
+
+    ``WEB_INTERFACE=asgi`` (the default): the request threads are the app's own
+    (``WEB_THREADS``, read by each worker process: see ``server_environ``), and the
+    event loop is granian's choice (``--loop auto``): uvloop, a dependency.
+    ``wsgi``: the Flask app on granian's WSGI interface, whose blocking threads run
+    it (``--blocking-threads``), with no deadline on request bodies."""
     binary = shutil.which("granian") or os.path.join(os.path.dirname(sys.executable), "granian")
+    if settings.web_interface == "wsgi":
+        interface = ["--interface", "wsgi",
+                     "--blocking-threads", str(threads or settings.web_threads)]
+        app = WSGI_APP
+    else:
+        interface, app = ["--interface", "asgi"], APP
     return [
         binary,
-        "--interface", "asgi",
+        *interface,
         "--host", host,
         "--port", str(port or settings.port),
         "--workers", str(workers or settings.web_concurrency),
@@ -47,7 +58,7 @@ def server_argv(settings: Settings, host: str, port: int | None = None,
         "--log-level", "warning" if settings.log_level in ("warning", "error") else "info",
         # granian's own lines (start, workers, stop) rendered like ours (logs.stdlib_formatter).
         "--log-config", logs.GRANIAN_LOG_CONFIG,
-        APP,
+        app,
     ]
 
 
@@ -75,7 +86,7 @@ def web(host: str, port: int | None, workers: int | None, threads: int | None) -
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     ensure_multiproc_dir("web")
-    argv = server_argv(settings, host, port, workers)
+    argv = server_argv(settings, host, port, workers, threads)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, server_environ(threads))
