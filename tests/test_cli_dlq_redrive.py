@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,39 @@ from agora_callbacks.workers.hook_runs import claim_key, hook_key
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def worker(redis_server: ServerProcess, redis_client: redis.Redis,
-           tmp_path: Path) -> Iterator[Worker]:
-    w = Worker(redis_server.url, "redrive", concurrency=1, log_dir=tmp_path)
+@contextmanager
+def running(w: Worker, client: redis.Redis) -> Iterator[Worker]:
+    """``w`` once it is ready, stopped afterwards."""
     try:
-        w.wait_ready(redis_client)
+        w.wait_ready(client)
         yield w
     finally:
         w.stop()
+
+
+@pytest.fixture
+def worker(redis_server: ServerProcess, redis_client: redis.Redis,
+           tmp_path: Path) -> Iterator[Worker]:
+    with running(Worker(redis_server.url, "redrive", concurrency=1, log_dir=tmp_path),
+                 redis_client) as w:
+        yield w
+
+
+def store_recording(client: redis.Redis, sid: str) -> list[Any]:
+    """Store a composite recording's events in the inbox, as the ingress does."""
+    events = lifecycle("composite", sid)
+    now = int(time.time() * 1000)
+    for e in events:
+        inbox.store(client, encode(e), inbox.ReceiveMeta(now, "v2", 0, "127.0.0.1", "t"))
+    return events
+
+
+def only_dead_letter(client: redis.Redis, kind: str) -> deadletters.DeadLetter:
+    """The one dead letter of ``kind``, once it is written."""
+    letters = wait_for(lambda: [d for d in deadletters.list_(client) if d.kind == kind],
+                       timeout=60, message=f"the failing {kind} to be dead-lettered")
+    assert isinstance(letters, list) and len(letters) == 1
+    return letters[0]
 
 
 def runs(client: redis.Redis, handler: str) -> list[dict[str, object]]:
@@ -46,18 +71,10 @@ def runs(client: redis.Redis, handler: str) -> list[dict[str, object]]:
 def test_requeue_reruns_the_dead_lettered_handler(worker: Worker,
                                                   redis_client: redis.Redis) -> None:
     sid = new_sid()
-    events = lifecycle("composite", sid)
     failing = 5
     redis_client.hset(f"t:ctl:{sid}:{failing}", "always_fail", "1")
-    now = int(time.time() * 1000)
-    for e in events:
-        inbox.store(redis_client, encode(e), inbox.ReceiveMeta(now, "v2", 0, "127.0.0.1", "t"))
-
-    letters = wait_for(lambda: [d for d in deadletters.list_(redis_client)
-                                if d.kind == deadletters.HANDLER],
-                       timeout=60, message="the failing handler to be dead-lettered")
-    assert isinstance(letters, list) and len(letters) == 1
-    letter = letters[0]
+    events = store_recording(redis_client, sid)
+    letter = only_dead_letter(redis_client, deadletters.HANDLER)
     assert letter.handler == "e2e.every"
     # The recording went on without it: every other event was handled.
     wait_for(lambda: len(runs(redis_client, "every")) == len(events) - 1, timeout=60,
@@ -90,14 +107,10 @@ def test_task_args_keep_key_flags_and_body_outside_the_order() -> None:
 @pytest.fixture
 def hook_worker(redis_server: ServerProcess, redis_client: redis.Redis,
                 tmp_path: Path) -> Iterator[Worker]:
-    w = Worker(redis_server.url, "hook-redrive", concurrency=1, log_dir=tmp_path,
-               handlers="hook_redrive_handlers", env={"SETTLE_S": "1"},
-               queues="hooks-q")
-    try:
-        w.wait_ready(redis_client)
+    with running(Worker(redis_server.url, "hook-redrive", concurrency=1, log_dir=tmp_path,
+                        handlers="hook_redrive_handlers", env={"SETTLE_S": "1"},
+                        queues="hooks-q"), redis_client) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def hook_runs(client: redis.Redis, sid: str) -> list[dict[str, Any]]:
@@ -108,15 +121,8 @@ def test_requeue_reruns_the_dead_lettered_hook_once(hook_worker: Worker,
                                                      redis_client: redis.Redis) -> None:
     sid = new_sid()
     redis_client.set(f"t:hook-fail:{sid}", "1")
-    now = int(time.time() * 1000)
-    for e in lifecycle("composite", sid):
-        inbox.store(redis_client, encode(e), inbox.ReceiveMeta(now, "v2", 0, "127.0.0.1", "t"))
-
-    letters = wait_for(lambda: [d for d in deadletters.list_(redis_client)
-                                if d.kind == deadletters.HOOK],
-                       timeout=60, message="the failing hook to be dead-lettered")
-    assert isinstance(letters, list) and len(letters) == 1
-    letter = letters[0]
+    store_recording(redis_client, sid)
+    letter = only_dead_letter(redis_client, deadletters.HOOK)
     assert letter.handler == "e2e.copy_files" and letter.reason == "handler_failed"
     assert letter.extra["sid"] == sid and letter.extra["phase"] == "files_ready"
     (first,) = hook_runs(redis_client, sid)
