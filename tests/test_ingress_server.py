@@ -50,30 +50,48 @@ def _healthy(port: int) -> bool:
         conn.close()
 
 
+def _spawn(env: dict[str, str], log_path: Path, port: int, *, workers: int = 1,
+           threads: int | None = 2) -> subprocess.Popen[bytes]:
+    """``agora-callbacks web`` with ``env``, ``workers`` processes of ``threads``
+    threads (None: the default), its output in ``log_path``, in a process group of
+    its own (stop it with ``_stop``)."""
+    argv = [_cli(), "web", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 def _spawn_web(redis_url: str, log_path: Path, port: int,
                **env: str) -> subprocess.Popen[bytes]:
-    """``agora-callbacks web`` with one worker process of two threads, its output in
-    ``log_path``, in a process group of its own (stop it with ``_stop``)."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [_cli(), "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--threads", "2"],
-            env=_env(redis_url, **env), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+    """``_spawn`` with this module's environment (``_env``): one worker process of
+    two threads."""
+    return _spawn(_env(redis_url, **env), log_path, port)
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log_path: Path, *, workers: int = 1,
+            threads: int | None = 2) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``agora-callbacks web`` (``_spawn``) on a free port, once it answers
+    ``/healthz``; stopped afterwards. Fails with its output if it exits first."""
+    port = free_port()
+    process = _spawn(env, log_path, port, workers=workers, threads=threads)
+    try:
+        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
+                 message="agora-callbacks web to answer /healthz")
+        assert process.poll() is None, log_path.read_text()
+        yield process, port
+    finally:
+        _stop(process)
 
 
 @pytest.fixture
 def web(redis_server: ServerProcess, redis_client: redis.Redis,
         tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    process = _spawn_web(redis_server.url, tmp_path / "web.log", port)
-    try:
-        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
-                 message="agora-callbacks web to answer /healthz")
-        assert process.poll() is None, (tmp_path / "web.log").read_text()
-        yield process, port
-    finally:
-        _stop(process)
+    with serving(_env(redis_server.url), tmp_path / "web.log") as served:
+        yield served
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -247,12 +265,8 @@ def test_wsgi_interface_serves_the_same_ingress(redis_server: ServerProcess,
                                                 tmp_path: Path) -> None:
     """``WEB_INTERFACE=wsgi``: the Flask app on granian's WSGI interface (no body
     deadline, for deployments behind a buffering proxy) stores what ``asgi`` does."""
-    port = free_port()
-    process = _spawn_web(redis_server.url, tmp_path / "web.log", port, WEB_INTERFACE="wsgi")
-    try:
-        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
-                 message="agora-callbacks web (wsgi) to answer /healthz")
-        assert process.poll() is None, (tmp_path / "web.log").read_text()
+    with serving(_env(redis_server.url, WEB_INTERFACE="wsgi"),
+                 tmp_path / "web.log") as (process, port):
         # granian names its process after the interface and the app it serves.
         title = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         assert title.startswith(b"granian wsgi ") and b"ingress.wsgi:app" in title, title
@@ -264,8 +278,6 @@ def test_wsgi_interface_serves_the_same_ingress(redis_server: ServerProcess,
             conn.close()
         assert statuses == [200] * 3 and chunked == 200
         assert _bodies(redis_client) == [BODY, BODY + b" ", BODY + b"  ", BODY + b"\n"]
-    finally:
-        _stop(process)
 
 
 def test_unknown_web_interface_is_named(redis_server: ServerProcess) -> None:

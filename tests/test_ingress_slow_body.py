@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_for
-from test_ingress_server import BODY, SECRET, _bodies, _healthy, _post, _spawn_web, _stop
+from test_ingress_server import BODY, SECRET, _bodies, _env, _post, serving
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from agora_callbacks.embedded_server import ServerProcess, free_port
+from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.app import create_app
 from agora_callbacks.ingress.signature import HEADER_V1, HEADER_V2, sign_headers
 from agora_callbacks.settings import Settings
@@ -43,16 +43,8 @@ DEADLINE_S = 1.0
 
 
 def _serve(redis_server: ServerProcess, tmp_path: Path, **env: str) -> Iterator[int]:
-    port = free_port()
-    log_path = tmp_path / "web.log"
-    process = _spawn_web(redis_server.url, log_path, port, **env)
-    try:
-        wait_for(lambda: process.poll() is not None or _healthy(port), timeout=30,
-                 message="agora-callbacks web to answer /healthz")
-        assert process.poll() is None, log_path.read_text()
+    with serving(_env(redis_server.url, **env), tmp_path / "web.log") as (_, port):
         yield port
-    finally:
-        _stop(process)
 
 
 @pytest.fixture

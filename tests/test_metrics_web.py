@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +13,9 @@ import pytest
 import redis
 from conftest import SECRET, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from test_ingress_server import serving
 
-from agora_callbacks.embedded_server import ServerProcess, free_port
+from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.signature import sign_headers
 
 pytestmark = pytest.mark.slow
@@ -39,38 +37,21 @@ def request(port: int, method: str, path: str, body: bytes = b"",
         conn.close()
 
 
+def web_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """This environment without the metrics' directory and tokens, for
+    ``agora-callbacks web`` on ``redis_url``, with ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() != "prometheus_multiproc_dir" and k not in ("METRICS_TOKEN", "ADMIN_TOKEN")}
+    env.update({"REDIS_URL": redis_url, "AGORA_NCS_SECRETS": SECRET,
+                "LOG_LEVEL": "warning", "LOG_FORMAT": "json", **extra})
+    return env
+
+
 @pytest.fixture
 def web(redis_server: ServerProcess, redis_client: redis.Redis, tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
-    env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET,
-                "METRICS_TOKEN": METRICS_TOKEN, "ADMIN_TOKEN": ADMIN_TOKEN,
-                "LOG_LEVEL": "warning", "LOG_FORMAT": "json"})
-    log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
-    cli = os.path.join(os.path.dirname(sys.executable), "agora-callbacks")
-    proc = subprocess.Popen([cli, "web", "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "2"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return request(port, "GET", "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, interval=0.1, message="agora-callbacks web to answer")
+    env = web_env(redis_server.url, METRICS_TOKEN=METRICS_TOKEN, ADMIN_TOKEN=ADMIN_TOKEN)
+    with serving(env, tmp_path / "web.log", workers=2, threads=None) as (_, port):
         yield port
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def stored(text: str) -> float:
@@ -113,27 +94,8 @@ def test_metrics_need_the_metrics_or_admin_token(web: int) -> None:
 
 
 def test_metrics_are_closed_without_a_token(redis_server: ServerProcess,
-                                            redis_client: redis.Redis) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() != "prometheus_multiproc_dir" and k not in ("METRICS_TOKEN", "ADMIN_TOKEN")}
-    env.update({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": SECRET,
-                "LOG_LEVEL": "warning", "LOG_FORMAT": "json"})
-    cli = os.path.join(os.path.dirname(sys.executable), "agora-callbacks")
-    proc = subprocess.Popen([cli, "web", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def healthy() -> bool:
-        try:
-            return request(port, "GET", "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=30, interval=0.1, message="agora-callbacks web to answer")
+                                            redis_client: redis.Redis, tmp_path: Path) -> None:
+    with serving(web_env(redis_server.url), tmp_path / "web.log",
+                 threads=None) as (_, port):
         assert request(port, "GET", "/metrics")[0] == 404
         assert request(port, "GET", "/metrics", headers={"Authorization": "Bearer x"})[0] == 404
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
