@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from agora_callbacks import keys, recordings_index
-from agora_callbacks.workers.ordering import Failure
+from agora_callbacks.workers.ordering import Failure, scripts
 
 #: The outcome script (its header says KEYS, ARGV and the reply).
 OUTCOME_LUA = Path(__file__).with_name("hook_outcome.lua")
@@ -32,8 +33,6 @@ DONE = "done"
 FAILED = "failed"
 #: ``record_outcome``'s reply when the claim is not this task's.
 STALE = "stale"
-
-_SCRIPT: list[Any] = []
 
 
 def hook_key(sid: str, phase: str, name: str) -> str:
@@ -83,10 +82,13 @@ def claim(client: redis.Redis, run: HookRun, ttl_s: int) -> bool:
 
 
 def _script(client: redis.Redis) -> Any:
-    """The outcome script (redis-py's ``Script``: EVALSHA, loaded on NOSCRIPT)."""
-    if not _SCRIPT:
-        _SCRIPT.append(client.register_script(OUTCOME_LUA.read_text()))
-    return _SCRIPT[0]
+    """The outcome script (``scripts.registered``)."""
+    return scripts.registered(client, _outcome_text())
+
+
+@cache
+def _outcome_text() -> str:
+    return OUTCOME_LUA.read_text()
 
 
 def record_body(record: dict[str, Any]) -> bytes:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from agora_callbacks import keys, recording_timeline, recordings_index
+from agora_callbacks.workers.ordering import scripts
 
 _LUA = Path(__file__).with_name("lua") / "save_record.lua"
 
@@ -95,9 +97,7 @@ def loaded(raw: bytes | str | None, *, turn: str | None = None,
     return Loaded(decode(data), hashlib.sha1(data).hexdigest(), turn, now_ms)
 
 
-_SCRIPT: list[Any] = []
-
-
+@cache
 def script_text() -> str:
     """The compare-and-set script: ``save_record.lua`` after the dashboard index's
     ``index_update`` function, which it runs on the keys after its own three."""
@@ -110,10 +110,8 @@ def script_sha() -> str:
 
 
 def _save_script(client: redis.Redis) -> Any:
-    """The compare-and-set script (redis-py's ``Script``: EVALSHA, loaded on NOSCRIPT)."""
-    if not _SCRIPT:
-        _SCRIPT.append(client.register_script(script_text()))
-    return _SCRIPT[0]
+    """The compare-and-set script (``scripts.registered``)."""
+    return scripts.registered(client, script_text())
 
 
 #: ``save_if``'s ``due_ms``: leave the lifecycle timer as it is.

@@ -41,6 +41,19 @@ def sha(name: str) -> str:
     return hashlib.sha1(source(name).encode()).hexdigest()
 
 
+_REGISTERED: dict[str, Any] = {}
+
+
+def registered(client: redis.Redis, text: str) -> Any:
+    """redis-py's ``Script`` for ``text`` (EVALSHA, loaded again on NOSCRIPT), made
+    once per process: for a script called on its own, outside these pipelines (the
+    record's compare-and-set, a hook's outcome). Call it with ``client=``."""
+    script = _REGISTERED.get(text)
+    if script is None:
+        script = _REGISTERED[text] = client.register_script(text)
+    return script
+
+
 def load_all(client: redis.Redis) -> None:
     """Load every script into Redis's script cache."""
     pipe = client.pipeline(transaction=False)
