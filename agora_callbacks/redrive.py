@@ -60,10 +60,18 @@ def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter)
     dead letter; return the new task id."""
     if letter.kind != deadletters.HANDLER or not letter.handler:
         raise ValueError(f"dead letter {letter.id} is not a handler dead letter")
+    return _publish_again(settings, client, letter, handler_task_args(letter))
+
+
+def _publish_again(settings: Settings, client: redis.Redis, letter: DeadLetter,
+                   args: list[Any], **options: Any) -> str:
+    """Send the dead letter's task (``letter.handler``) with ``args`` to the queue its
+    workers announced (``task_queues``), then delete the dead letter; return the new
+    task id. ``options``: more of Celery's ``send_task`` options."""
     app = producer_app(settings)
     try:
-        result = app.send_task(letter.handler, args=handler_task_args(letter),
-                               queue=task_queues.queue_of(client, letter.handler))
+        result = app.send_task(letter.handler, args=args,
+                               queue=task_queues.queue_of(client, letter.handler), **options)
     finally:
         app.close()
     deadletters.delete(client, letter.id)
@@ -90,15 +98,8 @@ def redrive_hook(settings: Settings, client: redis.Redis, letter: DeadLetter) ->
     args = hook_task_args(letter)
     if not args[0] or not args[1]:
         raise ValueError(f"dead letter {letter.id} names no recording or phase")
-    app = producer_app(settings)
-    try:
-        result = app.send_task(letter.handler, args=args,
-                               queue=task_queues.queue_of(client, letter.handler),
-                               argsrepr=f"(sid={args[0]!r}, phase={args[1]!r})", kwargsrepr="{}")
-    finally:
-        app.close()
-    deadletters.delete(client, letter.id)
-    return str(result.id)
+    return _publish_again(settings, client, letter, args,
+                          argsrepr=f"(sid={args[0]!r}, phase={args[1]!r})", kwargsrepr="{}")
 
 
 def redrive(settings: Settings, client: redis.Redis, letter: DeadLetter) -> str:
