@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,14 @@ class DeadLetter:
             extra=obj("extra"),
         )
 
+    @property
+    def sid(self) -> str:
+        """The recording this letter belongs to ("" when none is known): a ``hook``
+        letter's ``extra``, else its body's (``body_fields``)."""
+        if self.kind == HOOK:
+            return str(self.extra.get("sid") or "")
+        return str(body_fields(self.body).get("sid") or "")
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the body as text, replacement characters where not UTF-8)."""
         return {
@@ -106,6 +114,23 @@ class DeadLetter:
             "exception": self.exception,
             "extra": self.extra,
         }
+
+
+def body_fields(body: bytes) -> dict[str, Any]:
+    """``sid``, ``sequence`` and ``event_type`` of a callback body, as far as it parses
+    (``payload.sid``, where NCS puts it, before a top-level ``sid``)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    payload = value.get("payload")
+    if not isinstance(payload, dict):
+        payload = {}
+    out = {"sid": payload.get("sid", value.get("sid")), "sequence": payload.get("sequence"),
+           "event_type": value.get("eventType")}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def entry_fields(
@@ -148,6 +173,36 @@ def list_(client: redis.Redis, count: int = 50, after: str = "-") -> list[DeadLe
     start = "-" if after == "-" else f"({after}"
     rows: Any = client.xrange(keys.DEADLETTERS, start, "+", count)
     return [DeadLetter.from_stream(i, f) for i, f in rows]
+
+
+#: Most letters ``newest`` reads for one answer.
+SCAN_LIMIT = 5000
+_BATCH = 500
+
+
+def newest(client: redis.Redis, matches: Callable[[DeadLetter], bool], limit: int, *,
+           before: str = "", scan_limit: int = SCAN_LIMIT) -> tuple[list[DeadLetter], str]:
+    """Up to ``limit`` letters that ``matches``, newest first, from before id ``before``
+    (exclusive; "" from the newest), reading at most ``scan_limit`` letters. Also
+    returns where to go on (``before`` of the next call; "" when no letter is left):
+    the last letter returned when ``limit`` were found, else the last one read."""
+    found: list[DeadLetter] = []
+    top = f"({before}" if before else "+"
+    scanned = 0
+    while scanned < scan_limit:
+        asked = min(_BATCH, scan_limit - scanned)
+        rows: Any = client.xrevrange(keys.DEADLETTERS, top, "-", count=asked)
+        for entry_id, fields in rows or []:
+            letter = DeadLetter.from_stream(entry_id, fields)
+            scanned += 1
+            top = f"({letter.id}"
+            if matches(letter):
+                found.append(letter)
+                if len(found) == limit:
+                    return found, letter.id
+        if len(rows or []) < asked:
+            return found, ""
+    return found, top[1:]
 
 
 def get(client: redis.Redis, dead_letter_id: str) -> DeadLetter | None:

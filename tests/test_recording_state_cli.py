@@ -102,3 +102,56 @@ def test_summary_lists_the_lifecycle_phases_fired(redis_client: redis.Redis) -> 
     store.save(redis_client, SID, record, ttl_s=60)
     assert ("Lifecycle: started, files_ready (from query), failed (upload_failed)\n"
             in invoke(SID).stdout)
+
+
+def _letter(client: redis.Redis, raw: bytes, *, kind: str = "body", reason: str = "invalid",
+            handler: str = "", exception: str = "", **extra: Any) -> str:
+    from agora_callbacks import deadletters
+
+    entry = deadletters.add(client, 1000, kind=kind, reason=reason, detail="", body=raw,
+                            meta={}, handler=handler, exception=exception, extra=extra or None)
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def test_summary_lists_the_recordings_dead_letters_newest_first(
+        redis_client: redis.Redis) -> None:
+    from workers_support import body
+
+    store.save(redis_client, SID, folded("individual"), ttl_s=60)
+    handler = _letter(redis_client, body(SID, 7, 31), kind="handler", reason="handler_failed",
+                      handler="app.on_upload", exception="ValueError: no bucket")
+    _letter(redis_client, body("feedface" * 4, 3))  # another recording's
+    hook = _letter(redis_client, b"{}", kind="hook", reason="hook_failed",
+                   handler="app.publish", exception="TimeoutError: cdn", sid=SID,
+                   phase="files_ready")
+    out = invoke(SID).stdout
+    section = out[out.index("Dead letters (newest first):"):].splitlines()
+    assert section[1].startswith(f"  {hook} ")
+    assert "hook hook_failed (phase files_ready, app.publish): TimeoutError: cdn" in section[1]
+    assert section[2].startswith(f"  {handler} ")
+    assert ("handler handler_failed (seq 7, app.on_upload): ValueError: no bucket"
+            in section[2])
+    assert len(section) == 3  # not the other recording's letter
+
+
+def test_summary_says_when_a_recording_has_no_dead_letter(redis_client: redis.Redis) -> None:
+    from workers_support import body
+
+    store.save(redis_client, SID, folded("individual"), ttl_s=60)
+    _letter(redis_client, body("feedface" * 4, 3))
+    out = invoke(SID).stdout
+    assert "Dead letters: none" in out
+
+
+def test_summary_shows_ten_dead_letters_and_points_to_the_rest(
+        redis_client: redis.Redis) -> None:
+    from workers_support import body
+
+    from agora_callbacks.cli.recording import DEAD_LETTERS_SHOWN
+
+    store.save(redis_client, SID, folded("individual"), ttl_s=60)
+    ids = [_letter(redis_client, body(SID, n)) for n in range(DEAD_LETTERS_SHOWN + 2)]
+    out = invoke(SID).stdout
+    section = out[out.index("Dead letters (newest first):"):].splitlines()[1:]
+    assert [row.split()[0] for row in section[:-1]] == ids[::-1][:DEAD_LETTERS_SHOWN]
+    assert section[-1] == f"  (maybe more: agora-callbacks dlq list --sid {SID})"

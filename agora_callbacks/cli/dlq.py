@@ -15,7 +15,6 @@ from agora_callbacks.cli import context
 from agora_callbacks.cli.letters import (
     DeadLetterId,
     Filter,
-    body_summary,
     error_summary,
     first_matching,
     iter_all,
@@ -128,7 +127,8 @@ def show_cmd(dead_letter_id: str, as_json: bool, redis_url: str | None) -> None:
     if letter.kind == deadletters.HOOK:
         fields += _hook_fields(letter)
     else:
-        fields += [(name, str(value)) for name, value in body_summary(letter.body).items()]
+        fields += [(name, str(value))
+                   for name, value in deadletters.body_fields(letter.body).items()]
         fields += [("event key", letter.key), ("handler", letter.handler)]
         fields += [("received", json.dumps(letter.meta, sort_keys=True))]
         if letter.extra:
@@ -193,8 +193,7 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
         log.info("dlq.requeued", dead_letter=letter.id, kind=letter.kind, to=target)
         click.echo(f"{letter.id}: {status('requeued', OK)} ({letter.kind}) -> {target}")
         if letter.kind in (deadletters.HANDLER, deadletters.HOOK):
-            rerun_sids.setdefault(letter.kind, set()).add(
-                str(letter_summary(letter).get("sid", "")))
+            rerun_sids.setdefault(letter.kind, set()).add(letter.sid)
     summary = f"{done} requeued, {failed} failed"
     click.echo(status(summary, ERROR if failed else OK))
     for kind, sids in rerun_sids.items():

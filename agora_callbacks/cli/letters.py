@@ -73,28 +73,12 @@ def selected(client: redis.Redis, ids: tuple[str, ...], all_: bool,
     return letters
 
 
-def body_summary(body: bytes) -> dict[str, Any]:
-    """``sid``, ``sequence`` and ``eventType`` of a body, where it parses that far."""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    if not isinstance(value, dict):
-        return {}
-    payload = value.get("payload")
-    if not isinstance(payload, dict):
-        payload = {}
-    out = {"sid": payload.get("sid", value.get("sid")), "sequence": payload.get("sequence"),
-           "event_type": value.get("eventType")}
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def letter_summary(letter: DeadLetter) -> dict[str, Any]:
     """What a list row shows of a letter: ``sid``, ``sequence`` and ``eventType`` of
-    an event's body (``body_summary``); a ``hook`` letter's body is a record, not an
-    event: its ``sid`` and ``phase`` (``extra``)."""
+    an event's body (``deadletters.body_fields``); a ``hook`` letter's body is a
+    record, not an event: its ``sid`` and ``phase`` (``extra``)."""
     if letter.kind != deadletters.HOOK:
-        return body_summary(letter.body)
+        return deadletters.body_fields(letter.body)
     out = {"sid": letter.extra.get("sid"), "phase": letter.extra.get("phase")}
     return {k: v for k, v in out.items() if v}
 
@@ -144,7 +128,7 @@ class Filter:
             return False
         if self.reasons and letter.reason not in self.reasons:
             return False
-        return not self.sid or str(letter_summary(letter).get("sid", "")) == self.sid
+        return not self.sid or letter.sid == self.sid
 
 
 def first_matching(letters: Iterable[DeadLetter], wanted: Filter,

@@ -1,8 +1,11 @@
 """``agora-callbacks recording SID``: where a recording stands, with the codes' meanings.
 
 Reads the record the workers fold in each event's turn
-(``agora_callbacks.workers.builtin.lifecycle``) from Redis; ``--json`` prints it as
-stored; ``--reconcile`` first asks Agora's ``query`` (``agora_callbacks.reconcile``).
+(``agora_callbacks.workers.builtin.lifecycle``) from Redis, and the recording's
+newest dead letters (failed handlers and hooks, refused bodies: at most
+``DEAD_LETTERS_SHOWN``, among the newest ``deadletters.SCAN_LIMIT``); ``--json``
+prints the record as stored; ``--reconcile`` first asks Agora's ``query``
+(``agora_callbacks.reconcile``).
 Exits 1 when there is no record (never seen, or expired ``RECORD_TTL_S`` after its
 last change).
 """
@@ -15,8 +18,11 @@ from typing import Any
 
 import click
 
+from agora_callbacks import deadletters
 from agora_callbacks.cli import context
+from agora_callbacks.cli.letters import error_summary, letter_summary
 from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status
+from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.workers.builtin import phases, store
 
 #: How each lifecycle phase is coloured on a terminal.
@@ -159,8 +165,31 @@ def _lifecycle(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render(record: dict[str, Any]) -> str:
-    """The readable summary of a record."""
+#: Most dead letters ``recording SID`` lists.
+DEAD_LETTERS_SHOWN = 10
+
+
+def _dead_letter(letter: DeadLetter) -> str:
+    """One dead letter of the recording: what failed, where, and why."""
+    summary = letter_summary(letter)
+    where = (f"phase {summary['phase']}" if "phase" in summary
+             else f"seq {summary.get('sequence', '-')}")
+    who = f", {letter.handler}" if letter.handler else ""
+    return (f"{letter.id} {when(letter.at_ms)}: {letter.kind} {letter.reason} ({where}{who}): "
+            f"{error_summary(letter) or '-'}")
+
+
+def dead_letter_rows(letters: list[DeadLetter], more: bool, sid: str) -> list[str]:
+    rows = [_dead_letter(letter) for letter in letters]
+    if more:
+        rows.append(f"(maybe more: agora-callbacks dlq list --sid {sid})")
+    return rows
+
+
+def render(record: dict[str, Any], letters: list[DeadLetter] | None = None,
+           more_letters: bool = False) -> str:
+    """The readable summary of a record, with the recording's newest dead letters
+    (``letters``; ``more_letters``: some may not be shown)."""
     state, times, upload = record["status"], record["times"], record["upload"]
     level = PHASE_LEVEL.get(state["phase"])
     phase = status(state["phase"], level) if level else state["phase"]
@@ -210,6 +239,11 @@ def render(record: dict[str, Any]) -> str:
                  f"{when(times['first_event_ms'])}, last {when(times['last_event_ms'])}")
     if record.get("dropped"):
         lines.append(f"Dropped (oldest, beyond the kept length): {record['dropped']}")
+    if letters or more_letters:
+        _section(lines, "Dead letters (newest first)",
+                 dead_letter_rows(letters or [], more_letters, record["sid"]), ERROR)
+    else:
+        lines.append("Dead letters: none")
     return "\n".join(lines)
 
 
@@ -224,8 +258,9 @@ def render(record: dict[str, Any]) -> str:
 def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: bool) -> None:
     """Show where recording SID stands: status and its meaning, mode, times, files,
     errors, warnings, leave reasons, exit, failovers, transcoding, gaps and late
-    events, lifecycle phases, as folded from its callbacks in the workers. Exits 1
-    when there is no record of SID."""
+    events, lifecycle phases, as folded from its callbacks in the workers, and its
+    newest dead letters (failed handlers and lifecycle hooks). Exits 1 when there
+    is no record of SID."""
     current = context.settings(redis_url)
     client = context.redis_client(current, redis_url=redis_url, quiet=as_json)
     if reconcile_now:
@@ -238,5 +273,7 @@ def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: boo
                             "or expired RECORD_TTL_S after its last change")
     if as_json:
         click.echo(json.dumps(ordered(record), indent=2, ensure_ascii=False))
-    else:
-        click.echo(render(record))
+        return
+    letters, go_on = deadletters.newest(client, lambda letter: letter.sid == sid,
+                                        DEAD_LETTERS_SHOWN)
+    click.echo(render(record, letters, more_letters=bool(go_on)))

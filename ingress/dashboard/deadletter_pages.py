@@ -1,7 +1,8 @@
 """Dead letters: the list (``/ui/deadletters``), one letter, and requeueing.
 
 The list reads the dead-letter stream newest first (``XREVRANGE``), filtered by
-kind, reason, handler and sid, looking at most ``SCAN_LIMIT`` letters per page.
+kind, reason, handler and sid, looking at most ``deadletters.SCAN_LIMIT``
+letters per page.
 Requeueing (one letter, or those ticked) asks for a confirmation first, then
 uses what the command line uses: a ``body`` letter goes back to the inbox
 (``deadletters.requeue_body``), a ``handler`` or ``hook`` letter has its handler's
@@ -10,14 +11,13 @@ or lifecycle hook's task published again (``redrive.redrive``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from flask import flash, redirect, render_template, request, url_for
 
-from agora_callbacks import deadletters, keys, redrive
+from agora_callbacks import deadletters, redrive
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.ingress import responses
 from agora_callbacks.ingress.dashboard import bp
@@ -27,26 +27,8 @@ from agora_callbacks.logs import get_logger
 log = get_logger("ingress.dashboard")
 
 PAGE_SIZE = 50
-SCAN_LIMIT = 5000
-BATCH = 500
 #: Most per-letter lines shown after a requeue.
 FLASH_LINES = 5
-
-
-def sid_of(letter: DeadLetter) -> str:
-    """The recording a letter names: a ``hook`` letter's ``extra``, else its body's
-    sid if the body is JSON with one."""
-    if letter.kind == deadletters.HOOK:
-        return str(letter.extra.get("sid") or "")
-    try:
-        body = json.loads(letter.body)
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    payload = body.get("payload")
-    sid = body.get("sid") or (payload.get("sid") if isinstance(payload, dict) else None)
-    return str(sid) if sid else ""
 
 
 @dataclass(frozen=True)
@@ -60,35 +42,13 @@ class LetterFilters:
         return ((not self.kind or letter.kind == self.kind)
                 and (not self.reason or letter.reason == self.reason)
                 and (not self.handler or self.handler in letter.handler)
-                and (not self.sid or sid_of(letter).startswith(self.sid)))
-
-
-def _previous(entry_id: str) -> str:
-    """The id just before ``entry_id`` (exclusive upper bound of the next page)."""
-    return f"({entry_id}"
+                and (not self.sid or letter.sid.startswith(self.sid)))
 
 
 def scan(client: redis.Redis, filters: LetterFilters,
          before: str = "") -> tuple[list[DeadLetter], str]:
     """Up to ``PAGE_SIZE`` matching letters, newest first, and the next page's start."""
-    found: list[DeadLetter] = []
-    top = _previous(before) if before else "+"
-    scanned = 0
-    while len(found) < PAGE_SIZE and scanned < SCAN_LIMIT:
-        rows: Any = client.xrevrange(keys.DEADLETTERS, top, "-", count=BATCH)
-        if not rows:
-            return found, ""
-        for entry_id, fields in rows:
-            letter = DeadLetter.from_stream(entry_id, fields)
-            scanned += 1
-            top = _previous(letter.id)
-            if filters.matches(letter):
-                found.append(letter)
-                if len(found) == PAGE_SIZE:
-                    return found, letter.id
-        if len(rows) < BATCH:
-            return found, ""
-    return found, top[1:]
+    return deadletters.newest(client, filters.matches, PAGE_SIZE, before=before)
 
 
 def _unavailable(exc: Exception) -> Any:
@@ -107,7 +67,7 @@ def deadletter_list() -> Any:
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)
     return render_template("dashboard/deadletters.html", letters=letters, filters=filters,
-                           next_before=next_before, total=total, sid_of=sid_of,
+                           next_before=next_before, total=total,
                            kinds=deadletters.KINDS)
 
 
@@ -119,7 +79,7 @@ def deadletter(letter_id: str) -> Any:
         return _unavailable(exc)
     if letter is None:
         return render_template("dashboard/missing.html", what=f"dead letter {letter_id}"), 404
-    return render_template("dashboard/deadletter.html", letter=letter, sid=sid_of(letter))
+    return render_template("dashboard/deadletter.html", letter=letter, sid=letter.sid)
 
 
 def _get(client: redis.Redis, letter_id: str) -> DeadLetter | None:
