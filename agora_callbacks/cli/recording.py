@@ -180,6 +180,7 @@ def _dead_letter(letter: DeadLetter) -> str:
 
 
 def dead_letter_rows(letters: list[DeadLetter], more: bool, sid: str) -> list[str]:
+    """The rows of the dead-letter section; ``more``: point to ``dlq list --sid``."""
     rows = [_dead_letter(letter) for letter in letters]
     if more:
         rows.append(f"(maybe more: agora-callbacks dlq list --sid {sid})")
