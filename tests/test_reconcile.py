@@ -150,6 +150,17 @@ def test_facts_tolerate_a_malformed_answer() -> None:
     assert observe.active({}, at_ms=1, reason="manual", mode=None)["status"] is None
 
 
+@pytest.mark.parametrize("bad", ["--5", "\u00b2", "1_0", "+5", "5 5", "9" * 5000])
+def test_facts_tolerate_numbers_that_are_not_decimal_integers(bad: str) -> None:
+    # str.isdigit() accepts "\u00b2" and "--5".lstrip("-") is "5": int() raises on both,
+    # and on more than 4300 digits.
+    body = {"serverResponse": {"status": bad, "sliceStartTime": bad, "fileListMode": "json",
+                               "fileList": [{"fileName": "a.m3u8", "sliceStartTime": bad}]}}
+    facts = observe.active(body, at_ms=1, reason="manual", mode="individual")
+    assert facts["status"] is None and facts["slice_start_time"] is None
+    assert facts["files"][0]["slice_start_time"] is None
+
+
 # --- policy (pure) ----------------------------------------------------------------
 
 RULES = policy.Policy(failover_window_s=60, error_budget_s=30, backoff_first_s=1,
