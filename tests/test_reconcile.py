@@ -286,6 +286,35 @@ def test_a_slow_answer_is_a_timeout_to_retry(fake: FakeAgora,
         query.close()
 
 
+def test_an_answer_still_arriving_at_the_timeout_is_a_timeout_to_retry(
+        fake: FakeAgora, redis_client: redis.Redis) -> None:
+    # httpx's timeout bounds each read, not the call: bytes that keep coming, one
+    # piece every 0.2 s, held the call for 2 s with a 0.3 s timeout.
+    query = make_client(fake, redis_client, timeout_s=0.3)
+    try:
+        fake.script(SID, Reply(200, ok_string(SID, RID), drip_s=0.2))
+        started = time.monotonic()
+        answer = query.query(REG)
+        assert time.monotonic() - started < 1.0
+        assert answer == Answer("retry", None, reason="timeout")
+    finally:
+        query.close()
+
+
+def test_an_answer_that_does_not_decode_is_retried(fake: FakeAgora,
+                                                   redis_client: redis.Redis) -> None:
+    # A body announced as gzip that is not: httpx raises DecodingError, which is no
+    # TransportError and escaped the client (the task failed, --reconcile crashed).
+    query = make_client(fake, redis_client)
+    try:
+        fake.script(SID, Reply(200, b"not gzip at all", headers={"Content-Encoding": "gzip"}))
+        answer = query.query(REG)
+        assert answer.kind == "retry" and answer.http_status == 200
+        assert "does not decode" in str(answer.reason)
+    finally:
+        query.close()
+
+
 def test_no_slot_is_throttled_and_sends_nothing(fake: FakeAgora,
                                                  redis_client: redis.Redis) -> None:
     query = QueryClient(fake.url, APP_ID, CUSTOMER_ID, CUSTOMER_SECRET,
