@@ -391,6 +391,23 @@ def test_registration_is_validated() -> None:
             registration.validate(*bad)
 
 
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_a_dot_segment_is_no_identifier(fake: FakeAgora, redis_client: redis.Redis,
+                                        dots: str) -> None:
+    # quote() leaves dots alone and httpx removes dot segments from the path: a
+    # resourceId ".." asked another URL (answered "no Route matched", read as a wrong
+    # AGORA_REST_URL) for a registration that was accepted.
+    query = make_client(fake, redis_client)
+    try:
+        answer = query.query(dataclasses.replace(REG, resource_id=dots))
+        assert answer.kind == "error" and "wrong URL" in str(answer.reason)
+    finally:
+        query.close()
+    for bad, field in [((SID, dots, "mix"), "resourceId"), ((dots, RID, "mix"), "sid")]:
+        with pytest.raises(registration.InvalidRegistration, match=field):
+            registration.validate(*bad)
+
+
 def test_register_recording_stores_it_with_a_ttl(redis_client: redis.Redis) -> None:
     import agora_callbacks
 
