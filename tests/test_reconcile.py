@@ -224,6 +224,26 @@ def test_throttled_waits_outside_every_budget() -> None:
     assert step.delay_s == 0.7 and step.progress == progress
 
 
+def test_a_slot_wait_before_the_first_call_spends_no_error_budget() -> None:
+    # A burst of reconciliations (after an outage): this one waits 70 s for a slot,
+    # then its first call times out. It must be asked again, not given up at once.
+    throttled = Answer("throttled", None, reason="no slot", retry_after_s=2.0)
+    progress, now = policy.Progress(started_ms=0), 0
+    while now < 70_000:
+        step = decide(throttled, progress, now)
+        assert isinstance(step, policy.Retry)
+        progress, now = step.progress, now + 2_000
+    timeout = Answer("retry", None, reason="timeout")
+    step = decide(timeout, progress, now)
+    assert isinstance(step, policy.Retry) and step.delay_s == 1
+    # Calls that keep failing still end within the budget (30 s in RULES).
+    first = now
+    while isinstance(step, policy.Retry):
+        progress, now = step.progress, now + int(step.delay_s * 1000)
+        step = decide(timeout, progress, now)
+    assert step.facts["outcome"] == "error" and now - first == 30_000
+
+
 def test_known_stopped_reads_the_record() -> None:
     assert not policy.known_stopped(None)
     assert not policy.known_stopped({"times": {"stopped_ms": None}, "exit": None})
