@@ -9,16 +9,20 @@ free port) answering ``GET /v1/apps/<appid>/cloud_recording/resourceid/<rid>/sid
 ``404 {"message": "no Route matched with those values"}`` for any other path.
 
 Each sid is given a script: a list of ``Reply`` played in order, the last one
-repeated. Every request is recorded with its arrival time (``time.time()``) for the
-rate-limit checks.
+repeated. A reply may be delayed (``delay_s``), sent in ten pieces ``drip_s`` apart
+(a slow answer whose bytes keep coming), or be raw bytes with its own headers (an
+answer that does not decode). Every request is recorded with its arrival time
+(``time.time()``) for the rate-limit checks.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +90,23 @@ class Reply:
     status: int
     body: Any
     delay_s: float = 0.0
+    drip_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _dripping(data: bytes, pause_s: float, pieces: int = 10) -> Iterator[bytes]:
+    size = max(1, -(-len(data) // pieces))
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+        time.sleep(pause_s)
+
+
+def _response(reply: Reply) -> Response:
+    data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+    body: bytes | Iterator[bytes] = _dripping(data, reply.drip_s) if reply.drip_s else data
+    response = Response(body, status=reply.status, mimetype="application/json")
+    response.headers.update(reply.headers)
+    return response
 
 
 @dataclass
@@ -159,7 +180,7 @@ class FakeAgora:
             reply = self._next(sid)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
-            return jsonify(reply.body), reply.status
+            return _response(reply)
 
         @app.errorhandler(404)
         def no_route(_: Exception) -> tuple[Response, int]:

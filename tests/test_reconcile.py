@@ -150,6 +150,17 @@ def test_facts_tolerate_a_malformed_answer() -> None:
     assert observe.active({}, at_ms=1, reason="manual", mode=None)["status"] is None
 
 
+@pytest.mark.parametrize("bad", ["--5", "\u00b2", "1_0", "+5", "5 5", "9" * 5000])
+def test_facts_tolerate_numbers_that_are_not_decimal_integers(bad: str) -> None:
+    # str.isdigit() accepts "\u00b2" and "--5".lstrip("-") is "5": int() raises on both,
+    # and on more than 4300 digits.
+    body = {"serverResponse": {"status": bad, "sliceStartTime": bad, "fileListMode": "json",
+                               "fileList": [{"fileName": "a.m3u8", "sliceStartTime": bad}]}}
+    facts = observe.active(body, at_ms=1, reason="manual", mode="individual")
+    assert facts["status"] is None and facts["slice_start_time"] is None
+    assert facts["files"][0]["slice_start_time"] is None
+
+
 # --- policy (pure) ----------------------------------------------------------------
 
 RULES = policy.Policy(failover_window_s=60, error_budget_s=30, backoff_first_s=1,
@@ -213,6 +224,26 @@ def test_throttled_waits_outside_every_budget() -> None:
     assert step.delay_s == 0.7 and step.progress == progress
 
 
+def test_a_slot_wait_before_the_first_call_spends_no_error_budget() -> None:
+    # A burst of reconciliations (after an outage): this one waits 70 s for a slot,
+    # then its first call times out. It must be asked again, not given up at once.
+    throttled = Answer("throttled", None, reason="no slot", retry_after_s=2.0)
+    progress, now = policy.Progress(started_ms=0), 0
+    while now < 70_000:
+        step = decide(throttled, progress, now)
+        assert isinstance(step, policy.Retry)
+        progress, now = step.progress, now + 2_000
+    timeout = Answer("retry", None, reason="timeout")
+    step = decide(timeout, progress, now)
+    assert isinstance(step, policy.Retry) and step.delay_s == 1
+    # Calls that keep failing still end within the budget (30 s in RULES).
+    first = now
+    while isinstance(step, policy.Retry):
+        progress, now = step.progress, now + int(step.delay_s * 1000)
+        step = decide(timeout, progress, now)
+    assert step.facts["outcome"] == "error" and now - first == 30_000
+
+
 def test_known_stopped_reads_the_record() -> None:
     assert not policy.known_stopped(None)
     assert not policy.known_stopped({"times": {"stopped_ms": None}, "exit": None})
@@ -271,6 +302,35 @@ def test_a_slow_answer_is_a_timeout_to_retry(fake: FakeAgora,
         fake.script(SID, Reply(200, ok_string(SID, RID), delay_s=2.0))
         answer = query.query(REG)
         assert answer == Answer("retry", None, reason="timeout")
+    finally:
+        query.close()
+
+
+def test_an_answer_still_arriving_at_the_timeout_is_a_timeout_to_retry(
+        fake: FakeAgora, redis_client: redis.Redis) -> None:
+    # httpx's timeout bounds each read, not the call: bytes that keep coming, one
+    # piece every 0.2 s, held the call for 2 s with a 0.3 s timeout.
+    query = make_client(fake, redis_client, timeout_s=0.3)
+    try:
+        fake.script(SID, Reply(200, ok_string(SID, RID), drip_s=0.2))
+        started = time.monotonic()
+        answer = query.query(REG)
+        assert time.monotonic() - started < 1.0
+        assert answer == Answer("retry", None, reason="timeout")
+    finally:
+        query.close()
+
+
+def test_an_answer_that_does_not_decode_is_retried(fake: FakeAgora,
+                                                   redis_client: redis.Redis) -> None:
+    # A body announced as gzip that is not: httpx raises DecodingError, which is no
+    # TransportError and escaped the client (the task failed, --reconcile crashed).
+    query = make_client(fake, redis_client)
+    try:
+        fake.script(SID, Reply(200, b"not gzip at all", headers={"Content-Encoding": "gzip"}))
+        answer = query.query(REG)
+        assert answer.kind == "retry" and answer.http_status == 200
+        assert "does not decode" in str(answer.reason)
     finally:
         query.close()
 
@@ -347,6 +407,23 @@ def test_registration_is_validated() -> None:
     for bad, field in [((SID, RID, "composite"), "mode"), ((SID, "", "mix"), "resourceId"),
                        ((SID, "a/b", "mix"), "resourceId"), (("", RID, "mix"), "sid"),
                        ((SID, 5, "mix"), "resourceId")]:
+        with pytest.raises(registration.InvalidRegistration, match=field):
+            registration.validate(*bad)
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_a_dot_segment_is_no_identifier(fake: FakeAgora, redis_client: redis.Redis,
+                                        dots: str) -> None:
+    # quote() leaves dots alone and httpx removes dot segments from the path: a
+    # resourceId ".." asked another URL (answered "no Route matched", read as a wrong
+    # AGORA_REST_URL) for a registration that was accepted.
+    query = make_client(fake, redis_client)
+    try:
+        answer = query.query(dataclasses.replace(REG, resource_id=dots))
+        assert answer.kind == "error" and "wrong URL" in str(answer.reason)
+    finally:
+        query.close()
+    for bad, field in [((SID, dots, "mix"), "resourceId"), ((dots, RID, "mix"), "sid")]:
         with pytest.raises(registration.InvalidRegistration, match=field):
             registration.validate(*bad)
 

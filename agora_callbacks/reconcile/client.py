@@ -12,7 +12,9 @@
 - ``404 {"message": "no Route matched with those values"}``: a wrong URL
   (``AGORA_REST_URL``): ``error``, not retried.
 - ``206`` (code 65, request not completed), ``429`` (rate limit), ``5xx`` (code 62,
-  request timeout, ...), a timeout or a connection error: ``retry``.
+  request timeout, ...), a timeout (no complete answer within ``timeout_s``, however
+  its bytes trickle in), a connection error, a body that does not decode (a
+  ``Content-Encoding`` it does not have): ``retry``.
 - anything else (``400`` bad parameters, ``401`` bad credentials, ...): ``error``.
 - no rate-limit slot within ``rate_wait_s`` (nothing sent): ``throttled``, with
   ``retry_after_s``. A worker waits little (``WORKER_RATE_WAIT_S``) and asks again
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -35,8 +38,8 @@ from agora_callbacks import metrics
 from agora_callbacks.reconcile.ratelimit import RateLimiter, RateLimitTimeout
 from agora_callbacks.reconcile.registration import Registration
 
-#: Seconds to wait for Agora's answer (Agora itself answers 504, code 62, when its
-#: backend times out).
+#: Seconds to wait for Agora's whole answer (Agora itself answers 504, code 62, when
+#: its backend times out).
 TIMEOUT_S = 10.0
 #: Longest wait for a rate-limit slot in one attempt (``recording --reconcile``).
 RATE_WAIT_S = 30.0
@@ -62,11 +65,26 @@ class Answer:
     retry_after_s: float | None = None
 
 
-def _decoded(response: httpx.Response) -> Any:
+class _TooSlow(Exception):
+    """The answer was still arriving at the call's deadline."""
+
+
+def _decoded(content: bytes) -> Any:
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except (ValueError, RecursionError):
         return None
+
+
+def _read_by(response: httpx.Response, deadline: float) -> bytes:
+    """The body, read as it arrives; ``_TooSlow`` once ``deadline`` (monotonic) is
+    passed. httpx's own timeout bounds each read, not the whole answer."""
+    chunks: list[bytes] = []
+    for chunk in response.iter_bytes():
+        if time.monotonic() > deadline:
+            raise _TooSlow
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def classify(status: int, body: Any) -> Answer:
@@ -99,6 +117,7 @@ class QueryClient:
         self.app_id = app_id
         self.limiter = limiter
         self.rate_wait_s = rate_wait_s
+        self.timeout_s = timeout_s
         self._http = httpx.Client(base_url=base_url, auth=(customer_id, customer_secret),
                                   timeout=timeout_s,
                                   headers={"Accept": "application/json"})
@@ -123,13 +142,23 @@ class QueryClient:
             # Spread the waiting callers over the next second or so.
             return Answer("throttled", None, reason=str(exc),
                           retry_after_s=exc.wait_s + random.uniform(0, 1.0))
+        return self._send(self.path(reg))
+
+    def _send(self, path: str) -> Answer:
+        """The GET, its whole answer within ``timeout_s``, classified."""
+        deadline = time.monotonic() + self.timeout_s
         try:
-            response = self._http.get(self.path(reg))
-        except httpx.TimeoutException:
+            with self._http.stream("GET", path) as response:
+                try:
+                    content = _read_by(response, deadline)
+                except httpx.DecodingError as exc:
+                    return Answer("retry", response.status_code,
+                                  reason=f"answer does not decode: {type(exc).__name__}")
+        except (httpx.TimeoutException, _TooSlow):
             return Answer("retry", None, reason="timeout")
         except httpx.TransportError as exc:
             return Answer("retry", None, reason=f"connection error: {type(exc).__name__}")
-        return classify(response.status_code, _decoded(response))
+        return classify(response.status_code, _decoded(content))
 
     def close(self) -> None:
         self._http.close()

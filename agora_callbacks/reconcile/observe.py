@@ -14,6 +14,7 @@ read as seconds; every ``slice_start_time`` here is in milliseconds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,10 @@ from agora_callbacks.schemas import enums
 
 #: Below this, a ``sliceStartTime`` is in seconds.
 SECONDS_BELOW = 10**11
+#: A number sent as a string: an optional minus sign and up to 30 ASCII decimal
+#: digits (``str.isdigit`` also accepts a superscript two, which ``int`` refuses, as
+#: it refuses more than 4300 digits).
+_DECIMAL = re.compile(r"-?[0-9]{1,30}")
 
 
 def _int(value: Any) -> int | None:
@@ -31,7 +36,7 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         return int(value.strip())
     return None
 

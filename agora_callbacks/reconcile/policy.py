@@ -8,11 +8,14 @@
   loss), so it is asked again with backoff until ``failover_window_s`` after the
   first ``404``; a ``404`` past the window is read as "ended" too.
 - ``retry`` (timeouts, ``206``/code 65, ``429``, ``5xx``/code 62): asked again with
-  backoff until ``error_budget_s`` after the first attempt, then ``outcome: "error"``.
+  backoff until ``error_budget_s`` after the answer to the first call sent, then
+  ``outcome: "error"``.
 - ``error`` (``400``, ``401``, a wrong URL): ``outcome: "error"`` at once.
 - ``throttled`` (no rate-limit slot; nothing was sent): asked again after the
-  answer's ``retry_after_s``, outside every budget: waiting for a slot says nothing
-  about the recording.
+  answer's ``retry_after_s``; the progress is kept as it was: waiting for a slot
+  says nothing about the recording. Before the first call the wait is outside every
+  budget (they start with that call's answer); between two calls it is time like
+  any other.
 
 Backoff: ``backoff_first_s`` doubled after every attempt, at most ``backoff_max_s``.
 """
@@ -44,9 +47,17 @@ class Progress:
     """Where one reconciliation stands between its attempts (JSON-ready: it travels
     in the Celery task's arguments)."""
 
+    #: When the reconciliation started; once the first call was sent, when its answer
+    #: came (the error budget's start: waiting for a slot before it is not Agora
+    #: failing).
     started_ms: int
     attempts: int = 0
     first_not_found_ms: int | None = None
+
+    def answered(self, now_ms: int) -> Progress:
+        """This progress after a call sent (not ``throttled``), answered at ``now_ms``."""
+        started = now_ms if self.attempts == 0 else self.started_ms
+        return replace(self, started_ms=started, attempts=self.attempts + 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +108,7 @@ def decide(answer: Answer, progress: Progress, *, now_ms: int, stopped: bool,
     if answer.kind == "throttled":
         return Retry(max(answer.retry_after_s or 1.0, 0.05), progress,
                      answer.reason or "rate limit")
-    progress = replace(progress, attempts=progress.attempts + 1)
+    progress = progress.answered(now_ms)
     common: dict[str, Any] = {"at_ms": now_ms, "reason": reason, "mode": mode}
     if answer.kind == "ok":
         return Finish(observe.active(answer.body or {}, **common))

@@ -50,6 +50,9 @@ def _identifier(name: str, value: Any) -> str:
     if any(ch in value for ch in "/?#") or not value.isprintable() or " " in value:
         raise InvalidRegistration(f"{name} may not contain '/', '?', '#', spaces or "
                                   "control characters (it goes into query's URL path)")
+    if value in (".", ".."):
+        raise InvalidRegistration(f"{name} may not be '.' or '..' (a URL path would drop "
+                                  "it as a dot segment)")
     return value
 
 
