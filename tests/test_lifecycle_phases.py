@@ -129,6 +129,19 @@ def test_upload_errors_that_end_in_backuped_are_not_a_failure() -> None:
     assert run.info("files_ready")["backup"] is True
 
 
+def test_an_upload_error_whose_backuped_report_was_lost_is_not_files_ready() -> None:
+    # An upload error (47), a normal exit, and the 32 that would say where the files
+    # went never comes: the recording failed (upload_failed), and nothing may say
+    # its files are ready (a normal exit alone is not evidence against the error).
+    events = [e for e in lifecycle("individual", "d1" * 16, seed=4, with_errors=True,
+                                   real_traffic=True) if e["eventType"] != 32]
+    run = fold_all(events)
+    assert run.tick(SETTLE) == ["failed"]
+    assert run.info("failed")["reason"]["code"] == "upload_failed"
+    assert run.fired == ["started", "failed"]
+    assert run.tick(10 * STALL) == [] and run.due() == 0
+
+
 def test_web_capability_limit_fails_at_once_and_files_still_come() -> None:
     events = lifecycle("web", "e" * 32, seed=5, with_errors=True)
     run = Run()

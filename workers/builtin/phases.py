@@ -14,7 +14,8 @@ it waits for (README, "Recording lifecycle"):
   for web page recording) or ``SETTLE_S`` after the upload report, whichever
   first, so that the files of a second report (failover resends) are in. Also
   ``SETTLE_S`` after a normal exit (11 status 0: "the files are uploaded") whose
-  31 was lost, when file names are known from 4, 71 or ``query``.
+  31 was lost, when file names are known from 4, 71 or ``query`` and no upload
+  error was reported (then the recording failed, ``upload_failed``).
 - ``finished``: the recording ended normally: a normal exit (11 status 0, or for
   web page recording 71 with code 0 or 1), once the upload report is folded or
   ``SETTLE_S`` after the exit (31 and 33 arrive after 11 in real traffic); or an
@@ -230,7 +231,10 @@ def _files(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, Any
     if not record.get("files"):
         return None
     ended = _ended_ok(record)
-    if ended and not upload and now_ms >= ended["ms"] + settle_ms:
+    # An upload error and no upload report: ``failed`` (upload_failed) says the
+    # files were not uploaded; a normal exit alone is no evidence against it.
+    if ended and not upload and "upload_error" not in marks \
+            and now_ms >= ended["ms"] + settle_ms:
         return {"evidence": "exit", "backup": False, **ended}
     if marks.get("ended") and not upload:
         return {"evidence": "query", "backup": False, **marks["ended"], "source": "query"}
