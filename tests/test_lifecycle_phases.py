@@ -142,6 +142,23 @@ def test_an_upload_error_whose_backuped_report_was_lost_is_not_files_ready() -> 
     assert run.tick(10 * STALL) == [] and run.due() == 0
 
 
+@pytest.mark.parametrize("real", [False, True], ids=["page-order", "real-traffic"])
+def test_files_ready_waits_for_file_names_an_upload_report_does_not_give(real: bool) -> None:
+    # Web page recording: 31 has no file list, the names come with 71. With the 71
+    # late (delivered after the 31 and the exit) files_ready waits for it, and never
+    # fires without a file name.
+    events = lifecycle("web", "f1" * 16, seed=16, real_traffic=real)
+    stop = types(events).index(71)
+    run = fold_all(events[:stop] + events[stop + 1:])
+    run.tick(10 * STALL)
+    assert "files_ready" not in run.fired
+    assert "finished" in run.fired
+    assert run.fold(events[stop], late=True) == ["files_ready"]
+    files = run.info("files_ready")
+    assert files["files"] and files["evidence"] == "uploaded"
+    assert files["sequence"] == events[-1 if real else -2]["payload"]["sequence"]
+
+
 def test_web_capability_limit_fails_at_once_and_files_still_come() -> None:
     events = lifecycle("web", "e" * 32, seed=5, with_errors=True)
     run = Run()

@@ -12,10 +12,12 @@ it waits for (README, "Recording lifecycle"):
   (then ``backup`` is true: some files reach your storage later, uploaded by
   Agora Cloud Backup, and no event says when). It waits for the exit (11, or 71
   for web page recording) or ``SETTLE_S`` after the upload report, whichever
-  first, so that the files of a second report (failover resends) are in. Also
-  ``SETTLE_S`` after a normal exit (11 status 0: "the files are uploaded") whose
-  31 was lost, when file names are known from 4, 71 or ``query`` and no upload
-  error was reported (then the recording failed, ``upload_failed``).
+  first, so that the files of a second report (failover resends) are in; and
+  for a file name (``info["files"]`` is never empty: a web 31 names no file, 71
+  does). Also ``SETTLE_S`` after a normal exit (11 status 0: "the files are
+  uploaded") whose 31 was lost, when file names are known from 4, 71 or
+  ``query`` and no upload error was reported (then the recording failed,
+  ``upload_failed``).
 - ``finished``: the recording ended normally: a normal exit (11 status 0, or for
   web page recording 71 with code 0 or 1), once the upload report is folded or
   ``SETTLE_S`` after the exit (31 and 33 arrive after 11 in real traffic); or an
@@ -223,13 +225,13 @@ def _finish(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, An
 
 
 def _files(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, Any] | None:
+    if not record.get("files"):
+        return None  # files_ready names the files: it waits for a name (4, 71, query)
     marks = record["lifecycle"]["marks"]
     upload, exit_mark = marks.get("upload"), marks.get("exit") or marks.get("web_stop")
     if upload and (exit_mark or now_ms >= upload["ms"] + settle_ms):
         return {"evidence": "backuped" if upload["event_type"] == 32 else "uploaded",
                 "backup": bool(record["upload"].get("backup_used")), **upload}
-    if not record.get("files"):
-        return None
     ended = _ended_ok(record)
     # An upload error and no upload report: ``failed`` (upload_failed) says the
     # files were not uploaded; a normal exit alone is no evidence against it.
