@@ -219,6 +219,23 @@ def test_a_fatal_error_fails_after_the_settle_window_unless_a_failover_follows()
     assert run.info("failed")["sequence"] == seq
 
 
+def test_a_fatal_error_after_a_recovered_failover_fails() -> None:
+    # A fatal error, a failover that recovers from it, the recording goes on, then a
+    # second fatal error and nothing more: failed (fatal_error, the second one) after
+    # the settle window, not "stalled" ten minutes later.
+    sid = "9a" * 16
+    events = lifecycle("individual", sid, seed=7, with_failover=True)
+    failover_at, leave_at = types(events).index(12), types(events).index(41)
+    run = fold_all(events[:failover_at])
+    run.fold(_fatal(900, sid))
+    run.fold(events[failover_at])
+    fold_all(events[failover_at + 1:leave_at], run)
+    run.fold(_fatal(901, sid))
+    assert run.tick(SETTLE) == ["failed"]
+    assert run.info("failed")["reason"]["code"] == "fatal_error"
+    assert run.info("failed")["sequence"] == 901
+
+
 def test_a_fatal_upload_error_is_an_upload_failure() -> None:
     sid = "8" * 32
     events = lifecycle("composite", sid, seed=8)

@@ -81,9 +81,21 @@ def lifecycle_of(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mark(lc: dict[str, Any], name: str, ms: int, sequence: int | None,
-          event_type: int | None, *, last: bool = False) -> None:
-    if name not in lc["marks"] or last:
-        lc["marks"][name] = {"ms": ms, "sequence": sequence, "event_type": event_type}
+          event_type: int | None, *, last: bool = False, newest: bool = False) -> None:
+    """Keep the first mark of ``name``; ``last``: the last folded; ``newest``: the
+    last in the recording's order (a late event does not replace a newer one)."""
+    mark = {"ms": ms, "sequence": sequence, "event_type": event_type}
+    old = lc["marks"].get(name)
+    if old is None or last or (newest and _follows(mark, old)):
+        lc["marks"][name] = mark
+
+
+def _follows(mark: dict[str, Any], other: dict[str, Any]) -> bool:
+    """``mark`` comes after ``other`` in the recording's order: by sequence when
+    both have one, else by when they were folded."""
+    if mark.get("sequence") is not None and other.get("sequence") is not None:
+        return bool(mark["sequence"] > other["sequence"])
+    return bool(mark["ms"] >= other["ms"])
 
 
 def note_event(record: dict[str, Any], event_type: int | None, sequence: int | None,
@@ -109,7 +121,7 @@ def note_event(record: dict[str, Any], event_type: int | None, sequence: int | N
     elif et == 1:
         module, code = as_int(details_get("module")), as_int(details_get("error_code"))
         if as_int(details_get("error_level")) == int(enums.ErrorLevel.FATAL):
-            _mark(lc, "fatal", now_ms, sequence, et)
+            _mark(lc, "fatal", now_ms, sequence, et, newest=True)
         if module is not None and code in UPLOAD_ERRORS.get(module, ()):
             _mark(lc, "upload_error", now_ms, sequence, et)
 
