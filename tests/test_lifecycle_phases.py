@@ -245,6 +245,20 @@ def test_a_fatal_upload_error_is_an_upload_failure() -> None:
     assert run.info("failed")["reason"]["code"] == "upload_failed"
 
 
+def test_a_fatal_upload_error_after_a_minor_one_is_an_upload_failure() -> None:
+    # with_errors: a medium upload error (47) first; then a fatal one from the
+    # uploader and nothing more: upload_failed, about the fatal error.
+    sid = "8a" * 16
+    events = lifecycle("individual", sid, seed=8, with_errors=True)
+    run = fold_all(events[: types(events).index(41)])
+    assert any(e["error"]["code"] == 47 for e in run.record["errors"])  # type: ignore[index]
+    run.fold(_fatal(999, sid, module=1, code=51))
+    assert run.tick(SETTLE) == ["failed"]
+    reason = run.info("failed")["reason"]
+    assert reason["code"] == "upload_failed" and reason["error"]["code"] == 51
+    assert run.info("failed")["sequence"] == 999
+
+
 @pytest.mark.parametrize("lost", [31, 11])
 def test_a_lost_exit_or_upload_report_is_waited_for_then_done_without(lost: int) -> None:
     events = [e for e in lifecycle("individual", "7" * 32, seed=9) if e["eventType"] != lost]

@@ -122,8 +122,18 @@ def note_event(record: dict[str, Any], event_type: int | None, sequence: int | N
         module, code = as_int(details_get("module")), as_int(details_get("error_code"))
         if as_int(details_get("error_level")) == int(enums.ErrorLevel.FATAL):
             _mark(lc, "fatal", now_ms, sequence, et, newest=True)
-        if module is not None and code in UPLOAD_ERRORS.get(module, ()):
+        if _is_upload_code(module, code):
             _mark(lc, "upload_error", now_ms, sequence, et)
+
+
+def _is_upload_code(module: int | None, code: int | None) -> bool:
+    return module is not None and code in UPLOAD_ERRORS.get(module, ())
+
+
+def _is_upload_error(error: dict[str, Any]) -> bool:
+    """An entry of ``record["errors"]`` is an upload error (``UPLOAD_ERRORS``)."""
+    return _is_upload_code(as_int((error.get("module") or {}).get("code")),
+                           as_int((error.get("error") or {}).get("code")))
 
 
 def note_query(record: dict[str, Any], facts: dict[str, Any], now_ms: int) -> None:
@@ -188,9 +198,7 @@ def _failure(record: dict[str, Any], now_ms: int, settle_ms: int,
         failover = marks.get("failover")
         if not (failover and failover["ms"] >= fatal["ms"]):
             error = _last_error(record, fatal["sequence"]) or {}
-            upload_error = "upload_error" in marks and \
-                marks["upload_error"]["sequence"] == fatal["sequence"]
-            return _reason("upload_failed" if upload_error else "fatal_error",
+            return _reason("upload_failed" if _is_upload_error(error) else "fatal_error",
                            error=error.get("error"), module=error.get("module"),
                            detail=error.get("message")), fatal
     if exit_mark and not upload and "upload_error" in marks \
