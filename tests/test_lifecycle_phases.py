@@ -129,6 +129,36 @@ def test_upload_errors_that_end_in_backuped_are_not_a_failure() -> None:
     assert run.info("files_ready")["backup"] is True
 
 
+def test_an_upload_error_whose_backuped_report_was_lost_is_not_files_ready() -> None:
+    # An upload error (47), a normal exit, and the 32 that would say where the files
+    # went never comes: the recording failed (upload_failed), and nothing may say
+    # its files are ready (a normal exit alone is not evidence against the error).
+    events = [e for e in lifecycle("individual", "d1" * 16, seed=4, with_errors=True,
+                                   real_traffic=True) if e["eventType"] != 32]
+    run = fold_all(events)
+    assert run.tick(SETTLE) == ["failed"]
+    assert run.info("failed")["reason"]["code"] == "upload_failed"
+    assert run.fired == ["started", "failed"]
+    assert run.tick(10 * STALL) == [] and run.due() == 0
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["page-order", "real-traffic"])
+def test_files_ready_waits_for_file_names_an_upload_report_does_not_give(real: bool) -> None:
+    # Web page recording: 31 has no file list, the names come with 71. With the 71
+    # late (delivered after the 31 and the exit) files_ready waits for it, and never
+    # fires without a file name.
+    events = lifecycle("web", "f1" * 16, seed=16, real_traffic=real)
+    stop = types(events).index(71)
+    run = fold_all(events[:stop] + events[stop + 1:])
+    run.tick(10 * STALL)
+    assert "files_ready" not in run.fired
+    assert "finished" in run.fired
+    assert run.fold(events[stop], late=True) == ["files_ready"]
+    files = run.info("files_ready")
+    assert files["files"] and files["evidence"] == "uploaded"
+    assert files["sequence"] == events[-1 if real else -2]["payload"]["sequence"]
+
+
 def test_web_capability_limit_fails_at_once_and_files_still_come() -> None:
     events = lifecycle("web", "e" * 32, seed=5, with_errors=True)
     run = Run()
@@ -189,6 +219,23 @@ def test_a_fatal_error_fails_after_the_settle_window_unless_a_failover_follows()
     assert run.info("failed")["sequence"] == seq
 
 
+def test_a_fatal_error_after_a_recovered_failover_fails() -> None:
+    # A fatal error, a failover that recovers from it, the recording goes on, then a
+    # second fatal error and nothing more: failed (fatal_error, the second one) after
+    # the settle window, not "stalled" ten minutes later.
+    sid = "9a" * 16
+    events = lifecycle("individual", sid, seed=7, with_failover=True)
+    failover_at, leave_at = types(events).index(12), types(events).index(41)
+    run = fold_all(events[:failover_at])
+    run.fold(_fatal(900, sid))
+    run.fold(events[failover_at])
+    fold_all(events[failover_at + 1:leave_at], run)
+    run.fold(_fatal(901, sid))
+    assert run.tick(SETTLE) == ["failed"]
+    assert run.info("failed")["reason"]["code"] == "fatal_error"
+    assert run.info("failed")["sequence"] == 901
+
+
 def test_a_fatal_upload_error_is_an_upload_failure() -> None:
     sid = "8" * 32
     events = lifecycle("composite", sid, seed=8)
@@ -196,6 +243,20 @@ def test_a_fatal_upload_error_is_an_upload_failure() -> None:
     run.fold(_fatal(999, sid, module=1, code=47))
     assert run.tick(SETTLE) == ["failed"]
     assert run.info("failed")["reason"]["code"] == "upload_failed"
+
+
+def test_a_fatal_upload_error_after_a_minor_one_is_an_upload_failure() -> None:
+    # with_errors: a medium upload error (47) first; then a fatal one from the
+    # uploader and nothing more: upload_failed, about the fatal error.
+    sid = "8a" * 16
+    events = lifecycle("individual", sid, seed=8, with_errors=True)
+    run = fold_all(events[: types(events).index(41)])
+    assert any(e["error"]["code"] == 47 for e in run.record["errors"])  # type: ignore[index]
+    run.fold(_fatal(999, sid, module=1, code=51))
+    assert run.tick(SETTLE) == ["failed"]
+    reason = run.info("failed")["reason"]
+    assert reason["code"] == "upload_failed" and reason["error"]["code"] == 51
+    assert run.info("failed")["sequence"] == 999
 
 
 @pytest.mark.parametrize("lost", [31, 11])

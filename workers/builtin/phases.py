@@ -12,9 +12,12 @@ it waits for (README, "Recording lifecycle"):
   (then ``backup`` is true: some files reach your storage later, uploaded by
   Agora Cloud Backup, and no event says when). It waits for the exit (11, or 71
   for web page recording) or ``SETTLE_S`` after the upload report, whichever
-  first, so that the files of a second report (failover resends) are in. Also
-  ``SETTLE_S`` after a normal exit (11 status 0: "the files are uploaded") whose
-  31 was lost, when file names are known from 4, 71 or ``query``.
+  first, so that the files of a second report (failover resends) are in; and
+  for a file name (``info["files"]`` is never empty: a web 31 names no file, 71
+  does). Also ``SETTLE_S`` after a normal exit (11 status 0: "the files are
+  uploaded") whose 31 was lost, when file names are known from 4, 71 or
+  ``query`` and no upload error was reported (then the recording failed,
+  ``upload_failed``).
 - ``finished``: the recording ended normally: a normal exit (11 status 0, or for
   web page recording 71 with code 0 or 1), once the upload report is folded or
   ``SETTLE_S`` after the exit (31 and 33 arrive after 11 in real traffic); or an
@@ -78,9 +81,21 @@ def lifecycle_of(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _mark(lc: dict[str, Any], name: str, ms: int, sequence: int | None,
-          event_type: int | None, *, last: bool = False) -> None:
-    if name not in lc["marks"] or last:
-        lc["marks"][name] = {"ms": ms, "sequence": sequence, "event_type": event_type}
+          event_type: int | None, *, last: bool = False, newest: bool = False) -> None:
+    """Keep the first mark of ``name``; ``last``: the last folded; ``newest``: the
+    last in the recording's order (a late event does not replace a newer one)."""
+    mark = {"ms": ms, "sequence": sequence, "event_type": event_type}
+    old = lc["marks"].get(name)
+    if old is None or last or (newest and _follows(mark, old)):
+        lc["marks"][name] = mark
+
+
+def _follows(mark: dict[str, Any], other: dict[str, Any]) -> bool:
+    """``mark`` comes after ``other`` in the recording's order: by sequence when
+    both have one, else by when they were folded."""
+    if mark.get("sequence") is not None and other.get("sequence") is not None:
+        return bool(mark["sequence"] > other["sequence"])
+    return bool(mark["ms"] >= other["ms"])
 
 
 def note_event(record: dict[str, Any], event_type: int | None, sequence: int | None,
@@ -106,9 +121,19 @@ def note_event(record: dict[str, Any], event_type: int | None, sequence: int | N
     elif et == 1:
         module, code = as_int(details_get("module")), as_int(details_get("error_code"))
         if as_int(details_get("error_level")) == int(enums.ErrorLevel.FATAL):
-            _mark(lc, "fatal", now_ms, sequence, et)
-        if module is not None and code in UPLOAD_ERRORS.get(module, ()):
+            _mark(lc, "fatal", now_ms, sequence, et, newest=True)
+        if _is_upload_code(module, code):
             _mark(lc, "upload_error", now_ms, sequence, et)
+
+
+def _is_upload_code(module: int | None, code: int | None) -> bool:
+    return module is not None and code in UPLOAD_ERRORS.get(module, ())
+
+
+def _is_upload_error(error: dict[str, Any]) -> bool:
+    """An entry of ``record["errors"]`` is an upload error (``UPLOAD_ERRORS``)."""
+    return _is_upload_code(as_int((error.get("module") or {}).get("code")),
+                           as_int((error.get("error") or {}).get("code")))
 
 
 def note_query(record: dict[str, Any], facts: dict[str, Any], now_ms: int) -> None:
@@ -173,9 +198,7 @@ def _failure(record: dict[str, Any], now_ms: int, settle_ms: int,
         failover = marks.get("failover")
         if not (failover and failover["ms"] >= fatal["ms"]):
             error = _last_error(record, fatal["sequence"]) or {}
-            upload_error = "upload_error" in marks and \
-                marks["upload_error"]["sequence"] == fatal["sequence"]
-            return _reason("upload_failed" if upload_error else "fatal_error",
+            return _reason("upload_failed" if _is_upload_error(error) else "fatal_error",
                            error=error.get("error"), module=error.get("module"),
                            detail=error.get("message")), fatal
     if exit_mark and not upload and "upload_error" in marks \
@@ -222,15 +245,18 @@ def _finish(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, An
 
 
 def _files(record: dict[str, Any], now_ms: int, settle_ms: int) -> dict[str, Any] | None:
+    if not record.get("files"):
+        return None  # files_ready names the files: it waits for a name (4, 71, query)
     marks = record["lifecycle"]["marks"]
     upload, exit_mark = marks.get("upload"), marks.get("exit") or marks.get("web_stop")
     if upload and (exit_mark or now_ms >= upload["ms"] + settle_ms):
         return {"evidence": "backuped" if upload["event_type"] == 32 else "uploaded",
                 "backup": bool(record["upload"].get("backup_used")), **upload}
-    if not record.get("files"):
-        return None
     ended = _ended_ok(record)
-    if ended and not upload and now_ms >= ended["ms"] + settle_ms:
+    # An upload error and no upload report: ``failed`` (upload_failed) says the
+    # files were not uploaded; a normal exit alone is no evidence against it.
+    if ended and not upload and "upload_error" not in marks \
+            and now_ms >= ended["ms"] + settle_ms:
         return {"evidence": "exit", "backup": False, **ended}
     if marks.get("ended") and not upload:
         return {"evidence": "query", "backup": False, **marks["ended"], "source": "query"}
