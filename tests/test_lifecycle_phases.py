@@ -187,6 +187,24 @@ def test_an_abnormal_exit_fails_with_its_status(exit_status: int) -> None:
     assert reason["detail"]
 
 
+@pytest.mark.parametrize("upload", [True, False], ids=["uploaded", "upload-lost"])
+def test_an_exit_without_exit_status_counts_as_a_normal_exit(upload: bool) -> None:
+    # The parser accepts an 11 without exitStatus; it must still end the recording
+    # (it left it neither finished nor failed, with no timer, for good).
+    events = [e for e in lifecycle("individual", "e" * 32, seed=6)
+              if upload or e["eventType"] != 31]
+    assert events[-1]["eventType"] == 11
+    del events[-1]["payload"]["details"]["exitStatus"]
+    run = fold_all(events)
+    if not upload:
+        assert run.fired == ["started"]
+        assert run.due() == run.now + SETTLE
+        run.tick(SETTLE)
+    assert run.fired == ["started", "files_ready", "finished"]
+    assert run.info("finished")["evidence"] == "exit"
+    assert run.due() == 0
+
+
 def _fatal(seq: int, sid: str, module: int = 2, code: int = 52) -> dict[str, Any]:
     return {"noticeId": f"fatal-{seq}", "productId": 3, "eventType": 1, "notifyMs": T0,
             "payload": {"sid": sid, "cname": "c", "uid": "1", "sequence": seq, "sendts": T0,

@@ -81,7 +81,8 @@ def session_exit(record: dict[str, Any], ctx: Context) -> None:
     record["exit"] = {**(coded(status, enums.ExitStatus) or {"code": None, "meaning": None}),
                       "sequence": ctx.sequence, "at_ms": ctx.at_ms}
     set_time(record, "exited_ms", ctx)
-    normal = as_int(status) == enums.ExitStatus.NORMAL
+    # No exitStatus at all counts as normal, as for the lifecycle (phases.NORMAL_EXIT).
+    normal = status is None or as_int(status) == enums.ExitStatus.NORMAL
     set_phase(record, ctx, "exited" if normal else "exited_abnormally")
 
 

@@ -167,6 +167,11 @@ def _web_stop_code(record: dict[str, Any]) -> int | None:
     return as_int(stop.get("code"))
 
 
+#: ``exitStatus`` of a normal exit: 0, or none at all (the reference defines 0 and 1,
+#: and Agora sends one; an 11 without it must still end the recording).
+NORMAL_EXIT = (0, None)
+
+
 def _exit_code(record: dict[str, Any]) -> int | None:
     return as_int((record.get("exit") or {}).get("code"))
 
@@ -177,7 +182,7 @@ def _failure(record: dict[str, Any], now_ms: int, settle_ms: int,
     marks = record["lifecycle"]["marks"]
     exit_mark = marks.get("exit")
     exit_code = _exit_code(record)
-    if exit_mark and exit_code not in (None, 0):
+    if exit_mark and exit_code not in NORMAL_EXIT:
         return _reason("exit_status", exit_status=exit_code,
                        detail=(record.get("exit") or {}).get("meaning")), exit_mark
     if "web_limit" in marks:
@@ -191,7 +196,7 @@ def _failure(record: dict[str, Any], now_ms: int, settle_ms: int,
                        detail=stop.get("message")), marks["web_stop"]
     if "service_failed" in marks:
         return _reason("service_failed"), marks["service_failed"]
-    normal_exit = exit_mark is not None and exit_code == 0
+    normal_exit = exit_mark is not None and exit_code in NORMAL_EXIT
     upload = marks.get("upload")
     fatal = marks.get("fatal")
     if fatal and not normal_exit and not upload and now_ms >= fatal["ms"] + settle_ms:
@@ -223,7 +228,7 @@ def _silence_since(marks: dict[str, Any]) -> int | None:
 def _ended_ok(record: dict[str, Any]) -> dict[str, Any] | None:
     """The mark of a normal end: an exit with status 0, or web 71 with code 0/1."""
     marks = record["lifecycle"]["marks"]
-    if marks.get("exit") and _exit_code(record) == 0:
+    if marks.get("exit") and _exit_code(record) in NORMAL_EXIT:
         return dict(marks["exit"])
     web_code = _web_stop_code(record)
     if marks.get("web_stop") and web_code in (0, 1) and not marks.get("exit"):
