@@ -53,7 +53,7 @@ def add_hook_letter(client: redis.Redis, settings: Settings, sid: str = "f" * 32
     return hook_runs.record_outcome(
         client, run, Failure("handler_failed", "Traceback (most recent call last):\n  ...\n"
                              "OSError: bucket unreachable", "OSError: bucket unreachable"),
-        maxlen=settings.deadletter_maxlen)
+        maxlen=settings.deadletter_maxlen, ttl_s=60)
 
 
 @pytest.fixture

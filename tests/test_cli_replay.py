@@ -99,7 +99,7 @@ def add_hook_letter(client: redis.Redis, settings: Settings) -> str:
                              record={"sid": sid, "event_count": 12}, task_id="t-1")
     assert hook_runs.claim(client, run_, 60)
     return hook_runs.record_outcome(client, run_, Failure("handler_failed", "tb", "E: x"),
-                                    maxlen=settings.deadletter_maxlen)
+                                    maxlen=settings.deadletter_maxlen, ttl_s=60)
 
 
 def test_a_hook_letter_is_never_injected(redis_client: redis.Redis, settings: Settings,

@@ -277,7 +277,7 @@ def test_a_hook_deadletter_shows_its_recording_and_phase_and_requeues_its_hook(
     assert hook_runs.claim(redis_client, run, 60)
     letter = hook_runs.record_outcome(
         redis_client, run, Failure("handler_failed", "Traceback ...", "OSError: bucket"),
-        maxlen=100)
+        maxlen=100, ttl_s=60)
     deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
                     body=b"not json", meta={})
     csrf = sign_in(http)

@@ -302,3 +302,58 @@ def test_an_outcome_is_recorded_through_a_redis_pause(
     (letter,) = hook_letters(redis_client)
     assert letter.handler == "test.hook.paused_fails"
     assert letter.exception == "RuntimeError: alerting down"
+
+
+def test_an_outcome_is_recorded_after_the_claim_lapsed_during_a_long_hook(
+        settings: Settings, redis_client: redis.Redis, registered: list[str]) -> None:
+    """The claim is kept ``RECORD_TTL_S``; a hook that runs (or is retried) longer
+    sees its claim expire. Nobody else claimed the run since, so its outcome is
+    still recorded: a failure is dead-lettered, and the claim says how it ended."""
+    from conftest import wait_for
+
+    def lapsed(phase: str, name: str) -> None:
+        key = hook_key(SID, phase, name)
+        wait_for(lambda: not redis_client.exists(key), timeout=10, message="the claim lapsed")
+
+    @on_recording("finished", name="test.hook.lapsed_ok")
+    def fine(recording: dict[str, Any]) -> None:
+        lapsed("finished", "test.hook.lapsed_ok")
+
+    @on_recording("failed", name="test.hook.lapsed_fails")
+    def broken(recording: dict[str, Any]) -> None:
+        lapsed("failed", "test.hook.lapsed_fails")
+        raise RuntimeError("alerting down")
+
+    registered.extend(["test.hook.lapsed_ok", "test.hook.lapsed_fails"])
+    runtime.configure(dataclasses.replace(settings, record_ttl_s=1))
+    try:
+        ok = fine.task.apply(args=[SID, "finished", {}, {"sid": SID}],  # type: ignore[attr-defined]
+                             task_id="ok-1")
+        ok_key = hook_key(SID, "finished", "test.hook.lapsed_ok")
+        assert redis_client.get(ok_key) == b"done" and redis_client.ttl(ok_key) > 0
+        failed = broken.task.apply(args=[SID, "failed", {}, {"sid": SID}],  # type: ignore[attr-defined]
+                                   task_id="fail-1")
+        failed_key = hook_key(SID, "failed", "test.hook.lapsed_fails")
+        assert redis_client.get(failed_key) == b"failed" and redis_client.ttl(failed_key) > 0
+    finally:
+        runtime.configure(Settings.from_env())
+    assert ok.state == "SUCCESS" and failed.state == "FAILURE"
+    (letter,) = hook_letters(redis_client)
+    assert letter.handler == "test.hook.lapsed_fails"
+    assert letter.exception == "RuntimeError: alerting down"
+
+
+def test_an_outcome_is_not_recorded_over_another_copys_claim(
+        redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
+    """The claim lapsed and another copy of the task claimed the run: the first
+    copy's outcome is not recorded over the second's claim."""
+    @on_recording("finished", name="test.hook.overtaken")
+    def fails(recording: dict[str, Any]) -> None:
+        redis_client.set(hook_key(SID, "finished", "test.hook.overtaken"), "copy-2", ex=60)
+        raise RuntimeError("late")
+
+    registered.append("test.hook.overtaken")
+    result = fails.task.apply(args=[SID, "finished", {}, {"sid": SID}],  # type: ignore[attr-defined]
+                              task_id="copy-1")
+    assert result.state == "FAILURE" and hook_letters(redis_client) == []
+    assert redis_client.get(hook_key(SID, "finished", "test.hook.overtaken")) == b"copy-2"

@@ -7,8 +7,9 @@ same task may run again, a Celery retry or a redelivery after its process died)
 until the run has an outcome. ``record_outcome`` then sets it to ``done`` or
 ``failed`` (``hook_outcome.lua``, beside this module), and writes the dead letter
 of a failure (kind ``hook``) in the same step, only if the key still holds this
-task id: an outcome is recorded once, and no copy of the task, with this task id
-or another, runs the hook again.
+task id, or holds nothing (the claim lapsed during a long run or retries, and no
+other copy took it since): an outcome is recorded once, and no copy of the task,
+with this task id or another, runs the hook again.
 
 A Redis error here is the caller's to retry (``workers.dispatch.retrying``).
 """
@@ -104,11 +105,13 @@ def dead_letter_extra(run: HookRun) -> str:
 
 
 def record_outcome(client: redis.Redis, run: HookRun, failure: Failure | None, *,
-                   maxlen: int, now_ms: int = 0) -> str:
+                   maxlen: int, ttl_s: int, now_ms: int = 0) -> str:
     """Record the run's outcome (with its dead letter if ``failure``); return
-    ``done``, the dead letter's id, or ``stale`` (the claim is not this task's:
-    nothing written). ``now_ms`` 0: Redis's clock."""
-    args: list[Any] = [run.task_id, FAILED if failure else DONE, now_ms, maxlen, run.sid]
+    ``done``, the dead letter's id, or ``stale`` (the claim is another task's, or
+    has its outcome already: nothing written). ``ttl_s``: the outcome's TTL when
+    the claim lapsed (as ``claim`` gives one). ``now_ms`` 0: Redis's clock."""
+    args: list[Any] = [run.task_id, FAILED if failure else DONE, now_ms, maxlen, run.sid,
+                       ttl_s]
     if failure is not None:
         args += [failure.reason, failure.detail, record_body(run.record), run.name,
                  failure.exception, dead_letter_extra(run)]

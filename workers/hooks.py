@@ -168,7 +168,7 @@ class LifecycleTask(Task):
         try:
             reply = retrying(rt, "hook outcome", lambda: hook_runs.record_outcome(
                 rt.client, run, failure, maxlen=rt.settings.deadletter_maxlen,
-                now_ms=rt.clock.script_ms()))
+                ttl_s=rt.settings.record_ttl_s, now_ms=rt.clock.script_ms()))
         except Exception as exc:
             bound.error("lifecycle hook outcome not recorded", task_id=run.task_id,
                         outcome="done" if failure is None else failure.reason,
