@@ -357,3 +357,74 @@ def test_an_outcome_is_not_recorded_over_another_copys_claim(
                               task_id="copy-1")
     assert result.state == "FAILURE" and hook_letters(redis_client) == []
     assert redis_client.get(hook_key(SID, "finished", "test.hook.overtaken")) == b"copy-2"
+
+
+def test_a_soft_time_limit_during_the_claim_sends_the_task_back(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
+        registered: list[str]) -> None:
+    """A hook with a soft time limit below ``REDIS_RETRY_S``: Redis is away while it
+    tries its claim, and the limit strikes (billiard raises ``SoftTimeLimitExceeded``
+    from a signal handler, as here). The hook has not run: its task goes back to
+    the queue, it is not acknowledged as failed without a dead letter."""
+    import signal
+
+    calls: list[int] = []
+
+    @on_recording("finished", name="test.hook.soft_claim", soft_time_limit=1, max_retries=0)
+    def done(recording: dict[str, Any]) -> None:
+        calls.append(1)
+
+    registered.append("test.hook.soft_claim")
+    task: Any = done.task  # type: ignore[attr-defined]
+
+    def soft_limit(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    runtime.configure(dataclasses.replace(settings, redis_retry_s=20, redis_timeout_s=0.2))
+    try:
+        redis_server.stop()
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        result = task.apply(args=[SID, "finished", {}, {"sid": SID}], task_id="copy-1")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        runtime.configure(Settings.from_env())
+    assert calls == []
+    assert result.state == "REJECTED" and result.result.requeue, result.state
+
+
+def test_a_claim_retry_that_cannot_be_published_sends_the_task_back(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
+        registered: list[str]) -> None:
+    """In a worker (not eager), Redis is away past ``REDIS_RETRY_S`` at the claim and
+    so is the broker (by default the same Redis): Celery's ``retry`` cannot publish
+    the retry and raises ``Reject(requeue=False)``, which would drop the task. It
+    goes back to the queue instead."""
+    from celery.app.trace import build_tracer
+
+    from agora_callbacks.workers.app import celery_app
+
+    calls: list[int] = []
+
+    @on_recording("finished", name="test.hook.no_broker", max_retries=3)
+    def done(recording: dict[str, Any]) -> None:
+        calls.append(1)
+
+    registered.append("test.hook.no_broker")
+    task: Any = done.task  # type: ignore[attr-defined]
+    # The test process's Celery app publishes to the session's Redis (stopped below,
+    # as a worker's broker, by default its Redis, is in an outage) or, configured
+    # before it started, to a port where nothing listens (tests/conftest.py).
+    assert celery_app.conf.broker_url in (redis_server.url, "redis://127.0.0.1:1/0")
+    trace = build_tracer(task.name, task, eager=False, propagate=False, app=celery_app)
+    runtime.configure(dataclasses.replace(settings, redis_retry_s=1, redis_timeout_s=0.2))
+    try:
+        redis_server.stop()
+        traced = trace("copy-1", [SID, "finished", {}, {"sid": SID}], {},
+                       {"id": "copy-1", "retries": 0, "delivery_info": {}})
+    finally:
+        runtime.configure(Settings.from_env())
+    assert calls == []
+    assert traced.info is not None and traced.info.state == "REJECTED", traced
+    assert isinstance(traced.info.retval, Reject) and traced.info.retval.requeue

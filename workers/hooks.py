@@ -31,9 +31,11 @@ other copy is skipped (``workers.hook_runs``).
   ``agora-callbacks dlq requeue`` runs it again (``agora_callbacks.redrive``):
   ``info["redrive"]`` names the dead letter, and the re-run claims a key of its own.
 - A Redis error at the claim or at the outcome is tried again with backoff for up
-  to ``REDIS_RETRY_S`` (``workers.dispatch.retrying``); a claim that still fails
-  is retried by Celery (``self.retry``, or back to the queue once the task's own
-  retries are used up), so the hook is never acknowledged without running.
+  to ``REDIS_RETRY_S`` (``workers.dispatch.retrying``); a claim that still fails,
+  or that the task's soft time limit interrupts, is retried by Celery
+  (``self.retry``, or back to the queue once the task's own retries are used up
+  or when the retry cannot be published), so the hook is never acknowledged
+  without running.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task
-from celery.exceptions import Ignore, Reject, TimeLimitExceeded
+from celery.exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
 
 from agora_callbacks import deadletters, metrics
 from agora_callbacks.logs import get_logger
@@ -134,22 +142,36 @@ class LifecycleTask(Task):
 
     def _claimed(self, run: HookRun) -> bool:
         """Whether this copy may run (``hook_runs.claim``). Redis away past
-        ``REDIS_RETRY_S``: Celery runs the task again later, never acknowledging
-        it as done without running (``self.retry`` with a countdown; once the
-        task's own retries are used up, back to the queue)."""
+        ``REDIS_RETRY_S``, or the task's soft time limit striking while the claim
+        is tried again (a hook's own limit may be shorter): Celery runs the task
+        again later, never acknowledging it without running (``_run_again``)."""
         rt = runtime.get()
         try:
             return retrying(rt, "hook claim", lambda: hook_runs.claim(
                 rt.client, run, rt.settings.record_ttl_s))
-        except TRANSIENT as exc:
-            if self.max_retries is None or self.request.retries < self.max_retries:
-                log.warning("hook claim failed; the task is retried", sid=run.sid,
-                            phase=run.phase, hook=self.name, error=type(exc).__name__)
-                raise self.retry(exc=exc, countdown=rt.settings.redis_retry_s) from exc
-            log.warning("hook claim failed past the task's retries; back to the queue",
-                        sid=run.sid, phase=run.phase, hook=self.name,
-                        error=type(exc).__name__)
-            raise Reject(exc, requeue=True) from exc
+        except (*TRANSIENT, SoftTimeLimitExceeded) as exc:
+            raise self._run_again(run, exc) from exc
+
+    def _run_again(self, run: HookRun, exc: Exception) -> Retry | Reject:
+        """What to raise when the claim could not be made: ``self.retry`` with a
+        countdown; once the task's own retries are used up, or when the retry
+        cannot be published (the broker, by default the same Redis, is away too:
+        Celery's ``retry`` then raises ``Reject`` without requeue, which would drop
+        the task), back to the queue (``Reject`` with requeue)."""
+        bound = log.bind(sid=run.sid, phase=run.phase, hook=self.name,
+                         error=type(exc).__name__)
+        if self.max_retries is None or self.request.retries < self.max_retries:
+            try:
+                retry = self.retry(exc=exc, countdown=runtime.get().settings.redis_retry_s,
+                                   throw=False)
+            except Reject as unpublished:
+                bound.warning("hook claim failed and its retry could not be published; "
+                              "back to the queue", publish_error=str(unpublished.reason))
+                return Reject(exc, requeue=True)
+            bound.warning("hook claim failed; the task is retried")
+            return retry
+        bound.warning("hook claim failed past the task's retries; back to the queue")
+        return Reject(exc, requeue=True)
 
     def _record_in_run(self, run: HookRun, failure: Failure | None) -> None:
         """``_record`` from ``run_hook`` (``Ignore``, ``Reject``): if it raises,
