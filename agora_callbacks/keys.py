@@ -146,6 +146,14 @@ def recording_reconcile(sid: str) -> str:
     return recording_prefix(sid) + "reconcile"
 
 
+def requeue_claim(dead_letter_id: str) -> str:
+    """String: a ``handler`` or ``hook`` dead letter being requeued
+    (``agora_callbacks.redrive``), so that a second requeue does not publish its task
+    again; expires ``redrive.CLAIM_S`` after it was taken (deleted if the publish
+    failed)."""
+    return f"{PREFIX}:dlq:requeue:{dead_letter_id}"
+
+
 def query_rate(app_id: str) -> str:
     """Sorted set: the ``query`` calls let through in the last rate window for one
     App ID, shared by every process (at most the limit's count of members; expires

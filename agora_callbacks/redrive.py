@@ -11,9 +11,13 @@ recording has moved on since; holding its later events back now would be wrong.
 The handler gets the same ``key`` as the first time, so it can tell it has seen
 the event before (handlers are asked to be idempotent on it). The dead letter is
 removed once the task is published; if the handler fails again, its new failure
-is dead-lettered again. Either task goes to the queue its workers announced
-(``agora_callbacks.task_queues``: a handler registered with ``queue=`` is re-run
-there, not on Celery's default queue).
+is dead-lettered again. A requeue first claims the dead letter
+(``keys.requeue_claim``, ``SET NX``): a second requeue of the same letter (two
+operators, a form submitted twice, a page read before the first requeue) is
+refused with ``RequeuedAlready`` instead of publishing the task again; a publish
+that fails gives the claim back, so the requeue can be tried again. Either task
+goes to the queue its workers announced (``agora_callbacks.task_queues``: a handler
+registered with ``queue=`` is re-run there, not on Celery's default queue).
 
 A hook's task is published again the same way, with the recording, the phase, the
 ``info`` and the record it got the first time (``hook_task_args``); ``info`` gains
@@ -30,9 +34,17 @@ from typing import Any
 import redis
 from celery import Celery
 
-from agora_callbacks import deadletters, task_queues
+from agora_callbacks import deadletters, keys, task_queues
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.settings import Settings
+
+#: How long a requeue's claim on its dead letter lasts (``keys.requeue_claim``): a
+#: requeue of the same letter within it is refused.
+CLAIM_S = 3600
+
+
+class RequeuedAlready(Exception):
+    """The dead letter was requeued already (or is being requeued)."""
 
 
 def producer_app(settings: Settings) -> Celery:
@@ -65,13 +77,20 @@ def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter)
 
 def _publish_again(settings: Settings, client: redis.Redis, letter: DeadLetter,
                    args: list[Any], **options: Any) -> str:
-    """Send the dead letter's task (``letter.handler``) with ``args`` to the queue its
-    workers announced (``task_queues``), then delete the dead letter; return the new
-    task id. ``options``: more of Celery's ``send_task`` options."""
+    """Claim the dead letter (``RequeuedAlready`` if it was claimed before), send its
+    task (``letter.handler``) with ``args`` to the queue its workers announced
+    (``task_queues``), then delete the dead letter; return the new task id.
+    ``options``: more of Celery's ``send_task`` options."""
+    claim = keys.requeue_claim(letter.id)
+    if not client.set(claim, "1", nx=True, ex=CLAIM_S):
+        raise RequeuedAlready(f"dead letter {letter.id} was requeued already")
     app = producer_app(settings)
     try:
         result = app.send_task(letter.handler, args=args,
                                queue=task_queues.queue_of(client, letter.handler), **options)
+    except BaseException:
+        client.delete(claim)
+        raise
     finally:
         app.close()
     deadletters.delete(client, letter.id)

@@ -269,6 +269,24 @@ def test_deadletter_requeue_asks_then_requeues(http: FlaskClient,
     assert fields[b"body"] == body
 
 
+def test_a_handler_letter_being_requeued_elsewhere_is_not_published_again(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    letter = deadletters.add(redis_client, 100, kind="handler", reason="handler_failed",
+                             detail="", body=encode(lifecycle("web", SID, seed=1)[0]),
+                             meta={}, key="k", handler="myapp.on_event").decode()
+    redis_client.set(keys.requeue_claim(letter), "1")  # another requeue is publishing it
+    csrf = sign_in(http)
+    done = http.post("/ui/deadletters/requeue",
+                     data={"id": letter, "confirm": "yes", "csrf_token": csrf},
+                     follow_redirects=True)
+    page = done.get_data(as_text=True)
+    assert done.status_code == 200
+    assert "Requeued 0 of 1." in page
+    assert f"{letter}: requeued already (by another request)." in page
+    assert redis_client.llen("celery") == 0
+    assert deadletters.get(redis_client, letter) is not None
+
+
 def test_a_hook_deadletter_shows_its_recording_and_phase_and_requeues_its_hook(
         http: FlaskClient, redis_client: redis.Redis) -> None:
     run = hook_runs.HookRun(sid=SID, phase="files_ready", info={"sequence": 9},

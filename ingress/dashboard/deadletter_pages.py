@@ -127,7 +127,9 @@ def requeue() -> Any:
         try:
             notes.append(f"{letter_id}: {requeue_one(letter)}.")
             done += 1
-        except (redis.RedisError, OSError, ValueError) as exc:
+        except redrive.RequeuedAlready:
+            notes.append(f"{letter_id}: requeued already (by another request).")
+        except Exception as exc:  # Redis, the broker: report it, go on with the others
             log.warning("dashboard.requeue_failed", letter=letter_id, error=type(exc).__name__)
             notes.append(f"{letter_id}: not requeued ({type(exc).__name__}); it is still here.")
     # Flashed messages live in the session cookie: a few lines, not one per letter.
