@@ -37,7 +37,9 @@ from agora_callbacks.schemas.loader import EMPTY, builder, compiled, load, load_
 MAX_DEPTH = 32
 UNEXPECTED = "unexpected"
 
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+#: A string (one left open runs to the end of the text: so that no quote is tried
+#: again as the start of a string, which made the scan quadratic) or a bracket.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}]', re.S)
 _EMPTY_DETAILS = Details()
 _GENERIC: tuple[type[Details], str] = (Details, "")
 _ENVELOPE = compiled(Envelope)

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import pickle
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from agora_callbacks.schemas import (
 )
 from agora_callbacks.schemas import enums as e
 from agora_callbacks.schemas.loader import builder
+from agora_callbacks.schemas.parse import text_too_deep
 
 
 def body(event_type: int, details: Any = None, *, envelope: dict[str, Any] | None = None,
@@ -477,6 +479,19 @@ def test_depth_limit() -> None:
     looped["payload"]["details"] = looped
     assert invalid(looped).reason == "too_deep"
 
+
+
+@pytest.mark.parametrize("tail", ['"' + '\\"' * 16_384, '"\\' * 16_384])
+def test_the_depth_scan_is_linear_on_unterminated_strings(tail: str) -> None:
+    """A 32 KiB body of quotes and backslashes that never closes a string (more than
+    ``MAX_DEPTH`` brackets before it, so the scan runs): refused at once as invalid
+    JSON. The scan used to try every quote as the start of a string running to the
+    end: seconds for 32 KiB, minutes for a body at ``MAX_BODY_BYTES``."""
+    text = "[]" * (MAX_DEPTH + 1) + tail
+    started = time.perf_counter()
+    assert not text_too_deep(text)
+    assert invalid(text.encode()).reason == "invalid_json"
+    assert time.perf_counter() - started < 0.5
 
 # --- meanings ---------------------------------------------------------------------
 
