@@ -463,6 +463,24 @@ def test_not_an_event(raw: Any, reason: str) -> None:
     assert error.reason in str(error)
 
 
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ude00\\ud83d", "\\ud83d"])
+@pytest.mark.parametrize("where", ['"room"', '"sid-1"', '"n-1"', '"cname"'])
+def test_a_lone_surrogate_escape_is_invalid_json(escape: str, where: str) -> None:
+    """JSON's grammar lets ``"\\ud800"`` through, but it decodes to no Unicode
+    character: a value holding it cannot be written as UTF-8 (Redis keys, records,
+    logs), so the body is refused with its reason, wherever the escape is (a value,
+    a key)."""
+    text = json.dumps(body(40, {})).replace(where, where[:-1] + escape + '"', 1)
+    error = invalid(text.encode())
+    assert error.reason == "invalid_json"
+    assert "surrogate" in str(error)
+
+
+def test_a_surrogate_pair_escape_is_its_character() -> None:
+    text = json.dumps(body(40, {})).replace('"room"', '"\\ud83d\\ude00 \\u00e9"')
+    assert parse_event(text.encode()).cname == "\U0001F600 \u00e9"
+
 def test_depth_limit() -> None:
     def nested(depth: int) -> str:
         inner = "[" * (depth - 2) + "]" * (depth - 2)
