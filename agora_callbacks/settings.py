@@ -67,10 +67,22 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a message: what precedes its last ``@`` (a user and password)
+    masked, even when the URL is malformed (``redis//:pw@host``, a ``/`` in the
+    password), where parsing it would not find them."""
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, _ = head.partition("//")
+    return f"{scheme}{slashes}***@{rest}" if slashes else f"***@{rest}"
+
+
 def _redis_url(raw: str) -> str:
     url = raw.strip()
     if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {raw!r}")
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, "
+                         f"got {shown_url(raw)!r}")
     return url
 
 
@@ -82,7 +94,8 @@ BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "valkey"
 def _broker_url(raw: str) -> str:
     url = raw.strip()
     if url and urlsplit(url).scheme not in BROKER_SCHEMES:
-        raise ValueError(f"unsupported broker scheme {urlsplit(url).scheme or url!r}: expected "
+        shown = urlsplit(url).scheme or shown_url(url)
+        raise ValueError(f"unsupported broker scheme {shown!r}: expected "
                          f"redis://, rediss://, unix:// (Redis) or amqp://, amqps:// "
                          f"(RabbitMQ)")
     return url

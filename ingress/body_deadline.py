@@ -67,8 +67,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _cannot_verify(scope: Scope, require_v2: bool) -> bool:
-    """Whether the NCS route refuses this request from its signature headers alone."""
-    headers = {key.decode("latin-1"): value.decode("latin-1")
+    """Whether the NCS route refuses this request from its signature headers alone.
+    Header names are read as the route's WSGI environ reads them, ``_`` as ``-``
+    (``Agora_Signature_V2`` and ``Agora-Signature-V2`` are both
+    ``HTTP_AGORA_SIGNATURE_V2``), so the two never disagree."""
+    headers = {key.decode("latin-1").replace("_", "-"): value.decode("latin-1")
                for key, value in scope["headers"]}
     return check_headers(headers, require_v2) is not None
 

@@ -5,8 +5,9 @@ Order of checks, each with its ``InvalidEvent.reason``:
 2. nesting deeper than ``MAX_DEPTH`` is refused before ``json`` recurses into it
    (``too_deep``); a mapping given directly is walked without recursion, which
    also stops a mapping that contains itself;
-3. JSON (``invalid_json``), without the non-standard ``NaN``/``Infinity``;
-   integers over 4,300 digits are refused by Python itself;
+3. JSON (``invalid_json``), without the non-standard ``NaN``/``Infinity`` or a
+   ``\\u`` escape of a lone surrogate (no Unicode character: it could not be
+   written to Redis); integers over 4,300 digits are refused by Python itself;
 4. an object with a valid envelope, and for Cloud Recording a valid payload
    (``invalid_event``; see ``schemas.envelope`` for what is strict).
 
@@ -37,7 +38,9 @@ from agora_callbacks.schemas.loader import EMPTY, builder, compiled, load, load_
 MAX_DEPTH = 32
 UNEXPECTED = "unexpected"
 
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+#: A string (one left open runs to the end of the text: so that no quote is tried
+#: again as the start of a string, which made the scan quadratic) or a bracket.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{}]', re.S)
 _EMPTY_DETAILS = Details()
 _GENERIC: tuple[type[Details], str] = (Details, "")
 _ENVELOPE = compiled(Envelope)
@@ -134,11 +137,25 @@ def decode(raw: RawBody) -> dict[str, Any]:
                 "_body": [f"{exc.msg} at line {exc.lineno} column {exc.colno}."]}) from None
         except ValueError as exc:
             raise InvalidEvent(INVALID_JSON, {"_body": [str(exc)[:100]]}) from None
+        if "\\u" in text and not encodable(data):
+            raise InvalidEvent(INVALID_JSON, {"_body": [
+                "A \\u escape is a lone surrogate, not a Unicode character."]})
     if not isinstance(data, dict):
         if isinstance(data, Mapping):
             return dict(data)
         raise InvalidEvent(INVALID_EVENT, {"_body": ["Not a JSON object."]})
     return data
+
+
+def encodable(data: Any) -> bool:
+    """Whether every string of decoded JSON, keys included, can be written as UTF-8:
+    a lone surrogate escape (``"\\ud800"``) passes JSON's grammar but decodes to a
+    string that cannot be (not in a Redis key, a record or a log line)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def text_too_deep(text: str) -> bool:

@@ -37,6 +37,23 @@ def test_an_unknown_scheme_is_one_line_naming_it(url: str) -> None:
     assert repr(url.split(":")[0]) in message and "\n" not in message
 
 
+
+@pytest.mark.parametrize(("env", "url"), [
+    ("REDIS_URL", "redis//:hunter2@redis:6379/0"),  # "://" mistyped
+    ("REDIS_URL", "http://default:hunter2@redis:6379/0"),
+    ("REDIS_URL", "hunter2@redis"),
+    ("CELERY_BROKER_URL", "//guest:hunter2@rabbit:5672/"),
+    ("CELERY_BROKER_URL", "//guest:hunter2/x@rabbit"),  # a "/" in the password
+])
+def test_a_bad_url_is_named_without_its_password(env: str, url: str) -> None:
+    """The message of a bad URL ends on stderr and in the logs of whatever runs the
+    process: it names the variable and shows the URL with its credentials masked."""
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({env: url})
+    message = str(err.value)
+    assert message.startswith(f"{env}: ") and "\n" not in message
+    assert "hunter2" not in message and "***@" in message
+
 def test_redis_settings() -> None:
     s = Settings.from_env({})
     conf = celery_config(s)

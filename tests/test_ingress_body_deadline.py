@@ -275,3 +275,26 @@ def test_a_signed_body_reaches_the_ingress_route_through_the_layer(
     assert client.status == 200 and client.json == {}
     [(_, fields)] = redis_client.xrange(keys.INBOX)
     assert fields[b"body"] == body
+
+
+def test_the_layer_reads_signature_headers_as_the_route_does(
+        redis_client: Any, settings: Any) -> None:
+    """A WSGI environ names ``Agora_Signature_V2`` and ``Agora-Signature-V2`` alike
+    (``HTTP_AGORA_SIGNATURE_V2``), so the route verifies either. The layer used to
+    match names exactly: it took an underscore name for no signature and handed the
+    request over without its body, and the route, which did see the signature,
+    answered 400 for a body shorter than its ``Content-Length``."""
+    from agora_callbacks import keys
+    from agora_callbacks.ingress.asgi_app import create_asgi_app
+
+    body = b'{"noticeId":"n-underscore","payload":{}}'
+    signature = sign_headers(body, "secret", v1=False)[HEADER_V2]
+    headers = {"content-type": "application/json", "content-length": str(len(body)),
+               "agora_signature_v2": signature}
+    request = scope()
+    request["headers"] = [(k.encode(), v.encode()) for k, v in headers.items()]
+    client = Client(part(body, more=False))
+    asyncio.run(create_asgi_app(settings)(request, client.receive, client.send))
+    assert client.status == 200 and client.json == {}
+    [(_, fields)] = redis_client.xrange(keys.INBOX)
+    assert fields[b"body"] == body

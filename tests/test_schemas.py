@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import pickle
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from agora_callbacks.schemas import (
 )
 from agora_callbacks.schemas import enums as e
 from agora_callbacks.schemas.loader import builder
+from agora_callbacks.schemas.parse import text_too_deep
 
 
 def body(event_type: int, details: Any = None, *, envelope: dict[str, Any] | None = None,
@@ -461,6 +463,24 @@ def test_not_an_event(raw: Any, reason: str) -> None:
     assert error.reason in str(error)
 
 
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ude00\\ud83d", "\\ud83d"])
+@pytest.mark.parametrize("where", ['"room"', '"sid-1"', '"n-1"', '"cname"'])
+def test_a_lone_surrogate_escape_is_invalid_json(escape: str, where: str) -> None:
+    """JSON's grammar lets ``"\\ud800"`` through, but it decodes to no Unicode
+    character: a value holding it cannot be written as UTF-8 (Redis keys, records,
+    logs), so the body is refused with its reason, wherever the escape is (a value,
+    a key)."""
+    text = json.dumps(body(40, {})).replace(where, where[:-1] + escape + '"', 1)
+    error = invalid(text.encode())
+    assert error.reason == "invalid_json"
+    assert "surrogate" in str(error)
+
+
+def test_a_surrogate_pair_escape_is_its_character() -> None:
+    text = json.dumps(body(40, {})).replace('"room"', '"\\ud83d\\ude00 \\u00e9"')
+    assert parse_event(text.encode()).cname == "\U0001F600 \u00e9"
+
 def test_depth_limit() -> None:
     def nested(depth: int) -> str:
         inner = "[" * (depth - 2) + "]" * (depth - 2)
@@ -477,6 +497,19 @@ def test_depth_limit() -> None:
     looped["payload"]["details"] = looped
     assert invalid(looped).reason == "too_deep"
 
+
+
+@pytest.mark.parametrize("tail", ['"' + '\\"' * 16_384, '"\\' * 16_384])
+def test_the_depth_scan_is_linear_on_unterminated_strings(tail: str) -> None:
+    """A 32 KiB body of quotes and backslashes that never closes a string (more than
+    ``MAX_DEPTH`` brackets before it, so the scan runs): refused at once as invalid
+    JSON. The scan used to try every quote as the start of a string running to the
+    end: seconds for 32 KiB, minutes for a body at ``MAX_BODY_BYTES``."""
+    text = "[]" * (MAX_DEPTH + 1) + tail
+    started = time.perf_counter()
+    assert not text_too_deep(text)
+    assert invalid(text.encode()).reason == "invalid_json"
+    assert time.perf_counter() - started < 0.5
 
 # --- meanings ---------------------------------------------------------------------
 

@@ -205,6 +205,24 @@ def test_invalid_and_stale_bodies_are_dead_lettered_with_their_bytes(
     assert (counter(redis_client, "invalid"), counter(redis_client, "stale")) == (1, 1)
 
 
+
+@pytest.mark.parametrize("field", ["sid", "noticeId"])
+def test_a_lone_surrogate_in_a_key_is_dead_lettered_not_a_poisoned_batch(
+        w: World, redis_client: redis.Redis, field: str) -> None:
+    """``"\\ud800"`` is valid JSON syntax but no Unicode character: the sid or
+    noticeId it decodes to cannot be written to Redis (UTF-8). It used to fail the
+    whole batch's pipeline, every round, the good bodies with it, for good."""
+    bad = body("s-bad", 0, notice_id="n-bad")
+    bad = bad.replace(b'"s-bad"' if field == "sid" else b'"n-bad"', b'"x\\ud800"')
+    store(redis_client, bad)
+    store(redis_client, body("s-good", 0))
+    assert w.take_in() == 2
+    letters = deadletters.list_(redis_client)
+    assert [(d.kind, d.reason, d.body) for d in letters] == [("body", "invalid_json", bad)]
+    assert "surrogate" in letters[0].detail
+    assert w.published.keys() == ["s-good:40:0"]
+    assert inbox_empty(redis_client)
+
 def test_unordered_events_are_deduped_by_notice_id(w: World, redis_client: redis.Redis) -> None:
     store(redis_client, body(None, None, 40, notice_id="n-1"))
     store(redis_client, body(None, None, 40, notice_id="n-1"))
