@@ -188,14 +188,14 @@ class Obj(FastField):
 
 
 class ObjList(FastField):
-    """A JSON array of objects, returned as is (the loader reads each item)."""
+    """A JSON array of objects, returned as is (the loader reads each item, and skips
+    and reports an item that is no object: it costs only that item)."""
 
-    default_error_messages = {"invalid": "Not a valid array of objects."}
+    default_error_messages = {"invalid": "Not a valid array."}
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
                      **kwargs: Any) -> Any:
-        if not isinstance(value, list | tuple) or not all(
-                isinstance(item, Mapping) for item in value):
+        if not isinstance(value, list | tuple):
             raise self.make_error("invalid")
         return value
 

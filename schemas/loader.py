@@ -184,8 +184,7 @@ def load_values(c: Compiled, data: Mapping[str, Any], path: str,
         if value is None:
             continue
         if many:
-            values[attr] = tuple(load(child, item, f"{path}{key}.{i}.", problems)
-                                 for i, item in enumerate(value))
+            values[attr] = _load_items(child, value, f"{path}{key}.", problems)
         else:
             values[attr] = load(child, value, f"{path}{key}.", problems)
     known = c.known
@@ -193,6 +192,19 @@ def load_values(c: Compiled, data: Mapping[str, Any], path: str,
     if extra:
         values["extra"] = freeze(extra)
     return values
+
+
+def _load_items(child: Compiled, items: Any, path: str,
+                problems: dict[str, list[str]]) -> tuple[Any, ...]:
+    """Each object of an array loaded as ``child``; an item that is no object is
+    left out, with the reason in ``problems`` under its index."""
+    loaded = []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            loaded.append(load(child, item, f"{path}{i}.", problems))
+        else:
+            problems.setdefault(f"{path}{i}", []).append("Not an object.")
+    return tuple(loaded)
 
 
 def _fast(c: Compiled, data: dict[str, Any]) -> dict[str, Any] | None:

@@ -426,6 +426,16 @@ def test_a_wrong_value_deep_in_a_file_list_costs_only_that_value() -> None:
         "payload.details.fileList.1.sliceStartTime": ("Not a valid integer.",)}
 
 
+def test_an_item_of_a_file_list_that_is_no_object_costs_only_that_item() -> None:
+    other = dict(FILE_31, fileName="b.m3u8")
+    event = parse(body(31, {"fileList": [FILE_31, 5, None, other]}))
+    files = event.details.file_list
+    assert [f.file_name for f in files] == [FILE_31["fileName"], "b.m3u8"]
+    assert event.problems == {"payload.details.fileList.1": ("Not an object.",),
+                              "payload.details.fileList.2": ("Not an object.",)}
+    assert event.raw["payload"]["details"]["fileList"][1] == 5
+
+
 def test_tolerated_payload_and_details_shapes() -> None:
     event = parse(body(31, {"fileList": "not a list", "status": 0}, cname=5, serviceType="x"))
     assert (event.cname, event.service_type, event.details.file_list) == (None, None, None)
