@@ -100,9 +100,19 @@ RECONCILE_QUERIES = Counter(
     "Calls of Agora's query REST endpoint by this process (reconciliation), by answer: "
     "ok, not_found, retry, error, throttled (no rate-limit slot: nothing sent).",
     ["answer"])
-#: Every answer starts at 0, so that a rate over it exists before the first call.
-for _answer in ("ok", "not_found", "retry", "error", "throttled"):
-    RECONCILE_QUERIES.labels(_answer)
+RECONCILE_ANSWERS = ("ok", "not_found", "retry", "error", "throttled")
+
+
+def _start_reconcile_answers() -> None:
+    """Every answer starts at 0, so that a rate over it exists before the first call.
+    Called again on a switch to multi-process mode: children created before it keep
+    their value in the switching process's memory, where its forks' counts are lost."""
+    RECONCILE_QUERIES.clear()
+    for answer in RECONCILE_ANSWERS:
+        RECONCILE_QUERIES.labels(answer)
+
+
+_start_reconcile_answers()
 DEADLETTERED = Counter(
     "acb_deadlettered", "Dead letters written by this process, by kind and reason.",
     ["kind", "reason"])
@@ -258,12 +268,14 @@ def use_multiprocess(process_type: str) -> str:
     mode, when it was not started in it; return the directory.
 
     Metric children created from now on (every worker metric is labelled, so all of
-    them) write to files its children share. Unlabelled metrics created at import
+    them) write to files its children share; the ones created at import (the
+    reconcile answers at 0) are created again. Unlabelled metrics created at import
     stay in this process's memory: none of them is used by workers.
     """
     path = ensure_multiproc_dir(process_type)
     if values.ValueClass is values.MutexValue:
         values.ValueClass = _multiprocess_value_class()
+        _start_reconcile_answers()
     return path
 
 
