@@ -18,6 +18,7 @@ Two kinds of figures:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -104,12 +105,20 @@ RECONCILE_ANSWERS = ("ok", "not_found", "retry", "error", "throttled")
 
 
 def _start_reconcile_answers() -> None:
-    """Every answer starts at 0, so that a rate over it exists before the first call.
-    Called again on a switch to multi-process mode: children created before it keep
-    their value in the switching process's memory, where its forks' counts are lost."""
-    RECONCILE_QUERIES.clear()
+    """Every answer starts at 0, so that a rate over it exists before the first call."""
     for answer in RECONCILE_ANSWERS:
         RECONCILE_QUERIES.labels(answer)
+
+
+def _restart_reconcile_answers() -> None:
+    """On a switch to multi-process mode: the answers created before it keep their
+    value in the switching process's memory, where its forks' counts are lost; drop
+    them and create them again. They have no file to remove, which is what
+    prometheus_client warns about when labels are cleared in multi-process mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        RECONCILE_QUERIES.clear()
+    _start_reconcile_answers()
 
 
 _start_reconcile_answers()
@@ -275,7 +284,7 @@ def use_multiprocess(process_type: str) -> str:
     path = ensure_multiproc_dir(process_type)
     if values.ValueClass is values.MutexValue:
         values.ValueClass = _multiprocess_value_class()
-        _start_reconcile_answers()
+        _restart_reconcile_answers()
     return path
 
 

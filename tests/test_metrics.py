@@ -258,6 +258,7 @@ def test_a_worker_counts_the_reconcile_queries_of_its_pool_processes(
     env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
     done = subprocess.run([sys.executable, "-c", WORKER_SWITCH_SCRIPT, redis_url], env=env,
                           capture_output=True, text=True, timeout=60, check=True)
+    assert "Warning" not in done.stderr, done.stderr  # a worker's lines are all JSON
     text = json.loads(done.stdout)
     assert value(text, "acb_reconcile_queries_total", answer="ok") == 1
     assert value(text, "acb_reconcile_queries_total", answer="retry") == 1
