@@ -4,7 +4,8 @@ Each child runs in its own session (so its own process group): a Ctrl-C in the
 terminal reaches only the supervisor, which then stops the children in reverse
 start order, the whole process group of each (the web server's and Celery's own
 children included): SIGTERM, then SIGKILL for whatever is left after the grace
-period. A child that exits on its own stops the whole stack. Each child's output
+period. A child (or a process it is told to ``watch``) that exits on its own
+stops the whole stack. Each child's output
 is echoed line by line, prefixed with its name, as honcho does.
 """
 
@@ -149,6 +150,7 @@ class Supervisor:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.stop_requested = threading.Event()
         self._readers: list[threading.Thread] = []
+        self._watched: dict[str, subprocess.Popen[bytes]] = {}
         self._width = max((len(c.name) for c in self.children), default=4)
 
     # -- start -----------------------------------------------------------------
@@ -206,11 +208,20 @@ class Supervisor:
             self.stop_requested.wait(0.1)
 
     # -- watch -------------------------------------------------------------------
+    def watch(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Also stop the stack if ``process``, started and stopped by the caller (the
+        embedded Redis), exits."""
+        self._watched[name] = process
+
     def check(self) -> None:
-        """Raise ``ChildExited`` for the first child that is no longer running."""
+        """Raise ``ChildExited`` for the first child (or watched process) that is no
+        longer running."""
         for child in self.children:
             if child.process is not None and child.process.poll() is not None:
                 raise ChildExited(child.name, child.process.returncode)
+        for name, process in self._watched.items():
+            if process.poll() is not None:
+                raise ChildExited(name, process.returncode)
 
     def run_until_stopped(self, poll: float = 0.2) -> None:
         """Return when a stop is requested; raise ``ChildExited`` if a child dies."""

@@ -18,6 +18,7 @@ Two kinds of figures:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -100,9 +101,27 @@ RECONCILE_QUERIES = Counter(
     "Calls of Agora's query REST endpoint by this process (reconciliation), by answer: "
     "ok, not_found, retry, error, throttled (no rate-limit slot: nothing sent).",
     ["answer"])
-#: Every answer starts at 0, so that a rate over it exists before the first call.
-for _answer in ("ok", "not_found", "retry", "error", "throttled"):
-    RECONCILE_QUERIES.labels(_answer)
+RECONCILE_ANSWERS = ("ok", "not_found", "retry", "error", "throttled")
+
+
+def _start_reconcile_answers() -> None:
+    """Every answer starts at 0, so that a rate over it exists before the first call."""
+    for answer in RECONCILE_ANSWERS:
+        RECONCILE_QUERIES.labels(answer)
+
+
+def _restart_reconcile_answers() -> None:
+    """On a switch to multi-process mode: the answers created before it keep their
+    value in the switching process's memory, where its forks' counts are lost; drop
+    them and create them again. They have no file to remove, which is what
+    prometheus_client warns about when labels are cleared in multi-process mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        RECONCILE_QUERIES.clear()
+    _start_reconcile_answers()
+
+
+_start_reconcile_answers()
 DEADLETTERED = Counter(
     "acb_deadlettered", "Dead letters written by this process, by kind and reason.",
     ["kind", "reason"])
@@ -258,12 +277,14 @@ def use_multiprocess(process_type: str) -> str:
     mode, when it was not started in it; return the directory.
 
     Metric children created from now on (every worker metric is labelled, so all of
-    them) write to files its children share. Unlabelled metrics created at import
+    them) write to files its children share; the ones created at import (the
+    reconcile answers at 0) are created again. Unlabelled metrics created at import
     stay in this process's memory: none of them is used by workers.
     """
     path = ensure_multiproc_dir(process_type)
     if values.ValueClass is values.MutexValue:
         values.ValueClass = _multiprocess_value_class()
+        _restart_reconcile_answers()
     return path
 
 

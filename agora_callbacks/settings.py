@@ -323,6 +323,13 @@ VARIABLES: tuple[Variable, ...] = (
         "Stored bodies a worker takes in per read (one pipeline of Redis calls each).",
     ),
     Variable(
+        "INTAKE_HUNG_S", "intake_hung_s", _positive_float, "60",
+        "Workers: an intake process whose loop has not gone round for this many seconds "
+        "(stopped, deadlocked, stuck in a call) is hung: the worker's `/healthz` answers "
+        "503 and the worker kills it, then restarts it as a dead one. A round takes "
+        "about 0.1 s, a few seconds while Redis is unreachable.",
+    ),
+    Variable(
         "DEADLETTER_MAXLEN", "deadletter_maxlen", _positive_int, "100000",
         "Dead letters kept (oldest trimmed beyond it).",
     ),
@@ -435,6 +442,7 @@ class Settings:
     dispatch_lease_ms: int
     handler_deadline_s: int
     intake_batch: int
+    intake_hung_s: float
     deadletter_maxlen: int
     record_ttl_s: int
     stall_after_s: int

@@ -187,6 +187,21 @@ def test_a_child_that_dies_stops_the_stack(stack: Stack) -> None:
     assert port_free(stack.port) and port_free(stack.redis_port)
 
 
+def test_the_embedded_redis_dying_stops_the_stack(stack: Stack) -> None:
+    wait_for(lambda: "dev stack is up" in stack.output or stack.process.poll() is not None,
+             timeout=120, message="the dev stack to be up")
+    [server] = [p for p in psutil.Process(stack.process.pid).children()
+                if "valkey-server" in p.name() or "redis-server" in p.name()]
+    processes = stack.descendants()
+    server.kill()
+    assert stack.process.wait(timeout=60) == 1, stack.output
+    assert "redis stopped (exit code -9)" in stack.output
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert not alive
+    assert port_free(stack.port) and port_free(stack.flower_port)
+    assert not (stack.data_dir / "redis.url").exists()
+
+
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))

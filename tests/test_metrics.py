@@ -226,3 +226,40 @@ def test_private_directories_are_removed(monkeypatch: pytest.MonkeyPatch,
     assert alive.exists(), "a live tree's directory is kept"
     metrics_dir.cleanup()
     assert not path.exists()
+
+
+WORKER_SWITCH_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import redis
+    from prometheus_client import generate_latest
+    from agora_callbacks import metrics  # imported in single-process mode, as a worker does
+
+    metrics.use_multiprocess("worker")  # celeryd_init, before the pool forks
+    pid = os.fork()
+    if pid == 0:  # a pool process that called Agora's query twice
+        metrics.RECONCILE_QUERIES.labels("ok").inc()
+        metrics.RECONCILE_QUERIES.labels("retry").inc()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    client = redis.Redis.from_url(sys.argv[1])
+    print(json.dumps(generate_latest(metrics.scrape_registry(client)).decode()))
+    """
+)
+
+
+def test_a_worker_counts_the_reconcile_queries_of_its_pool_processes(
+        redis_client: redis.Redis) -> None:
+    """``acb_reconcile_queries_total``'s answers are created at import (at 0), before
+    a worker switches to multi-process mode: its pool processes' calls must still
+    reach the worker's endpoint."""
+    url = redis_client.connection_pool.connection_kwargs
+    redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url['port']}/0"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    done = subprocess.run([sys.executable, "-c", WORKER_SWITCH_SCRIPT, redis_url], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "Warning" not in done.stderr, done.stderr  # a worker's lines are all JSON
+    text = json.loads(done.stdout)
+    assert value(text, "acb_reconcile_queries_total", answer="ok") == 1
+    assert value(text, "acb_reconcile_queries_total", answer="retry") == 1
+    assert value(text, "acb_reconcile_queries_total", answer="throttled") == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -173,3 +174,60 @@ def test_an_intake_restarted_while_redis_is_down_waits_for_it(
             if e.get("event") == "intake process died: restarting it"]
     assert [e["pid"] for e in died] == [victim]
     assert worker.proc.poll() is None
+
+
+def test_a_hung_intake_is_seen_down_then_killed_and_restarted(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    """A stopped intake (SIGSTOP: alive, reading nothing) is not up: /healthz says
+    503 once its loop has not gone round for INTAKE_HUNG_S, and the worker kills it
+    and starts another, which handles what is stored meanwhile."""
+    worker = start_worker("a", env={"WORKER_METRICS_PORT": str(free_port()),
+                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "2"})
+    port = metrics_port(worker)
+    wait_for(lambda: get(port, "/healthz")[0] == 200, message="healthz 200")
+    [victim] = intake_pids(worker)
+    psutil.Process(victim).send_signal(signal.SIGSTOP)
+    try:
+        store(redis_client, body("while-hung", 0))
+        wait_for(lambda: get(port, "/healthz") == (503, "intake down\n"), timeout=15,
+                 message="healthz 503 while the intake is hung")
+        hung = wait_for(lambda: [e for e in log_events(worker)
+                                 if e.get("event") == "intake process hung: killing it"],
+                        timeout=15, message="the hung intake killed")
+        assert hung[0]["pid"] == victim and hung[0]["level"] == "error"  # type: ignore[index]
+        wait_for(lambda: not psutil.pid_exists(victim)
+                 or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE,
+                 message="the hung intake gone")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(victim).send_signal(signal.SIGCONT)
+    wait_for(lambda: [p for p in intake_pids(worker) if p != victim],
+             timeout=20, message="a new intake process")
+    wait_for(lambda: get(port, "/healthz") == (200, "ok\n"), timeout=20,
+             message="healthz 200 again")
+    wait_for(lambda: handled(redis_client, "while-hung"), timeout=30,
+             message="the body stored while it hung handled")
+    assert "acb_worker_intake_restarts_total 1.0" in get(port, "/metrics")[1]
+    assert worker.proc.poll() is None
+
+
+def test_a_busy_intake_is_not_taken_for_a_hung_one(
+        start_worker: Callable[..., Worker], redis_client: redis.Redis) -> None:
+    """Idle or working, the loop goes round well within INTAKE_HUNG_S: nothing is
+    killed, however long the intake has run."""
+    worker = start_worker("a", env={"WORKER_METRICS_PORT": str(free_port()),
+                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "2"})
+    port = metrics_port(worker)
+    [intake] = intake_pids(worker)
+    for n in range(20):
+        store(redis_client, body(f"busy-{n}", 0))
+    wait_for(lambda: all(handled(redis_client, f"busy-{n}") for n in range(20)),
+             timeout=30, message="every body handled")
+    # Negative: the same intake has outlived INTAKE_HUNG_S three times over.
+    wait_for(lambda: time.time() - psutil.Process(intake).create_time() > 6, timeout=20,
+             interval=0.2, message="the intake's age past 3 x INTAKE_HUNG_S")
+    assert get(port, "/healthz") == (200, "ok\n")
+    assert not [e for e in log_events(worker)
+                if str(e.get("event", "")).startswith(("intake process hung",
+                                                       "intake process died"))], worker.log()
+    assert intake_pids(worker) == [intake]

@@ -26,9 +26,15 @@ a restart during an outage) waits for Redis, logging ``intake waiting for
 Redis`` once, instead of failing its first command and dying: an outage is not
 a crash, and must not use up the restarts.
 
-``up()`` says whether the intake is running: its process is alive and has
-finished starting (Redis answered) (``workers.metrics_server`` exports it as
-``acb_worker_intake_up`` and answers ``/healthz`` with it).
+An intake can also hang without dying (stopped by SIGSTOP, deadlocked, stuck in
+a call): its loop marks the time of each round in memory shared with the worker,
+and once started, an intake whose loop has not gone round for ``INTAKE_HUNG_S``
+is down for health checks, and the watcher kills it (``intake process hung``
+logged as an error); it is then restarted as any dead intake.
+
+``up()`` says whether the intake is running: its process is alive, has finished
+starting (Redis answered) and is not hung (``workers.metrics_server`` exports it
+as ``acb_worker_intake_up`` and answers ``/healthz`` with it).
 """
 
 from __future__ import annotations
@@ -66,6 +72,15 @@ RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0)
 STOP_TIMEOUT_S = 10.0
 #: How often an intake waiting for Redis at its start tries again.
 REDIS_WAIT_S = 1.0
+#: ``INTAKE_HUNG_S`` until the step starts and reads the settings.
+DEFAULT_HUNG_S = 60.0
+
+
+def _hung_after_s() -> float:
+    """``INTAKE_HUNG_S`` of this worker's settings."""
+    from agora_callbacks.workers import runtime
+
+    return float(runtime.get().settings.intake_hung_s)
 
 
 def _watch_parent(parent: int, stop: Any) -> None:
@@ -91,9 +106,11 @@ def _wait_for_redis(client: redis.Redis, stop: Any) -> bool:
     return False
 
 
-def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> None:
+def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None,
+                beat: Any = None) -> None:
     """Entry point of the intake process. ``ready`` is set once Redis answered and
-    the intake is about to read."""
+    the intake is about to read; ``beat`` (a shared double) takes the
+    ``time.monotonic()`` of each round of its loop."""
     from agora_callbacks.workers import app as worker_app
     from agora_callbacks.workers import runtime
     from agora_callbacks.workers.intake import Intake
@@ -112,9 +129,15 @@ def intake_main(stop: Any, consumer: str, parent: int, ready: Any = None) -> Non
         return
     _announce_task_queues(rt.client)
     intake = Intake(rt, consumer=consumer)
+    on_round = None
+    if beat is not None:
+        def on_round() -> None:
+            beat.value = time.monotonic()
+
+        on_round()
     if ready is not None:
         ready.set()
-    intake.run(stop)
+    intake.run(stop, on_round)
 
 
 def _announce_task_queues(client: Any) -> None:
@@ -158,23 +181,35 @@ class IntakeStep(bootsteps.StartStopStep):
         self._stopping = threading.Event()
         self._stop: Any = None
         self._ready: Any = None
+        self._beat: Any = None
         self._proc: Any = None
         self._watcher: threading.Thread | None = None
         self._deaths: deque[float] = deque()
         self.consumer = ""
         #: Intake processes started again after one died, since the worker started.
         self.restarts = 0
+        #: Seconds without a round of its loop after which a started intake is hung.
+        self.hung_after_s = DEFAULT_HUNG_S
 
     # -- state seen by health checks --------------------------------------------
     def up(self) -> bool:
-        """Whether the intake process is alive and past its start-up."""
+        """Whether the intake process is alive, past its start-up and not hung."""
         proc, ready = self._proc, self._ready
         return bool(proc is not None and ready is not None and ready.is_set()
-                    and proc.exitcode is None and proc.is_alive())
+                    and proc.exitcode is None and proc.is_alive()
+                    and self.silent_for() <= self.hung_after_s)
+
+    def silent_for(self) -> float:
+        """Seconds since the started intake's last round (0 before it started)."""
+        ready, beat = self._ready, self._beat
+        if ready is None or beat is None or not ready.is_set():
+            return 0.0
+        return max(0.0, time.monotonic() - float(beat.value))
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self, parent: Any) -> None:
         self._stopping.clear()
+        self.hung_after_s = _hung_after_s()
         # Named after the worker: "<host>:<worker pid>"; a restarted intake keeps it.
         self.consumer = consumer_name()
         with self._lock:
@@ -186,8 +221,10 @@ class IntakeStep(bootsteps.StartStopStep):
     def _launch(self) -> None:
         self._stop = self._ctx.Event()
         self._ready = self._ctx.Event()
+        self._beat = self._ctx.Value("d", time.monotonic(), lock=False)
         self._proc = self._ctx.Process(
-            target=intake_main, args=(self._stop, self.consumer, os.getpid(), self._ready),
+            target=intake_main,
+            args=(self._stop, self.consumer, os.getpid(), self._ready, self._beat),
             name="agora-intake", daemon=True)
         self._proc.start()
         log.info("intake process started", pid=self._proc.pid, consumer=self.consumer)
@@ -198,6 +235,8 @@ class IntakeStep(bootsteps.StartStopStep):
             if proc is None:
                 return
             multiprocessing.connection.wait([proc.sentinel], timeout=1.0)
+            if proc.exitcode is None and not self._stopping.is_set():
+                self._kill_if_hung(proc)
             if proc.exitcode is None or self._stopping.is_set():
                 continue
             now = time.monotonic()
@@ -222,6 +261,17 @@ class IntakeStep(bootsteps.StartStopStep):
                     return
                 self._launch()
                 self.restarts += 1
+
+    def _kill_if_hung(self, proc: Any) -> None:
+        """SIGKILL the intake if its loop has not gone round for ``hung_after_s``
+        (the watcher then sees it dead and restarts it)."""
+        silent = self.silent_for()
+        if silent <= self.hung_after_s:
+            return
+        log.error("intake process hung: killing it", pid=proc.pid, consumer=self.consumer,
+                  silent_s=round(silent, 1), limit_s=self.hung_after_s)
+        proc.kill()
+        proc.join(timeout=5)
 
     @staticmethod
     def _shut_worker_down(parent: Any) -> None:

@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,13 +217,17 @@ class Intake:
         self.dispatcher.dispatch(item.sid, admitted.turn)
 
     # -- the loop -----------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        """Read, settle, sweep and take over, until ``stop`` is set."""
+    def run(self, stop: threading.Event, on_round: Callable[[], None] | None = None) -> None:
+        """Read, settle, sweep and take over, until ``stop`` is set; ``on_round`` is
+        called at the start of every round (and of every sweep of a long backlog), so
+        that a watcher can tell a hung loop."""
         next_sweep = next_claim = next_cleanup = 0.0
         group_ready = False
         claim_interval = min(CLAIM_INTERVAL_S, self.settings.claim_idle_ms / 2000)
+        beat = on_round or (lambda: None)
         log.info("intake started", consumer=self.consumer)
         while not stop.is_set():
+            beat()
             try:
                 if not group_ready:
                     self.ensure_group()
@@ -244,7 +249,7 @@ class Intake:
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_INTERVAL_S
                     while timers.sweep(self.dispatcher) >= 100 and not stop.is_set():
-                        pass
+                        beat()
                 block = max(1, int((next_sweep - time.monotonic()) * 1000))
                 self.process(self.read(block_ms=min(block, self.block_ms)))
             except redis.ResponseError as exc:

@@ -11,8 +11,8 @@
   worker logs it and serves none, never fatal.
 
 The same port answers ``/healthz``: 200 while the worker's intake process
-(``workers.bootstep.IntakeStep``) is running, 503 while it is down or being
-restarted, for a liveness probe or a load balancer; every other path serves the
+(``workers.bootstep.IntakeStep``) is running, 503 while it is down, being
+restarted or hung, for a liveness probe or a load balancer; every other path serves the
 metrics, with ``acb_worker_intake_up`` (1 or 0, the same fact) and
 ``acb_worker_intake_restarts_total`` among them.
 """
@@ -104,7 +104,7 @@ class IntakeCollector(Collector):
         yield GaugeMetricFamily(
             "acb_worker_intake_up",
             "1 while this worker's intake process runs (reads the inbox, sweeps timers), "
-            "0 while it is down or restarting.", value=1 if self._step.up() else 0)
+            "0 while it is down, restarting or hung.", value=1 if self._step.up() else 0)
         yield CounterMetricFamily(
             "acb_worker_intake_restarts",
             "Intake processes this worker started again after one died.",

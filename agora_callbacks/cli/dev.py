@@ -193,6 +193,8 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
     # PROMETHEUS_MULTIPROC_DIR between them.
     base_env = {k: v for k, v in os.environ.items() if k.upper() != "PROMETHEUS_MULTIPROC_DIR"}
     supervisor = Supervisor(children, lambda line: click.echo(line), base_env={**base_env, **env})
+    if server is not None and server.process is not None:
+        supervisor.watch("redis", server.process)
     supervisor.install_signal_handlers()
     code = 0
     try:
