@@ -327,7 +327,9 @@ VARIABLES: tuple[Variable, ...] = (
         "Workers: an intake process whose loop has not gone round for this many seconds "
         "(stopped, deadlocked, stuck in a call) is hung: the worker's `/healthz` answers "
         "503 and the worker kills it, then restarts it as a dead one. A round takes "
-        "about 0.1 s, a few seconds while Redis is unreachable.",
+        "about 0.1 s, a few seconds while Redis is unreachable. Must exceed "
+        "`REDIS_RETRY_S` plus `REDIS_TIMEOUT_S` (a round may try a Redis call again that "
+        "long).",
     ),
     Variable(
         "DEADLETTER_MAXLEN", "deadletter_maxlen", _positive_int, "100000",
@@ -557,6 +559,11 @@ class Settings:
             yield (f"REDIS_RETRY_S ({self.redis_retry_s} s) must exceed REDIS_TIMEOUT_S "
                    f"({self.redis_timeout_s:g} s): one Redis call may wait REDIS_TIMEOUT_S "
                    f"for its answer, so not even one retry would fit")
+        if self.intake_hung_s <= self.redis_retry_s + self.redis_timeout_s:
+            yield (f"INTAKE_HUNG_S ({self.intake_hung_s:g} s) must exceed REDIS_RETRY_S "
+                   f"({self.redis_retry_s} s) plus REDIS_TIMEOUT_S "
+                   f"({self.redis_timeout_s:g} s): one round of an intake may try a Redis "
+                   f"call again for that long, and a working intake would be killed as hung")
 
     @property
     def broker_url(self) -> str:

@@ -64,6 +64,8 @@ BAD = [
                  id="no-room-for-the-time-limits"),
     pytest.param({"REDIS_RETRY_S": "2", "REDIS_TIMEOUT_S": "2.5"},
                  ("REDIS_RETRY_S", "REDIS_TIMEOUT_S"), id="redis-retry-not-above-timeout"),
+    pytest.param({"INTAKE_HUNG_S": "40", "REDIS_RETRY_S": "39"},
+                 ("INTAKE_HUNG_S", "REDIS_RETRY_S"), id="intake-hung-within-a-retry"),
 ]
 
 
@@ -90,12 +92,13 @@ def test_every_rule_holds_at_its_boundary() -> None:
     Settings.from_env({"HANDLER_DEADLINE_S": "1201"})
     Settings.from_env({"DISPATCH_LEASE_MS": "3599999"})
     Settings.from_env({"REDIS_RETRY_S": "2", "REDIS_TIMEOUT_S": "1.5"})
+    Settings.from_env({"INTAKE_HUNG_S": "40.01", "REDIS_RETRY_S": "39"})
     # HANDLER_VISIBILITY_TIMEOUT_S 600 (margin 30 s): the soft limit is
     # 600 - 2 * (30 + REDIS_RETRY_S), positive up to REDIS_RETRY_S 269.
-    s = Settings.from_env({"REDIS_RETRY_S": "269"})
+    s = Settings.from_env({"REDIS_RETRY_S": "269", "INTAKE_HUNG_S": "300"})
     assert (s.handler_soft_time_limit_s, s.handler_time_limit_s) == (2, 301)
     with pytest.raises(ConfigError, match=r"^HANDLER_VISIBILITY_TIMEOUT_S.*REDIS_RETRY_S"):
-        Settings.from_env({"REDIS_RETRY_S": "270"})
+        Settings.from_env({"REDIS_RETRY_S": "270", "INTAKE_HUNG_S": "300"})
 
 
 def test_reorder_hold_zero_turns_the_claim_rule_off() -> None:
