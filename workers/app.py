@@ -69,8 +69,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # process is killed; Celery calls on_failure in the worker). Between them
         # and below the horizon: a margin and REDIS_RETRY_S each, to record the
         # outcome (Settings.handler_time_limit_s). A handler may lower them;
-        # workers.registry refuses any at or above the horizon. Enforced by the
-        # prefork pool (not by solo or threads).
+        # workers.registry refuses any at or above the horizon. A retry is held
+        # unacknowledged through its countdown, on the broker's clock from its
+        # delivery: its run's limits are shortened by that wait
+        # (registry.BoundedRetryTask). Enforced by the prefork pool (not by solo
+        # or threads).
         "task_time_limit": settings.handler_time_limit_s,
         "task_soft_time_limit": settings.handler_soft_time_limit_s,
         "broker_connection_retry_on_startup": True,
