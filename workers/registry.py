@@ -22,7 +22,9 @@ Every handler task has the app's time limits (``task_time_limit`` and
 that the broker never delivers it again while it still runs. A handler may lower
 them; one whose ``time_limit``, ``soft_time_limit`` or retry delay
 (``default_retry_delay``, or ``retry_backoff_max`` with ``retry_backoff``) would
-reach the horizon is refused at registration (``check_time_options``).
+reach the horizon is refused at registration (``check_time_options``), and so is
+one with ``acks_late=False``, ``reject_on_worker_lost=False`` or a ``rate_limit``
+(``check_ack_options``).
 
 A retry's wait counts too: the broker times a message from its delivery, and a
 worker takes a retry (a countdown or ETA task) at once and holds it,
@@ -164,11 +166,17 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
 
     for option in ("time_limit", "soft_time_limit"):
         value = options.get(option)
+        if value is not None and not value > 0:
+            # billiard's pool takes 0 for "no limit" (only None falls back to the
+            # app's): the handler could run on past the horizon.
+            raise refuse(option, value, "is not a positive number of seconds (0 turns "
+                         "the limit off)")
         if value is not None and value >= vt:
             raise refuse(option, value, "is at or above the broker's redelivery horizon, "
                          "after which the broker delivers the task again while it still "
                          "runs")
-    hard = options.get("time_limit", time_limit_s)
+    # time_limit=None: Celery applies the app's.
+    hard = time_limit_s if options.get("time_limit") is None else options["time_limit"]
     soft = options.get("soft_time_limit")
     if soft is not None and hard is not None and soft >= hard:
         raise refuse("soft_time_limit", soft, f"is at or above the hard time_limit={hard} "
@@ -196,6 +204,29 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
                          cap=options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
                          if backoff else None,
                          app_hard=int(time_limit_s), app_soft=int(soft_time_limit_s))
+
+
+#: Celery options a handler or hook may not give, each with why: they would
+#: acknowledge its message before its run ended, or hold it unacknowledged for an
+#: unbounded time.
+REFUSED_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "acks_late": (lambda value: not value, "would acknowledge the task before it runs, "
+                  "so a worker killed mid-handler would lose it and the recording "
+                  "would wait HANDLER_DEADLINE_S"),
+    "reject_on_worker_lost": (lambda value: not value, "would acknowledge the task of a "
+                              "pool process that died mid-handler, losing it"),
+    "rate_limit": (lambda value: value is not None, "holds a message unacknowledged in "
+                   "the worker until its token comes, a wait no time limit bounds, past "
+                   "the broker's redelivery horizon; limit the rate inside the handler"),
+}
+
+
+def check_ack_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse ``REFUSED_OPTIONS`` (``acks_late=False``, ``reject_on_worker_lost=False``,
+    a ``rate_limit``): ``ValueError``, one line naming the option."""
+    for option, (refused, why) in REFUSED_OPTIONS.items():
+        if option in options and refused(options[option]):
+            raise ValueError(f"{name}: {option}={options[option]} {why}; leave it out")
 
 
 def check_retry_fits(options: dict[str, Any], refuse: Callable[[str, Any, str], ValueError],
@@ -276,10 +307,12 @@ def check_broker_limits(name: str, celery_options: dict[str, Any],
                         time_limit_s: int | None) -> None:
     """``check_time_options`` against the active broker's redelivery horizon
     (``Settings.handler_redelivery_s``: Redis's visibility timeout, or RabbitMQ's
-    consumer timeout), for a handler or a lifecycle hook being registered."""
+    consumer timeout), and ``check_ack_options``, for a handler or a lifecycle hook
+    being registered."""
     from agora_callbacks.workers import runtime
 
     settings = runtime.get().settings
+    check_ack_options(name, celery_options)
     check_time_options(name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
                        time_limit_s=time_limit_s,
                        limit_name=settings.handler_redelivery_setting,
