@@ -87,3 +87,26 @@ def test_a_limit_that_is_not_a_positive_number_is_refused(option: str, value: fl
     message = str(err.value)
     assert "\n" not in message and f"{option}={value}" in message, message
     assert "positive" in message, message
+
+
+def readme_handler_examples() -> list[str]:
+    """The README's Python examples that register a handler or a hook."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in text.split("```python\n")[1:]]
+    return [b for b in blocks if "@on_event(" in b or "@on_recording(" in b]
+
+
+@pytest.mark.parametrize("block", readme_handler_examples())
+def test_the_readme_s_examples_register_with_the_default_settings(block: str) -> None:
+    """What the README shows must not be refused on the default Redis broker (a
+    ``retry_backoff`` without ``retry_backoff_max`` is: Celery's 600 s cap reaches
+    the 600 s visibility timeout)."""
+    module = f"readme_example_{uuid.uuid4().hex[:8]}"
+    try:
+        exec(compile(block, "README.md", "exec"), {"__name__": module})
+    finally:
+        for registry in (REGISTRY, HOOKS):
+            for name in [n for n in registry.handlers if n.startswith(module)]:
+                registry.remove(name)
