@@ -27,32 +27,11 @@ from agora_callbacks.workers.publish import celery_publisher
 ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
 
 
-#: Redis URL schemes that redis-py (and so ``Settings``) accepts but kombu has no
-#: transport for, and kombu's name for each.
-KOMBU_SCHEMES = {"valkey": "redis", "valkeys": "rediss", "unix": "redis+socket"}
-
-
-def kombu_broker_url(url: str) -> str:
-    """``url`` as kombu reads a broker URL: ``valkey://`` and ``valkeys://`` as
-    ``redis://`` and ``rediss://``, and redis-py's ``unix://[:pw@]/path?db=N`` as
-    kombu's ``redis+socket://[:pw@]/path?virtual_host=N``. Other URLs as given."""
-    scheme, sep, rest = url.partition("://")
-    kombu_scheme = KOMBU_SCHEMES.get(scheme)
-    if not sep or kombu_scheme is None:
-        return url
-    if scheme == "unix":
-        base, qmark, query = rest.partition("?")
-        params = ["virtual_host=" + p[3:] if p.startswith("db=") else p
-                  for p in query.split("&") if p]
-        rest = base + (qmark + "&".join(params) if params else "")
-    return f"{kombu_scheme}://{rest}"
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings, each with the reason it is set."""
     return {
         # kombu's spelling of the URL (it knows no unix:// or valkey:// transport).
-        "broker_url": kombu_broker_url(settings.broker_url),
+        "broker_url": settings.kombu_broker_url,
         **(amqp_config(settings) if settings.broker == "amqp" else redis_config(settings)),
         # Handler results are not kept: a handler's effects are its own business,
         # and a result backend would cost a write per task.
@@ -122,7 +101,7 @@ def redis_config(settings: Settings) -> dict[str, Any]:
         # a new one per message (workers/broker.py: about 1 ms of CPU less per
         # handler task published); rediss:// and unix:// keep kombu's own.
         **({"broker_transport": "agora_callbacks.workers.broker:Transport"}
-           if kombu_broker_url(settings.broker_url).startswith("redis://") else {}),
+           if settings.kombu_broker_url.startswith("redis://") else {}),
         "broker_transport_options": {
             # Unacknowledged messages of a dead worker are restored after this long.
             # It must exceed the longest handler run (task_time_limit above) and
