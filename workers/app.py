@@ -56,7 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # (Redis). On RabbitMQ (prefetch_count = concurrency, acks late) it also
         # means a message is delivered only when a process is free for it, so
         # no message waits unacknowledged behind a long handler towards the
-        # server's consumer_timeout (ETA retries aside: bounded at registration).
+        # server's consumer_timeout (ETA retries aside: their wait and run are
+        # bounded together, registry.BoundedRetryTask).
         # Per-recording order does not depend on it (a recording's next handler
         # tasks are published only once its turn ended). A multiplier of 4 was
         # measured (benchmarks/bench_workers.py): bare Celery gained, our
