@@ -101,6 +101,27 @@ def _broker_url(raw: str) -> str:
     return url
 
 
+#: Redis URL schemes that redis-py (and so ``Settings``) accepts but kombu has no
+#: transport for, and kombu's name for each.
+KOMBU_SCHEMES = {"valkey": "redis", "valkeys": "rediss", "unix": "redis+socket"}
+
+
+def kombu_broker_url(url: str) -> str:
+    """``url`` as kombu reads a broker URL: ``valkey://`` and ``valkeys://`` as
+    ``redis://`` and ``rediss://``, and redis-py's ``unix://[:pw@]/path?db=N`` as
+    kombu's ``redis+socket://[:pw@]/path?virtual_host=N``. Other URLs as given."""
+    scheme, sep, rest = url.partition("://")
+    kombu_scheme = KOMBU_SCHEMES.get(scheme)
+    if not sep or kombu_scheme is None:
+        return url
+    if scheme == "unix":
+        base, qmark, query = rest.partition("?")
+        params = ["virtual_host=" + p[3:] if p.startswith("db=") else p
+                  for p in query.split("&") if p]
+        rest = base + (qmark + "&".join(params) if params else "")
+    return f"{kombu_scheme}://{rest}"
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -569,6 +590,12 @@ class Settings:
     def broker_url(self) -> str:
         """The Celery broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``."""
         return self.celery_broker_url or self.redis_url
+
+    @property
+    def kombu_broker_url(self) -> str:
+        """``broker_url`` as kombu reads it (``kombu_broker_url``): what to give
+        Celery's ``broker_url`` or ``connection_for_write``."""
+        return kombu_broker_url(self.broker_url)
 
     @property
     def broker(self) -> str:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import pytest
 import redis
 from kombu import Connection
+from kombu.transport import redis as kombu_redis
 
+from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers.app import celery_config
 from agora_callbacks.workers.broker import Transport
@@ -42,3 +46,42 @@ def test_publishes_reuse_one_client_per_thread_and_reach_the_queue(
         assert other[0] is not clients[0]
         assert [queue.get(timeout=5).payload["n"] for _ in range(3)] == [0, 1, 2]
         queue.close()
+
+
+@pytest.mark.parametrize("url", [
+    "redis://h:6379/0", "rediss://h:6380/0", "valkey://h:6379/0", "valkeys://h:6380/0",
+    "unix:///run/redis.sock", "unix://:pw@/run/redis.sock?db=2",
+])
+def test_every_redis_broker_url_settings_accept_names_a_kombu_transport(url: str) -> None:
+    """Settings accept these schemes for CELERY_BROKER_URL (and REDIS_URL, the
+    default broker); kombu knows ``redis``, ``rediss`` and ``redis+socket``, not
+    ``unix``, ``valkey`` or ``valkeys``: a worker given one stopped with "No such
+    transport"."""
+    conf = celery_config(Settings.from_env({"CELERY_BROKER_URL": url}))
+    conn = Connection(conf["broker_url"], transport=conf.get("broker_transport"))
+    assert isinstance(conn.transport, kombu_redis.Transport)
+
+
+def test_a_unix_socket_broker_carries_messages_to_its_db(tmp_path: Path) -> None:
+    """``unix://:password@/path?db=N`` (redis-py's form) reaches that socket, with
+    that password, in that db."""
+    sock = tmp_path / "r.sock"
+    server = ServerProcess(tmp_path, extra_args=("--unixsocket", str(sock)))
+    server.start()
+    try:
+        with redis.Redis(unix_socket_path=str(sock)) as admin:
+            admin.config_set("requirepass", "pw")
+        url = f"unix://:pw@{sock}?db=2"
+        conf = celery_config(Settings.from_env({"CELERY_BROKER_URL": url}))
+        with Connection(conf["broker_url"], transport=conf.get("broker_transport")) as conn:
+            queue = conn.SimpleQueue("t-unix")
+            queue.put({"n": 1})
+            direct = redis.Redis(unix_socket_path=str(sock), password="pw", db=2)
+            assert direct.llen("t-unix") == 1
+            message = queue.get(timeout=5)
+            assert message.payload == {"n": 1}
+            message.ack()
+            queue.close()
+            direct.close()
+    finally:
+        server.stop()

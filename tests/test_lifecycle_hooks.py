@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -428,3 +429,44 @@ def test_a_claim_retry_that_cannot_be_published_sends_the_task_back(
     assert calls == []
     assert traced.info is not None and traced.info.state == "REJECTED", traced
     assert isinstance(traced.info.retval, Reject) and traced.info.retval.requeue
+
+
+def test_a_claim_retry_with_no_time_left_to_run_sends_the_task_back(
+        settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
+        registered: list[str]) -> None:
+    """The claim's retry waits ``REDIS_RETRY_S``; when that wait would leave the
+    retried run no time below the broker's redelivery horizon
+    (``BoundedRetryTask.retry`` refuses it), the task goes back to the queue instead
+    of failing with the refusal."""
+    import signal
+
+    calls: list[int] = []
+
+    @on_recording("finished", name="test.hook.no_time", time_limit=150, soft_time_limit=100,
+                  max_retries=3)
+    def done(recording: dict[str, Any]) -> None:
+        calls.append(1)
+
+    registered.append("test.hook.no_time")
+    task: Any = done.task  # type: ignore[attr-defined]
+
+    def soft_limit(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    # A 180 s retry wait: the hook's 100 s soft limit cannot fit after it.
+    runtime.configure(dataclasses.replace(settings, redis_retry_s=180, redis_timeout_s=0.2))
+    started = time.monotonic()
+    try:
+        redis_server.stop()
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        result = task.apply(args=[SID, "finished", {}, {"sid": SID}], task_id="copy-1")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        runtime.configure(Settings.from_env())
+    # Sent back at once: not failed with the refusal, whose outcome the worker would
+    # then try to record for REDIS_RETRY_S against the Redis that is away.
+    assert time.monotonic() - started < 60
+    assert calls == []
+    assert result.state == "REJECTED" and result.result.requeue, result.state

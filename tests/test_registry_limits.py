@@ -91,7 +91,12 @@ def test_a_retry_backoff_that_can_reach_the_visibility_timeout_is_refused() -> N
             register(autoretry_for=(OSError,), retry_backoff=True)
     with pytest.raises(ValueError, match=f"retry_backoff_max={VT}"):
         register(autoretry_for=(OSError,), retry_backoff=True, retry_backoff_max=VT)
-    register(autoretry_for=(OSError,), retry_backoff=True, retry_backoff_max=VT - 1)
+    # Below the timeout but past the soft limit: a retry waiting that long would
+    # have no time left to run before the broker delivers it again.
+    soft = celery_app.conf.task_soft_time_limit
+    with pytest.raises(ValueError, match=f"retry_backoff_max={VT - 1} leaves a retried run"):
+        register(autoretry_for=(OSError,), retry_backoff=True, retry_backoff_max=VT - 1)
+    register(autoretry_for=(OSError,), retry_backoff=True, retry_backoff_max=soft - 1)
 
 
 def test_celerys_default_retry_delay_counts_for_a_handler_that_retries() -> None:
@@ -112,7 +117,11 @@ def test_a_soft_limit_at_or_above_the_hard_limit_is_refused() -> None:
 
 
 def test_limits_below_the_visibility_timeout_are_kept() -> None:
-    handler = register(time_limit=VT - 1, soft_time_limit=VT - 2, default_retry_delay=VT - 1)
+    # A retry's wait comes off its run's limits (tests/test_retry_limits.py): VT - 3
+    # leaves the retried run 2 s (hard) and 1 s (soft); VT - 1 would leave none.
+    handler = register(time_limit=VT - 1, soft_time_limit=VT - 2, default_retry_delay=VT - 3)
+    with pytest.raises(ValueError, match=f"default_retry_delay={VT - 1} leaves a retried run"):
+        register(time_limit=VT - 1, soft_time_limit=VT - 2, default_retry_delay=VT - 1)
     assert handler.task.time_limit == VT - 1
     assert handler.task.soft_time_limit == VT - 2
     plain = register()  # the app's limits

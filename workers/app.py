@@ -30,7 +30,8 @@ ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings, each with the reason it is set."""
     return {
-        "broker_url": settings.broker_url,
+        # kombu's spelling of the URL (it knows no unix:// or valkey:// transport).
+        "broker_url": settings.kombu_broker_url,
         **(amqp_config(settings) if settings.broker == "amqp" else redis_config(settings)),
         # Handler results are not kept: a handler's effects are its own business,
         # and a result backend would cost a write per task.
@@ -55,7 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # (Redis). On RabbitMQ (prefetch_count = concurrency, acks late) it also
         # means a message is delivered only when a process is free for it, so
         # no message waits unacknowledged behind a long handler towards the
-        # server's consumer_timeout (ETA retries aside: bounded at registration).
+        # server's consumer_timeout (ETA retries aside: their wait and run are
+        # bounded together, registry.BoundedRetryTask).
         # Per-recording order does not depend on it (a recording's next handler
         # tasks are published only once its turn ended). A multiplier of 4 was
         # measured (benchmarks/bench_workers.py): bare Celery gained, our
@@ -69,8 +71,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # process is killed; Celery calls on_failure in the worker). Between them
         # and below the horizon: a margin and REDIS_RETRY_S each, to record the
         # outcome (Settings.handler_time_limit_s). A handler may lower them;
-        # workers.registry refuses any at or above the horizon. Enforced by the
-        # prefork pool (not by solo or threads).
+        # workers.registry refuses any at or above the horizon. A retry is held
+        # unacknowledged through its countdown, on the broker's clock from its
+        # delivery: its run's limits are shortened by that wait
+        # (registry.BoundedRetryTask). Enforced by the prefork pool (not by solo
+        # or threads).
         "task_time_limit": settings.handler_time_limit_s,
         "task_soft_time_limit": settings.handler_soft_time_limit_s,
         "broker_connection_retry_on_startup": True,
@@ -97,7 +102,7 @@ def redis_config(settings: Settings) -> dict[str, Any]:
         # a new one per message (workers/broker.py: about 1 ms of CPU less per
         # handler task published); rediss:// and unix:// keep kombu's own.
         **({"broker_transport": "agora_callbacks.workers.broker:Transport"}
-           if settings.broker_url.startswith("redis://") else {}),
+           if settings.kombu_broker_url.startswith("redis://") else {}),
         "broker_transport_options": {
             # Unacknowledged messages of a dead worker are restored after this long.
             # It must exceed the longest handler run (task_time_limit above) and

@@ -45,7 +45,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
 from celery.exceptions import (
     Ignore,
     Reject,
@@ -61,7 +60,13 @@ from agora_callbacks.workers.dispatch import TRANSIENT, failure_of, retrying
 from agora_callbacks.workers.hook_runs import HookRun
 from agora_callbacks.workers.hook_runs import hook_key as hook_key
 from agora_callbacks.workers.ordering import Failure
-from agora_callbacks.workers.registry import Handler, Registry, celery_task, check_broker_limits
+from agora_callbacks.workers.registry import (
+    BoundedRetryTask,
+    Handler,
+    Registry,
+    celery_task,
+    check_broker_limits,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,7 +102,7 @@ def _accepted(fn: Callable[..., Any]) -> frozenset[str]:
         inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
 
 
-class LifecycleTask(Task):
+class LifecycleTask(BoundedRetryTask):
     """Base class of lifecycle hook tasks; ``agora_handler`` is set per task."""
 
     agora_handler: Handler
@@ -154,7 +159,8 @@ class LifecycleTask(Task):
 
     def _run_again(self, run: HookRun, exc: Exception) -> Retry | Reject:
         """What to raise when the claim could not be made: ``self.retry`` with a
-        countdown; once the task's own retries are used up, or when the retry
+        countdown; once the task's own retries are used up, when the countdown would
+        leave the retried run no time (``BoundedRetryTask.retry``), or when the retry
         cannot be published (the broker, by default the same Redis, is away too:
         Celery's ``retry`` then raises ``Reject`` without requeue, which would drop
         the task), back to the queue (``Reject`` with requeue)."""
@@ -167,6 +173,12 @@ class LifecycleTask(Task):
             except Reject as unpublished:
                 bound.warning("hook claim failed and its retry could not be published; "
                               "back to the queue", publish_error=str(unpublished.reason))
+                return Reject(exc, requeue=True)
+            except ValueError as no_time:
+                # The countdown would leave the retried run no time below the
+                # broker's redelivery horizon (BoundedRetryTask.retry).
+                bound.warning("hook claim failed and a retry would have no time to run; "
+                              "back to the queue", reason=str(no_time))
                 return Reject(exc, requeue=True)
             bound.warning("hook claim failed; the task is retried")
             return retry

@@ -22,16 +22,31 @@ Every handler task has the app's time limits (``task_time_limit`` and
 that the broker never delivers it again while it still runs. A handler may lower
 them; one whose ``time_limit``, ``soft_time_limit`` or retry delay
 (``default_retry_delay``, or ``retry_backoff_max`` with ``retry_backoff``) would
-reach the horizon is refused at registration (``check_time_options``).
+reach the horizon is refused at registration (``check_time_options``), and so is
+one with ``acks_late=False``, ``reject_on_worker_lost=False`` or a ``rate_limit``
+(``check_ack_options``).
+
+A retry's wait counts too: the broker times a message from its delivery, and a
+worker takes a retry (a countdown or ETA task) at once and holds it,
+unacknowledged, until its countdown ends. So a retried run's time limits are its
+task's less the wait (``retry_time_limits``, applied by ``BoundedRetryTask.retry``
+to every retry, ``autoretry_for`` or explicit), and a retry delay that would leave
+no time to run is refused: at registration when it is an option, at the retry
+otherwise (the task then fails with that error).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+from celery import Task
 
 Selector = str | int
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,9 +129,24 @@ CELERY_DEFAULT_RETRY_DELAY = 180
 CELERY_DEFAULT_RETRY_BACKOFF_MAX = 600
 
 
+def retry_time_limits(delay_s: float, *, hard: float | None, soft: float | None,
+                      app_hard: int, app_soft: int) -> tuple[int, int] | None:
+    """The (hard, soft) time limits of a run that starts ``delay_s`` after its
+    message was delivered (a retry waiting out its countdown in the worker): each
+    limit (the task's own, or the app's when it has none) less the wait, as the
+    broker's redelivery clock runs from the delivery; never above the task's own.
+    ``None`` when no second of run is left."""
+    wait = math.ceil(max(0.0, delay_s))
+    hard_s, soft_s = hard or app_hard, soft or app_soft
+    new_hard = int(min(hard_s, max(hard_s, app_hard) - wait))
+    new_soft = int(min(soft_s, max(soft_s, app_soft) - wait))
+    return None if min(new_hard, new_soft) < 1 else (new_hard, new_soft)
+
+
 def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout_s: float,
                        time_limit_s: float | None,
-                       limit_name: str | None = None) -> None:
+                       limit_name: str | None = None,
+                       soft_time_limit_s: float | None = None) -> None:
     """Refuse Celery options that would let a handler task be delivered again while
     it runs: a ``time_limit`` or ``soft_time_limit`` at or above the broker's
     visibility timeout, a soft limit at or above the hard one (it would never fire),
@@ -125,7 +155,9 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
     limit, used when the handler gives none. ``visibility_timeout_s`` is the
     broker's redelivery horizon (``Settings.handler_redelivery_s``: Redis's
     visibility timeout, RabbitMQ's consumer timeout), ``limit_name`` the setting it
-    comes from, named in the message. Raises ``ValueError`` (one line)."""
+    comes from, named in the message. With the app's soft limit
+    (``soft_time_limit_s``) a retry delay that leaves a retried run no time
+    (``retry_time_limits``) is refused as well. Raises ``ValueError`` (one line)."""
     vt = visibility_timeout_s
     setting = limit_name or f"HANDLER_VISIBILITY_TIMEOUT_S={vt:g}"
 
@@ -134,11 +166,17 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
 
     for option in ("time_limit", "soft_time_limit"):
         value = options.get(option)
+        if value is not None and not value > 0:
+            # billiard's pool takes 0 for "no limit" (only None falls back to the
+            # app's): the handler could run on past the horizon.
+            raise refuse(option, value, "is not a positive number of seconds (0 turns "
+                         "the limit off)")
         if value is not None and value >= vt:
             raise refuse(option, value, "is at or above the broker's redelivery horizon, "
                          "after which the broker delivers the task again while it still "
                          "runs")
-    hard = options.get("time_limit", time_limit_s)
+    # time_limit=None: Celery applies the app's.
+    hard = time_limit_s if options.get("time_limit") is None else options["time_limit"]
     soft = options.get("soft_time_limit")
     if soft is not None and hard is not None and soft >= hard:
         raise refuse("soft_time_limit", soft, f"is at or above the hard time_limit={hard} "
@@ -161,6 +199,52 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
                          "the broker's redelivery horizon: a retry may wait out that long a "
                          "countdown unacknowledged in a worker, and the broker would "
                          "deliver it again")
+    if soft_time_limit_s is not None and time_limit_s is not None:
+        check_retry_fits(options, refuse, delay=delay,
+                         cap=options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
+                         if backoff else None,
+                         app_hard=int(time_limit_s), app_soft=int(soft_time_limit_s))
+
+
+#: Celery options a handler or hook may not give, each with why: they would
+#: acknowledge its message before its run ended, or hold it unacknowledged for an
+#: unbounded time.
+REFUSED_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "acks_late": (lambda value: not value, "would acknowledge the task before it runs, "
+                  "so a worker killed mid-handler would lose it and the recording "
+                  "would wait HANDLER_DEADLINE_S"),
+    "reject_on_worker_lost": (lambda value: not value, "would acknowledge the task of a "
+                              "pool process that died mid-handler, losing it"),
+    "rate_limit": (lambda value: value is not None, "holds a message unacknowledged in "
+                   "the worker until its token comes, a wait no time limit bounds, past "
+                   "the broker's redelivery horizon; limit the rate inside the handler"),
+}
+
+
+def check_ack_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse ``REFUSED_OPTIONS`` (``acks_late=False``, ``reject_on_worker_lost=False``,
+    a ``rate_limit``): ``ValueError``, one line naming the option."""
+    for option, (refused, why) in REFUSED_OPTIONS.items():
+        if option in options and refused(options[option]):
+            raise ValueError(f"{name}: {option}={options[option]} {why}; leave it out")
+
+
+def check_retry_fits(options: dict[str, Any], refuse: Callable[[str, Any, str], ValueError],
+                     *, delay: float | None, cap: float | None, app_hard: int,
+                     app_soft: int) -> None:
+    """Refuse a retry delay option after which a retried run would have no time left
+    below the horizon (``retry_time_limits``): ``default_retry_delay``, the backoff
+    cap, or a ``countdown`` in ``retry_kwargs`` (what ``autoretry_for`` retries with)."""
+    countdown = (options.get("retry_kwargs") or {}).get("countdown")
+    for option, value, wait in (("default_retry_delay", delay, delay),
+                                ("retry_backoff_max", cap, cap),
+                                ("retry_kwargs", options.get("retry_kwargs"), countdown)):
+        if wait is not None and retry_time_limits(
+                wait, hard=options.get("time_limit"), soft=options.get("soft_time_limit"),
+                app_hard=app_hard, app_soft=app_soft) is None:
+            raise refuse(option, value, f"leaves a retried run no time: the broker times a "
+                         f"retry from its delivery, so its wait ({wait} s) comes off the "
+                         f"time limits (soft {options.get('soft_time_limit') or app_soft} s)")
 
 
 #: The process-wide registry ``on_event`` fills.
@@ -181,17 +265,58 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
                            agora_handler=handler, **options)(run)
 
 
+def retry_delay_s(countdown: float | None, eta: datetime | None, default: float) -> float:
+    """How long a retry waits before it runs, as Celery's ``Task.retry`` reads its
+    arguments: ``countdown``, else ``eta`` (naive: UTC), else ``default``."""
+    if countdown is not None:
+        return float(countdown)
+    if eta is not None:
+        aware = eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)
+        return aware.timestamp() - time.time()
+    return float(default)
+
+
+class BoundedRetryTask(Task):
+    """A task whose retries stay below the broker's redelivery horizon: the retried
+    run's time limits are shortened by its wait (``retry_time_limits``), and a
+    retry that would leave no time to run raises ``ValueError`` (one line) instead
+    of being published."""
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None,
+              throw: bool = True, eta: datetime | None = None,
+              countdown: float | None = None, max_retries: int | None = None,
+              **options: Any) -> Any:
+        from agora_callbacks.workers import runtime
+
+        settings = runtime.get().settings
+        delay = retry_delay_s(countdown, eta, self.default_retry_delay)
+        limits = retry_time_limits(
+            delay, hard=options.get("time_limit") or self.time_limit,
+            soft=options.get("soft_time_limit") or self.soft_time_limit,
+            app_hard=settings.handler_time_limit_s, app_soft=settings.handler_soft_time_limit_s)
+        if limits is None:
+            raise ValueError(f"{self.name}: a retry in {delay:.0f} s leaves no time to run "
+                             f"before the broker would deliver it again (its wait counts "
+                             f"against the time limits); retry sooner or raise "
+                             f"{settings.handler_redelivery_setting}")
+        options["time_limit"], options["soft_time_limit"] = limits
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
 def check_broker_limits(name: str, celery_options: dict[str, Any],
                         time_limit_s: int | None) -> None:
     """``check_time_options`` against the active broker's redelivery horizon
     (``Settings.handler_redelivery_s``: Redis's visibility timeout, or RabbitMQ's
-    consumer timeout), for a handler or a lifecycle hook being registered."""
+    consumer timeout), and ``check_ack_options``, for a handler or a lifecycle hook
+    being registered."""
     from agora_callbacks.workers import runtime
 
     settings = runtime.get().settings
+    check_ack_options(name, celery_options)
     check_time_options(name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
                        time_limit_s=time_limit_s,
-                       limit_name=settings.handler_redelivery_setting)
+                       limit_name=settings.handler_redelivery_setting,
+                       soft_time_limit_s=settings.handler_soft_time_limit_s)
 
 
 def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from celery import Task, signals
+from celery import signals
 from celery.exceptions import Ignore, Reject, TimeLimitExceeded
 
 from agora_callbacks import keys, metrics, recording_timeline
@@ -51,7 +51,7 @@ from agora_callbacks.logs import get_logger
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.dispatch import Dispatcher, failure_of
 from agora_callbacks.workers.ordering import Failure, Turn, sequence_of
-from agora_callbacks.workers.registry import Handler, celery_task
+from agora_callbacks.workers.registry import BoundedRetryTask, Handler, celery_task
 
 log = get_logger("workers.task")
 
@@ -108,7 +108,7 @@ def _drain_after_handler(**kwargs: Any) -> None:
     AFTER_HANDLER.drain()
 
 
-class HandlerTask(Task):
+class HandlerTask(BoundedRetryTask):
     """Base class of handler tasks. ``agora_handler`` is set per task."""
 
     agora_handler: Handler

@@ -46,7 +46,7 @@ def request(sid: str, reason: str) -> bool:
 
         # On the broker of the runtime's settings, not whichever the Celery app was
         # created with when this process first imported it (the same in a worker).
-        with reconcile_recording.app.connection_for_write(rt.settings.broker_url) as conn:
+        with reconcile_recording.app.connection_for_write(rt.settings.kombu_broker_url) as conn:
             reconcile_recording.apply_async(args=[sid, reason], task_id=task_id,
                                             connection=conn)
     except Exception:
