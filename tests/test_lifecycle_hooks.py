@@ -9,6 +9,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import prometheus_client
@@ -217,14 +218,7 @@ def test_a_hard_time_limit_reported_in_the_main_process_is_dead_lettered(
 def test_a_claim_while_redis_is_away_is_retried_not_acknowledged(
         settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
         registered: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[int] = []
-
-    @on_recording("finished", name="test.hook.redis_away", max_retries=1)
-    def done(recording: dict[str, Any]) -> None:
-        calls.append(1)
-
-    registered.append("test.hook.redis_away")
-    task: Any = done.task  # type: ignore[attr-defined]
+    task, calls = counting_hook(registered, "test.hook.redis_away", max_retries=1)
     runtime.configure(dataclasses.replace(settings, redis_retry_s=1, redis_timeout_s=0.5))
     try:
         redis_server.stop()
@@ -360,6 +354,42 @@ def test_an_outcome_is_not_recorded_over_another_copys_claim(
     assert redis_client.get(hook_key(SID, "finished", "test.hook.overtaken")) == b"copy-2"
 
 
+def counting_hook(registered: list[str], name: str, **options: Any) -> tuple[Any, list[int]]:
+    """A ``finished`` hook named ``name`` (with ``options``) that counts its runs: its
+    Celery task and the list it appends to."""
+    calls: list[int] = []
+
+    @on_recording("finished", name=name, **options)
+    def done(recording: dict[str, Any]) -> None:
+        calls.append(1)
+
+    registered.append(name)
+    return done.task, calls  # type: ignore[attr-defined]
+
+
+@contextmanager
+def claim_during_an_outage(settings: Settings, redis_server: ServerProcess,
+                           *, soft_limit_after_s: float, **overrides: Any) -> Iterator[None]:
+    """Redis stopped and the runtime's settings changed by ``overrides`` while the
+    block runs, and ``SoftTimeLimitExceeded`` raised ``soft_limit_after_s`` into it
+    from a signal handler, as billiard raises a task's soft time limit."""
+    import signal
+
+    def soft_limit(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    runtime.configure(dataclasses.replace(settings, **overrides))
+    try:
+        redis_server.stop()
+        signal.setitimer(signal.ITIMER_REAL, soft_limit_after_s)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        runtime.configure(Settings.from_env())
+
+
 def test_a_soft_time_limit_during_the_claim_sends_the_task_back(
         settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
         registered: list[str]) -> None:
@@ -367,30 +397,11 @@ def test_a_soft_time_limit_during_the_claim_sends_the_task_back(
     tries its claim, and the limit strikes (billiard raises ``SoftTimeLimitExceeded``
     from a signal handler, as here). The hook has not run: its task goes back to
     the queue, it is not acknowledged as failed without a dead letter."""
-    import signal
-
-    calls: list[int] = []
-
-    @on_recording("finished", name="test.hook.soft_claim", soft_time_limit=1, max_retries=0)
-    def done(recording: dict[str, Any]) -> None:
-        calls.append(1)
-
-    registered.append("test.hook.soft_claim")
-    task: Any = done.task  # type: ignore[attr-defined]
-
-    def soft_limit(signum: int, frame: Any) -> None:
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(signal.SIGALRM, soft_limit)
-    runtime.configure(dataclasses.replace(settings, redis_retry_s=20, redis_timeout_s=0.2))
-    try:
-        redis_server.stop()
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
+    task, calls = counting_hook(registered, "test.hook.soft_claim", soft_time_limit=1,
+                                max_retries=0)
+    with claim_during_an_outage(settings, redis_server, soft_limit_after_s=0.5,
+                                redis_retry_s=20, redis_timeout_s=0.2):
         result = task.apply(args=[SID, "finished", {}, {"sid": SID}], task_id="copy-1")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        runtime.configure(Settings.from_env())
     assert calls == []
     assert result.state == "REJECTED" and result.result.requeue, result.state
 
@@ -406,14 +417,7 @@ def test_a_claim_retry_that_cannot_be_published_sends_the_task_back(
 
     from agora_callbacks.workers.app import celery_app
 
-    calls: list[int] = []
-
-    @on_recording("finished", name="test.hook.no_broker", max_retries=3)
-    def done(recording: dict[str, Any]) -> None:
-        calls.append(1)
-
-    registered.append("test.hook.no_broker")
-    task: Any = done.task  # type: ignore[attr-defined]
+    task, calls = counting_hook(registered, "test.hook.no_broker", max_retries=3)
     # The test process's Celery app publishes to the session's Redis (stopped below,
     # as a worker's broker, by default its Redis, is in an outage) or, configured
     # before it started, to a port where nothing listens (tests/conftest.py).
@@ -438,33 +442,13 @@ def test_a_claim_retry_with_no_time_left_to_run_sends_the_task_back(
     retried run no time below the broker's redelivery horizon
     (``BoundedRetryTask.retry`` refuses it), the task goes back to the queue instead
     of failing with the refusal."""
-    import signal
-
-    calls: list[int] = []
-
-    @on_recording("finished", name="test.hook.no_time", time_limit=150, soft_time_limit=100,
-                  max_retries=3)
-    def done(recording: dict[str, Any]) -> None:
-        calls.append(1)
-
-    registered.append("test.hook.no_time")
-    task: Any = done.task  # type: ignore[attr-defined]
-
-    def soft_limit(signum: int, frame: Any) -> None:
-        raise SoftTimeLimitExceeded()
-
-    previous = signal.signal(signal.SIGALRM, soft_limit)
-    # A 180 s retry wait: the hook's 100 s soft limit cannot fit after it.
-    runtime.configure(dataclasses.replace(settings, redis_retry_s=180, redis_timeout_s=0.2))
+    task, calls = counting_hook(registered, "test.hook.no_time", time_limit=150,
+                                soft_time_limit=100, max_retries=3)
     started = time.monotonic()
-    try:
-        redis_server.stop()
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
+    # A 180 s retry wait: the hook's 100 s soft limit cannot fit after it.
+    with claim_during_an_outage(settings, redis_server, soft_limit_after_s=0.5,
+                                redis_retry_s=180, redis_timeout_s=0.2):
         result = task.apply(args=[SID, "finished", {}, {"sid": SID}], task_id="copy-1")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        runtime.configure(Settings.from_env())
     # Sent back at once: not failed with the refusal, whose outcome the worker would
     # then try to record for REDIS_RETRY_S against the Redis that is away.
     assert time.monotonic() - started < 60

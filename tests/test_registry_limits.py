@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+from registry_support import register_throwaway
 
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import REGISTRY, on_event
@@ -25,16 +26,7 @@ SELECTOR = 9_999
 
 
 def register(**options: Any) -> Any:
-    name = f"test_registry_limits.h_{uuid.uuid4().hex[:8]}"
-
-    def handler(event: Any) -> None:  # pragma: no cover - registered, never run
-        pass
-
-    try:
-        on_event(SELECTOR, name=name, **options)(handler)
-    finally:
-        REGISTRY.remove(name)
-    return handler
+    return register_throwaway(SELECTOR, "test_registry_limits", **options)
 
 
 def test_celery_config_sets_time_limits_below_the_visibility_timeout() -> None:

@@ -23,8 +23,9 @@ import uuid
 from typing import Any
 
 import pytest
+from registry_support import register_throwaway
 
-from agora_callbacks.workers import REGISTRY, on_event
+from agora_callbacks.workers import REGISTRY
 from agora_callbacks.workers.app import celery_app
 from agora_callbacks.workers.hooks import HOOKS, on_recording
 
@@ -33,16 +34,7 @@ HARD = int(celery_app.conf.task_time_limit)
 
 
 def register(**options: Any) -> Any:
-    name = f"test_registry_options.h_{uuid.uuid4().hex[:8]}"
-
-    def handler(event: Any) -> None:  # pragma: no cover - registered, never run
-        pass
-
-    try:
-        on_event(SELECTOR, name=name, **options)(handler)
-    finally:
-        REGISTRY.remove(name)
-    return handler.task
+    return register_throwaway(SELECTOR, "test_registry_options", **options).task
 
 
 @pytest.mark.parametrize(("option", "value"), [
