@@ -182,7 +182,7 @@ def test_a_hung_intake_is_seen_down_then_killed_and_restarted(
     503 once its loop has not gone round for INTAKE_HUNG_S, and the worker kills it
     and starts another, which handles what is stored meanwhile."""
     worker = start_worker("a", env={"WORKER_METRICS_PORT": str(free_port()),
-                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "2"})
+                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "3.5"})
     port = metrics_port(worker)
     wait_for(lambda: get(port, "/healthz")[0] == 200, message="healthz 200")
     [victim] = intake_pids(worker)
@@ -216,7 +216,7 @@ def test_a_busy_intake_is_not_taken_for_a_hung_one(
     """Idle or working, the loop goes round well within INTAKE_HUNG_S: nothing is
     killed, however long the intake has run."""
     worker = start_worker("a", env={"WORKER_METRICS_PORT": str(free_port()),
-                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "2"})
+                                    "LOG_LEVEL": "info", "INTAKE_HUNG_S": "3.5"})
     port = metrics_port(worker)
     [intake] = intake_pids(worker)
     for n in range(20):
@@ -224,7 +224,7 @@ def test_a_busy_intake_is_not_taken_for_a_hung_one(
     wait_for(lambda: all(handled(redis_client, f"busy-{n}") for n in range(20)),
              timeout=30, message="every body handled")
     # Negative: the same intake has outlived INTAKE_HUNG_S three times over.
-    wait_for(lambda: time.time() - psutil.Process(intake).create_time() > 6, timeout=20,
+    wait_for(lambda: time.time() - psutil.Process(intake).create_time() > 10.5, timeout=30,
              interval=0.2, message="the intake's age past 3 x INTAKE_HUNG_S")
     assert get(port, "/healthz") == (200, "ok\n")
     assert not [e for e in log_events(worker)
