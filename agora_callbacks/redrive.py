@@ -105,7 +105,7 @@ def hook_task_args(letter: DeadLetter) -> list[Any]:
     record = json.loads(letter.body)
     if not isinstance(record, dict):
         raise ValueError(f"dead letter {letter.id}: its body is not a record")
-    return [str(extra.get("sid", "")), str(extra.get("phase", "")),
+    return [letter.sid, str(extra.get("phase", "")),
             {**(info if isinstance(info, dict) else {}), "redrive": letter.id}, record]
 
 

@@ -151,7 +151,7 @@ def show_cmd(dead_letter_id: str, as_json: bool, redis_url: str | None) -> None:
 def _hook_fields(letter: DeadLetter) -> list[tuple[str, str]]:
     """``dlq show``'s lines of a ``hook`` letter: recording, phase, hook, info."""
     info = letter.extra.get("info")
-    return [("sid", str(letter.extra.get("sid", ""))),
+    return [("sid", letter.sid),
             ("phase", str(letter.extra.get("phase", ""))), ("hook", letter.handler),
             ("info", json.dumps(info, sort_keys=True) if info else "")]
 

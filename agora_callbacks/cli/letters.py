@@ -79,7 +79,7 @@ def letter_summary(letter: DeadLetter) -> dict[str, Any]:
     record, not an event: its ``sid`` and ``phase`` (``extra``)."""
     if letter.kind != deadletters.HOOK:
         return deadletters.body_fields(letter.body)
-    out = {"sid": letter.extra.get("sid"), "phase": letter.extra.get("phase")}
+    out = {"sid": letter.sid, "phase": letter.extra.get("phase")}
     return {k: v for k, v in out.items() if v}
 
 
