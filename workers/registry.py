@@ -186,23 +186,21 @@ def check_time_options(name: str, options: dict[str, Any], *, visibility_timeout
     # An automatic retry waits default_retry_delay, or its backoff when there is one.
     implied = CELERY_DEFAULT_RETRY_DELAY if retries and not backoff else None
     delay = options.get("default_retry_delay", implied)
+    # With backoff, the longest wait is its cap.
+    cap = options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX) if backoff else None
     if delay is not None and delay >= vt:
         default = "" if "default_retry_delay" in options else "(Celery's default) "
         raise refuse("default_retry_delay", delay, f"{default}is at or above "
                      "the broker's redelivery horizon: a retry waits out its countdown "
                      "unacknowledged in a worker, and the broker would deliver it again")
-    if backoff:
-        cap = options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
-        if cap >= vt:
-            default = "" if "retry_backoff_max" in options else "(Celery's default) "
-            raise refuse("retry_backoff_max", cap, f"{default}is at or above "
-                         "the broker's redelivery horizon: a retry may wait out that long a "
-                         "countdown unacknowledged in a worker, and the broker would "
-                         "deliver it again")
+    if cap is not None and cap >= vt:
+        default = "" if "retry_backoff_max" in options else "(Celery's default) "
+        raise refuse("retry_backoff_max", cap, f"{default}is at or above "
+                     "the broker's redelivery horizon: a retry may wait out that long a "
+                     "countdown unacknowledged in a worker, and the broker would "
+                     "deliver it again")
     if soft_time_limit_s is not None and time_limit_s is not None:
-        check_retry_fits(options, refuse, delay=delay,
-                         cap=options.get("retry_backoff_max", CELERY_DEFAULT_RETRY_BACKOFF_MAX)
-                         if backoff else None,
+        check_retry_fits(options, refuse, delay=delay, cap=cap,
                          app_hard=int(time_limit_s), app_soft=int(soft_time_limit_s))
 
 
