@@ -39,6 +39,7 @@ as ``acb_worker_intake_up`` and answers ``/healthz`` with it).
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -72,8 +73,6 @@ RESTART_BACKOFF_S = (0.0, 1.0, 2.0, 4.0, 8.0)
 STOP_TIMEOUT_S = 10.0
 #: How often an intake waiting for Redis at its start tries again.
 REDIS_WAIT_S = 1.0
-#: ``INTAKE_HUNG_S`` until the step starts and reads the settings.
-DEFAULT_HUNG_S = 60.0
 
 
 def _hung_after_s() -> float:
@@ -188,8 +187,9 @@ class IntakeStep(bootsteps.StartStopStep):
         self.consumer = ""
         #: Intake processes started again after one died, since the worker started.
         self.restarts = 0
-        #: Seconds without a round of its loop after which a started intake is hung.
-        self.hung_after_s = DEFAULT_HUNG_S
+        #: Seconds without a round of its loop after which a started intake is hung
+        #: (``INTAKE_HUNG_S``, read when the step starts: no intake runs before).
+        self.hung_after_s = math.inf
 
     # -- state seen by health checks --------------------------------------------
     def up(self) -> bool:
