@@ -15,6 +15,7 @@ from agora_callbacks.schemas import enums
 from agora_callbacks.workers.builtin import meanings
 from agora_callbacks.workers.builtin.meanings import coded, plain
 from agora_callbacks.workers.builtin.record import (
+    NORMAL_EXIT,
     Context,
     add_file_list,
     append_bounded,
@@ -81,8 +82,7 @@ def session_exit(record: dict[str, Any], ctx: Context) -> None:
     record["exit"] = {**(coded(status, enums.ExitStatus) or {"code": None, "meaning": None}),
                       "sequence": ctx.sequence, "at_ms": ctx.at_ms}
     set_time(record, "exited_ms", ctx)
-    # No exitStatus at all counts as normal, as for the lifecycle (phases.NORMAL_EXIT).
-    normal = status is None or as_int(status) == enums.ExitStatus.NORMAL
+    normal = as_int(status) in NORMAL_EXIT
     set_phase(record, ctx, "exited" if normal else "exited_abnormally")
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from agora_callbacks.schemas import enums
-from agora_callbacks.workers.builtin.record import as_int
+from agora_callbacks.workers.builtin.record import NORMAL_EXIT, as_int
 
 #: Phases in the order they are fired when several are due at once.
 ORDER = ("started", "files_ready", "finished", "failed", "stalled")
@@ -165,11 +165,6 @@ def _web_stop_code(record: dict[str, Any]) -> int | None:
     web = record.get("web") or {}
     stop = web.get("stop") or {}
     return as_int(stop.get("code"))
-
-
-#: ``exitStatus`` of a normal exit: 0, or none at all (the reference defines 0 and 1,
-#: and Agora sends one; an 11 without it must still end the recording).
-NORMAL_EXIT = (0, None)
 
 
 def _exit_code(record: dict[str, Any]) -> int | None:

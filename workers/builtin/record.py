@@ -37,6 +37,12 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+#: ``exitStatus`` of a normal exit (11): 0, or none at all (the reference defines 0
+#: and 1, and Agora sends one; an 11 without it must still end the recording). The
+#: record's status and the lifecycle read it alike.
+NORMAL_EXIT = (int(enums.ExitStatus.NORMAL), None)
+
+
 def as_str(value: Any) -> str | None:
     return None if value is None else str(plain(value))
 
