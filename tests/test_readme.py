@@ -64,3 +64,57 @@ def test_every_redis_key_the_readme_names_is_built_in_keys_py(project_root: Path
     built = _keys_module_names()
     unknown = sorted(named - built)
     assert not unknown, f"README names Redis keys that keys.py does not build: {unknown}"
+
+
+# --- Configuration: the table lists every setting with its real default and rules ---
+
+def _configuration_rows(readme: str) -> dict[str, tuple[str, str]]:
+    """Variable -> (default cell, meaning cell) of the Configuration table."""
+    start = readme.index("## Configuration")
+    section = readme[start:readme.index("\n## ", start + 1)]
+    return {m.group(1): (m.group(2), m.group(3)) for m in
+            re.finditer(r"^\| `([A-Z0-9_]+)` \| (.*?) \| (.*) \|$", section, re.M)}
+
+
+#: Defaults the table states in words instead of the empty string.
+_WORDED_DEFAULTS = {"CELERY_BROKER_URL": "(`REDIS_URL`)"}
+
+
+def test_the_configuration_table_has_every_setting_with_its_default(project_root: Path) -> None:
+    from agora_callbacks.settings import VARIABLES
+
+    rows = _configuration_rows((project_root / "README.md").read_text())
+    assert set(rows) == {v.env for v in VARIABLES}, (
+        f"missing: {sorted({v.env for v in VARIABLES} - set(rows))}, "
+        f"unknown: {sorted(set(rows) - {v.env for v in VARIABLES})}")
+    for var in VARIABLES:
+        expected = _WORDED_DEFAULTS.get(var.env) or (f"`{var.default}`" if var.default
+                                                     else "(none)")
+        assert rows[var.env][0] == expected, f"{var.env}: README says {rows[var.env][0]}"
+
+
+def _rule_pairs() -> list[tuple[str, str]]:
+    """(variable, other variable) of every rule between two settings, from the
+    message each broken rule gives (its first word is the variable to change)."""
+    from test_settings_rules import BAD
+
+    from agora_callbacks.settings import VARIABLES, Settings
+
+    names = {v.env for v in VARIABLES}
+    envs = [param.values[0] for param in BAD] + [{"SETTLE_S": "300"}]
+    pairs = []
+    for env in envs:
+        message = next(Settings.from_env(env, check=False).problems())
+        first = message.split(" ", 1)[0]
+        others = set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", message)) & names - {first}
+        pairs += [(first, other) for other in sorted(others)]
+    return pairs
+
+
+def test_each_rule_between_settings_is_in_both_rows(project_root: Path) -> None:
+    rows = _configuration_rows((project_root / "README.md").read_text())
+    pairs = _rule_pairs()
+    assert ("CLAIM_IDLE_MS", "REORDER_HOLD_MS") in pairs
+    missing = [f"{a} row lacks `{b}`" for a, b in pairs if f"`{b}`" not in rows[a][1]]
+    missing += [f"{b} row lacks `{a}`" for a, b in pairs if f"`{a}`" not in rows[b][1]]
+    assert not missing, missing
