@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 
 def _ci_test_command(root: Path) -> str:
@@ -118,3 +119,107 @@ def test_each_rule_between_settings_is_in_both_rows(project_root: Path) -> None:
     missing = [f"{a} row lacks `{b}`" for a, b in pairs if f"`{b}`" not in rows[a][1]]
     missing += [f"{b} row lacks `{a}`" for a, b in pairs if f"`{a}`" not in rows[b][1]]
     assert not missing, missing
+
+
+# --- Command line: every command and option the README shows exists ---
+
+#: What the README shows after ``agora-callbacks`` that is not a command line: the
+#: intake's process title in ``ps`` and the dev stack's banner.
+_NOT_COMMANDS = ("agora-callbacks intake", "agora-callbacks dev stack is up")
+
+
+def _readme_command_lines(readme: str) -> list[str]:
+    """Every ``agora-callbacks ...`` command line of the README: in a code span, in a
+    shell example (``$ ...``, continuation lines joined), or printed by ``dev``; and the
+    ``dlq ...`` spans, which name the command without its program."""
+    text = re.sub(r"\\\n\s*", " ", readme)
+    lines = re.findall(r"`(agora-callbacks [^`]+)`", text)
+    lines += re.findall(r"^\s*(?:\$ (?:[^|\n]*\| )?)?(agora-callbacks [^\n#(]+)", text, re.M)
+    lines += [f"agora-callbacks {span}" for span in re.findall(r"`(dlq\s[^`]+)`", text)]
+    lines = [" ".join(line.split()) for line in lines]
+    expanded = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(_NOT_COMMANDS):
+            continue
+        alternatives = re.fullmatch(r"(agora-callbacks \w+) (\w+(?: / \w+)+)", line)
+        if alternatives:  # "dlq list / show / requeue / export"
+            expanded += [f"{alternatives.group(1)} {sub}"
+                         for sub in alternatives.group(2).split(" / ")]
+        else:
+            expanded.append(line)
+    return expanded
+
+
+def _resolve(words: list[str]) -> tuple[Any, list[str]]:
+    """The click command the words name (subcommands followed), and its path."""
+    import click
+
+    from agora_callbacks.cli import main
+
+    command: click.Command = main
+    path: list[str] = []
+    for word in words:
+        if not isinstance(command, click.Group) or word.startswith("-"):
+            break
+        sub = command.get_command(click.Context(command), word)
+        assert sub is not None, f"README: `agora-callbacks {' '.join([*path, word])}`: " \
+                                f"no such command"
+        command, path = sub, [*path, word]
+    return command, path
+
+
+def _options(command: Any) -> set[str]:
+    import click
+
+    params = command.get_params(click.Context(command))
+    return {opt for param in params for opt in (*param.opts, *param.secondary_opts)}
+
+
+def test_every_command_line_in_the_readme_exists(project_root: Path) -> None:
+    lines = _readme_command_lines((project_root / "README.md").read_text())
+    assert any(line.startswith("agora-callbacks simulate --url") for line in lines)
+    assert "agora-callbacks dlq export" in lines
+    for line in lines:
+        words = re.sub(r"[\[\]]", "", line).split()[1:]  # "[--json]": an optional option
+        command, path = _resolve(words)
+        used = {w.split("=", 1)[0] for w in words[len(path):]
+                if re.fullmatch(r"--?[a-z][-a-z]*(=.*)?", w)}
+        unknown = used - _options(command)
+        assert not unknown, f"README: `{line}`: {sorted(unknown)} not options of " \
+                            f"`agora-callbacks {' '.join(path)}`"
+
+
+def _section(readme: str, heading: str) -> str:
+    start = readme.index(heading)
+    end = readme.find("\n#", start + len(heading))
+    return readme[start:] if end < 0 else readme[start:end]
+
+
+def test_each_commands_section_names_only_its_options(project_root: Path) -> None:
+    import click
+
+    readme = (project_root / "README.md").read_text()
+    for heading, command_path in (("### On a laptop: `agora-callbacks dev`", ["dev"]),
+                                  ("### `simulate`", ["simulate"]), ("### `dlq`", ["dlq"]),
+                                  ("### `replay`", ["replay"])):
+        command, _ = _resolve(command_path)
+        subcommands = [command.get_command(click.Context(command), name)
+                       for name in command.list_commands(click.Context(command))] \
+            if isinstance(command, click.Group) else []
+        known = _options(command).union(*map(_options, subcommands))
+        # Lines that show another command (dev prints the simulate line) are that one's.
+        own = "\n".join(line for line in _section(readme, heading).splitlines()
+                        if not re.search(rf"agora-callbacks (?!{command_path[0]}\b)\w", line))
+        named = set(re.findall(r"(?<![\w-])--[a-z][-a-z]*", own))
+        assert named, heading
+        assert named <= known, f"README, {heading}: {sorted(named - known)} are not options"
+
+
+def test_the_dev_options_list_is_complete(project_root: Path) -> None:
+    readme = (project_root / "README.md").read_text()
+    listed = re.search(r"^- Options: (.+?)\(`agora-callbacks dev --help`\)", readme, re.M | re.S)
+    assert listed, "the dev section lists its options"
+    named = set(re.findall(r"--?[a-z][-a-z]*", listed.group(1).replace("/", " ")))
+    command, _ = _resolve(["dev"])
+    assert named == _options(command) - {"-h", "--help"}
