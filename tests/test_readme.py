@@ -223,3 +223,11 @@ def test_the_dev_options_list_is_complete(project_root: Path) -> None:
     named = set(re.findall(r"--?[a-z][-a-z]*", listed.group(1).replace("/", " ")))
     command, _ = _resolve(["dev"])
     assert named == _options(command) - {"-h", "--help"}
+
+
+def test_the_procfile_table_shows_the_procfiles_commands(project_root: Path) -> None:
+    procfile = dict(line.split(": ", 1) for line in
+                    (project_root / "Procfile").read_text().splitlines() if line.strip())
+    section = _section((project_root / "README.md").read_text(), "### Procfile and honcho")
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)`", section, re.M))
+    assert rows == procfile
