@@ -231,3 +231,27 @@ def test_the_procfile_table_shows_the_procfiles_commands(project_root: Path) -> 
     section = _section((project_root / "README.md").read_text(), "### Procfile and honcho")
     rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)`", section, re.M))
     assert rows == procfile
+
+
+# --- Recording lifecycle and record: the README's phases and reasons are the code's ---
+
+def test_the_lifecycle_tables_name_every_phase_and_failure_reason(project_root: Path) -> None:
+    from agora_callbacks.workers.builtin import phases
+
+    section = _section((project_root / "README.md").read_text(),
+                       "## Recording lifecycle: `@on_recording`")
+    tables = re.findall(r"^\| (phase|`failed` reason) \|.*\n\|[-|]+\|\n((?:\|.*\n)+)",
+                        section, re.M)
+    firsts = {title: {re.match(r"\| `(\w+)`", row).group(1)  # type: ignore[union-attr]
+                      for row in rows.splitlines()} for title, rows in tables}
+    assert firsts["phase"] == set(phases.ORDER)
+    assert firsts["`failed` reason"] == set(phases.REASONS)
+
+
+def test_the_record_table_lists_every_status_phase(project_root: Path) -> None:
+    from agora_callbacks.workers.builtin.meanings import PHASES
+
+    row = re.search(r"^\| `status` \| `phase` \(([^)]*)\)", (project_root / "README.md")
+                    .read_text(), re.M)
+    assert row, "the record table has a status row listing the phases"
+    assert re.findall(r"`(\w+)`", row.group(1)) == list(PHASES)
