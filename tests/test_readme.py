@@ -255,3 +255,17 @@ def test_the_record_table_lists_every_status_phase(project_root: Path) -> None:
                     .read_text(), re.M)
     assert row, "the record table has a status row listing the phases"
     assert re.findall(r"`(\w+)`", row.group(1)) == list(PHASES)
+
+
+def test_the_documented_event_types_are_the_schemas(project_root: Path) -> None:
+    from agora_callbacks.schemas.details import DETAILS_TYPES
+
+    readme = (project_root / "README.md").read_text()
+    listed = re.search(r"\*\*Every documented Cloud Recording event\*\* \(([^)]*)\)", readme)
+    assert listed, "the Events section lists the event types"
+    types: set[int] = set()
+    for part in " ".join(listed.group(1).split()).split(", "):
+        first, _, last = part.partition("-")
+        types.update(range(int(first), int(last or first) + 1))
+    assert types == set(DETAILS_TYPES)
+    assert f"Most teams do not want {len(DETAILS_TYPES)} event handlers" in readme
