@@ -269,3 +269,22 @@ def test_the_documented_event_types_are_the_schemas(project_root: Path) -> None:
         types.update(range(int(first), int(last or first) + 1))
     assert types == set(DETAILS_TYPES)
     assert f"Most teams do not want {len(DETAILS_TYPES)} event handlers" in readme
+
+
+def test_defaults_quoted_in_the_prose_are_the_real_ones(project_root: Path) -> None:
+    """``REDIS_RETRY_S` (30 s)``, ``WORKER_METRICS_PORT` (9808)``: wherever the README
+    gives a setting's value in brackets, it is the default, in any unit."""
+    from agora_callbacks.settings import VARIABLES
+
+    defaults = {v.env: v.default for v in VARIABLES}
+    seconds = {"ms": 0.001, "s": 1, "min": 60, "h": 3600}
+    readme = (project_root / "README.md").read_text()
+    quoted = re.findall(r"`([A-Z][A-Z0-9_]+)` \((\d+)(?: (ms|s|min|h))?\)", readme)
+    assert len(quoted) >= 10
+    for name, value, unit in quoted:
+        default = float(defaults[name])
+        if unit:  # in the variable's own unit: _MS or _S
+            default *= 0.001 if name.endswith("_MS") else 1
+            assert float(value) * seconds[unit] == default, f"`{name}` ({value} {unit})"
+        else:
+            assert float(value) == default, f"`{name}` ({value})"
