@@ -259,8 +259,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "ADMIN_TOKEN", "admin_token", _optional_str, "",
-        "Bearer token for the read-only admin endpoints (`GET /recordings/<sid>`). "
-        "When unset those endpoints answer 404: closed by default.",
+        "Bearer token for the admin endpoints (`GET /recordings/<sid>`, "
+        "`POST /recordings/<sid>/resource`) and the dashboard's sign-in (`/ui/`, which "
+        "can requeue dead letters). When unset those answer 404: closed by default.",
     ),
     Variable(
         "METRICS_TOKEN", "metrics_token", _optional_str, "",
