@@ -95,6 +95,14 @@ def recording_state(sid: str) -> str:
     return recording_prefix(sid) + "state"
 
 
+def recording_hook(sid: str, phase: str, hook: str) -> str:
+    """String: the claim of lifecycle hook ``hook``'s run for ``phase`` (the task id
+    that claimed it, then ``done`` or ``failed``; ``workers.hook_runs``); expires
+    ``RECORD_TTL_S`` after it was taken. A re-run from a dead letter claims
+    ``<this>:dlq:<dead letter id>``."""
+    return recording_prefix(sid) + f"hook:{phase}:{hook}"
+
+
 def unordered_sid(notice_id: str) -> str:
     """The recording an event without ``sid``/``sequence`` is handled as: one of its
     own, keyed by its ``noticeId`` (Agora sids are hex strings: no clash)."""

@@ -197,7 +197,7 @@ VARIABLES: tuple[Variable, ...] = (
         "REDIS_TIMEOUT_S", "redis_timeout_s", _positive_float, "1.0",
         "Connect and read timeout for Redis calls, in seconds. Short, so that a Redis "
         "outage turns into a quick 503 well inside NCS's 10 s budget. Must be below "
-        "`REDIS_RETRY_S`.",
+        "`REDIS_RETRY_S`, and with it below `INTAKE_HUNG_S`.",
     ),
     Variable(
         "REDIS_RETRY_S", "redis_retry_s", _positive_int, "30",
@@ -205,7 +205,8 @@ VARIABLES: tuple[Variable, ...] = (
         "the turn ended, its dead letter) is retried, with backoff, before the worker "
         "gives up (the recording then waits for `HANDLER_DEADLINE_S`); the same for a "
         "lifecycle hook's claim (then Celery retries the hook task) and outcome. Must exceed "
-        "`REDIS_TIMEOUT_S` (room for a retry) and be below `HANDLER_DEADLINE_S`; the "
+        "`REDIS_TIMEOUT_S` (room for a retry), be below `HANDLER_DEADLINE_S`, and with "
+        "`REDIS_TIMEOUT_S` below `INTAKE_HUNG_S`; the "
         "handlers' time limits leave room for it (see `HANDLER_VISIBILITY_TIMEOUT_S`).",
     ),
     Variable(
@@ -258,8 +259,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "ADMIN_TOKEN", "admin_token", _optional_str, "",
-        "Bearer token for the read-only admin endpoints (`GET /recordings/<sid>`). "
-        "When unset those endpoints answer 404: closed by default.",
+        "Bearer token for the admin endpoints (`GET /recordings/<sid>`, "
+        "`POST /recordings/<sid>/resource`) and the dashboard's sign-in (`/ui/`, which "
+        "can requeue dead letters). When unset those answer 404: closed by default.",
     ),
     Variable(
         "METRICS_TOKEN", "metrics_token", _optional_str, "",
@@ -297,7 +299,7 @@ VARIABLES: tuple[Variable, ...] = (
         "How long a missing `sequence` is waited for before it is skipped. NCS resends "
         "a notification right after a failed attempt, and an attempt may take up to its "
         "10 s timeout, so a resend can trail its successor by a little over 10 s. Must "
-        "be below `DEDUPE_TTL_S` and, unless 0 (never wait), above `CLAIM_IDLE_MS`.",
+        "be below `DEDUPE_TTL_S` and, unless 0 (never wait), above 1.5 x `CLAIM_IDLE_MS`.",
     ),
     Variable(
         "CLAIM_IDLE_MS", "claim_idle_ms", _positive_int, "5000",
@@ -311,7 +313,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "HANDLER_VISIBILITY_TIMEOUT_S", "handler_visibility_timeout_s", _positive_int,
         "600",
-        "A handler task whose worker died is redelivered after this many seconds. It "
+        "Redis broker only: a handler task whose worker died is redelivered after this "
+        "many seconds. It "
         "must exceed the longest handler run, or a slow handler is started twice, so "
         "every handler has a hard time limit below it: this minus a margin "
         "(max(1 s, 5%)) and `REDIS_RETRY_S` (540 s by default), and a soft limit "
@@ -334,9 +337,10 @@ VARIABLES: tuple[Variable, ...] = (
         "long after they were published (or after their last retry) has them "
         "dead-lettered as `lost` and moves on. It must exceed the longest wait in the "
         "queue plus one attempt's run, its retry countdown and "
-        "`HANDLER_VISIBILITY_TIMEOUT_S`: enforced as more than twice "
-        "`HANDLER_VISIBILITY_TIMEOUT_S` (a run and a retry countdown are each below it, "
-        "a redelivery comes after it); and more than `REDIS_RETRY_S` and "
+        "`HANDLER_VISIBILITY_TIMEOUT_S`: enforced, on the Redis broker, as more than "
+        "twice `HANDLER_VISIBILITY_TIMEOUT_S` (a run and a retry countdown are each below "
+        "it, a redelivery comes after it; on RabbitMQ the handlers' time limits are kept "
+        "below half of it instead); and more than `REDIS_RETRY_S` and "
         "`DISPATCH_LEASE_MS`, below `DEDUPE_TTL_S`.",
     ),
     Variable(
@@ -363,11 +367,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "STALL_AFTER_S", "stall_after_s", _positive_int, "300",
-        "A recording that has not finished and sent no event for this long is `stalled` "
+        "A recording that has not ended (no exit (11), neither `finished` nor `failed`) "
+        "and sent no event for this long is `stalled` "
         "(and `failed` with reason `stalled` after as long again). A live recording "
         "sends upload progress (33) every minute, and NCS gives up on a notification "
         "after three retries within a few minutes: 5 minutes of silence is four lost "
-        "progress notifications in a row.",
+        "progress notifications in a row. Must be above `SETTLE_S`.",
     ),
     Variable(
         "SETTLE_S", "settle_s", _positive_int, "30",

@@ -87,3 +87,43 @@ def test_metric_table_matches_the_endpoints(project_root: Path,
     undocumented = {n for n in families
                     if n not in documented and f"{n}_total" not in documented}
     assert not undocumented, f"exposed but not in the README: {sorted(undocumented)}"
+
+
+def test_metric_table_types_and_labels_are_the_metrics(project_root: Path) -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    section = monitoring_section(project_root)
+    rows = {m.group(1): (m.group(2), set(re.findall(r"`([a-z_]+)`", m.group(3).split("(")[0])))
+            for m in re.finditer(r"^\| `(acb_[a-z_]+)` \| (\w+) \|([^|]*)\|", section, re.M)}
+    instruments = {m._name: m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
+    assert len(instruments) >= 10
+    for name, metric in instruments.items():
+        row = rows.get(f"{name}_total", rows.get(name))
+        assert row is not None, f"{name} has no row"
+        kind, labels = row
+        assert kind == metric._type, f"{name}: README says {kind}, it is a {metric._type}"
+        assert labels == set(metric._labelnames), f"{name}: README labels {labels}, " \
+                                                  f"metric labels {metric._labelnames}"
+
+
+def _row(section: str, metric: str) -> str:
+    match = re.search(rf"^\| `{metric}` \|.*$", section, re.M)
+    assert match, metric
+    return match.group(0)
+
+
+def test_route_and_rejection_label_values_are_the_ingresss(project_root: Path) -> None:
+    from agora_callbacks.ingress import body, signature
+    from agora_callbacks.ingress.metrics_endpoint import EXACT_ROUTES, PREFIX_ROUTES
+
+    section = monitoring_section(project_root)
+    routes = set(re.findall(r"`([^`]+)`", _row(section, "acb_ingress_responses_total")
+                            .split("by route", 1)[1]))
+    assert routes == {*EXACT_ROUTES, *(route for _, route in PREFIX_ROUTES), "other"}
+    rejected = _row(section, "acb_ingress_rejected_total").split("Refused before storage:", 1)[1]
+    documented = set(re.findall(r"`([a-z0-9_]+)`", rejected)) - {"acb_ingress_rejected_total"}
+    reasons = {cls.reason for cls in vars(body).values()
+               if isinstance(cls, type) and issubclass(cls, body.BodyError)}
+    reasons |= {"empty_body"} | {f"signature_{getattr(signature, name)}" for name in
+                                 ("MISSING", "V2_REQUIRED", "MALFORMED", "MISMATCH", "NO_SECRETS")}
+    assert documented == reasons

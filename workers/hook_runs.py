@@ -39,7 +39,7 @@ STALE = "stale"
 def hook_key(sid: str, phase: str, name: str) -> str:
     """String: the task id that claimed the run of hook ``name`` for ``phase``, then
     its outcome (``done``, ``failed``)."""
-    return keys.recording_prefix(sid) + f"hook:{phase}:{name}"
+    return keys.recording_hook(sid, phase, name)
 
 
 def claim_key(sid: str, phase: str, name: str, info: dict[str, Any]) -> str:
