@@ -499,3 +499,16 @@ def test_recording_page_lists_the_lifecycle_phases_fired(http: FlaskClient,
     assert table.index("started") < table.index("files_ready")
     assert "evidence uploaded" in table and "files 2 items" in table
     assert "hooks pending" in table and "2027-01-15" in table
+
+
+def test_a_deeply_nested_body_letter_does_not_break_the_dead_letter_pages(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    # What the workers dead-letter as ``too_deep``: json would recurse past Python's limit.
+    deep = deadletters.add(redis_client, 100, kind="body", reason="too_deep", detail="",
+                           body=b"[" * 100_000, meta={}).decode()
+    sign_in(http)
+    listing = http.get("/ui/deadletters")
+    assert listing.status_code == 200 and deep in listing.get_data(as_text=True)
+    assert http.get(f"/ui/deadletters?sid={SID[:8]}").status_code == 200
+    assert http.get(f"/ui/deadletters/{deep}").status_code == 200
+    assert deadletters.body_fields(b"[" * 100_000) == {}
