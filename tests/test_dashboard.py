@@ -512,3 +512,31 @@ def test_a_deeply_nested_body_letter_does_not_break_the_dead_letter_pages(
     assert http.get(f"/ui/deadletters?sid={SID[:8]}").status_code == 200
     assert http.get(f"/ui/deadletters/{deep}").status_code == 200
     assert deadletters.body_fields(b"[" * 100_000) == {}
+
+
+@pytest.mark.parametrize("query", [
+    "/ui/?cursor=abc", "/ui/?cursor=1:99999999999999999999:0",
+    "/ui/?cursor=1:0:99999999999999999999", "/ui/?cursor=1:0:0:0",
+    "/ui/deadletters?before=garbage", "/ui/deadletters?before=1-0)",
+    "/ui/deadletters?before=99999999999999999999999-0"])
+def test_a_wrong_paging_parameter_is_a_400_not_storage_unavailable(
+        http: FlaskClient, redis_client: redis.Redis, query: str) -> None:
+    deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="", body=b"x",
+                    meta={})
+    simulate(redis_client, SID, "web")
+    sign_in(http)
+    answer = http.get(query)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert "Retry-After" not in answer.headers
+
+
+def test_the_paging_parameters_the_pages_link_to_are_accepted(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    for _ in range(3):
+        deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                        body=b"x", meta={})
+    sign_in(http)
+    for query in ("/ui/?cursor=1900000000000:2:0", "/ui/?cursor=1900000000000",
+                  "/ui/?cursor=", "/ui/deadletters?before=", "/ui/deadletters?before=1-0",
+                  f"/ui/deadletters?before={2**64 - 1}-{2**64 - 1}"):
+        assert http.get(query).status_code == 200, query

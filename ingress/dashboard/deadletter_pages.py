@@ -61,8 +61,11 @@ def deadletter_list() -> Any:
     state = get_state()
     filters = LetterFilters(**{name: request.args.get(name, "").strip()
                                for name in ("kind", "reason", "handler", "sid")})
+    before = request.args.get("before", "")
+    if before and not deadletters.is_id(before):
+        return responses.error(400, f"before: not a dead letter id ({deadletters.ID_EXAMPLE})")
     try:
-        letters, next_before = scan(state.redis, filters, request.args.get("before", ""))
+        letters, next_before = scan(state.redis, filters, before)
         total = deadletters.count(state.redis)
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)

@@ -34,6 +34,9 @@ def _unavailable(what: str, exc: Exception) -> Any:
 @bp.get("/")
 def recordings() -> Any:
     state = get_state()
+    cursor = request.args.get("cursor", "")
+    if cursor and recordings_query.parse_cursor(cursor) is None:
+        return responses.error(400, "cursor: not a cursor of this list (follow its links)")
     flag = request.args.get("flag", "")
     filters = recordings_query.Filters(
         phase=request.args.get("status", "").strip(),
@@ -43,14 +46,14 @@ def recordings() -> Any:
     try:
         page = recordings_query.page(state.redis, filters,
                                      ttl_s=state.settings.record_ttl_s,
-                                     size=PAGE_SIZE, cursor=request.args.get("cursor", ""))
+                                     size=PAGE_SIZE, cursor=cursor)
         health = pipeline_health.read(state.redis)
     except (redis.RedisError, OSError) as exc:
         return _unavailable("recordings", exc)
     return render_template("dashboard/recordings.html", page=page, filters=filters,
                            phases=recordings_index.KNOWN_PHASES,
                            flags=recordings_index.FLAGS, health=health,
-                           first_page=not request.args.get("cursor"))
+                           first_page=not cursor)
 
 
 @dataclass
