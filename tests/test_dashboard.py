@@ -540,3 +540,20 @@ def test_the_paging_parameters_the_pages_link_to_are_accepted(
                   "/ui/?cursor=", "/ui/deadletters?before=", "/ui/deadletters?before=1-0",
                   f"/ui/deadletters?before={2**64 - 1}-{2**64 - 1}"):
         assert http.get(query).status_code == 200, query
+
+
+def test_a_sign_in_whose_next_holds_a_line_break_goes_to_the_list(
+        http: FlaskClient) -> None:
+    csrf = csrf_of(http.get("/ui/login").get_data(as_text=True))
+    answer = http.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf,
+                                          "next": "/ui/\r\nSet-Cookie: x=1"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"
+    # The same from a page's own redirect: a path with an encoded line break.
+    again = http_for_same_app(http)
+    first = again.get("/ui/recordings/a%0Ab")
+    login = again.get(first.headers["Location"])
+    next_value = re.search(r'name="next" value="([^"]*)"', login.get_data(as_text=True))
+    assert next_value is not None and "\n" in next_value.group(1)
+    back = again.post("/ui/login", data={"token": TOKEN, "next": next_value.group(1),
+                                         "csrf_token": csrf_of(login.get_data(as_text=True))})
+    assert back.status_code == 302 and back.headers["Location"] == "/ui/"
