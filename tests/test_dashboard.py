@@ -557,3 +557,23 @@ def test_a_sign_in_whose_next_holds_a_line_break_goes_to_the_list(
     back = again.post("/ui/login", data={"token": TOKEN, "next": next_value.group(1),
                                          "csrf_token": csrf_of(login.get_data(as_text=True))})
     assert back.status_code == 302 and back.headers["Location"] == "/ui/"
+
+
+def test_health_shows_large_figures_in_full(http: FlaskClient,
+                                           redis_client: redis.Redis) -> None:
+    entry = redis_client.xadd(keys.INBOX, {"body": b"{}"}).decode()
+    redis_client.hset(keys.COUNTERS, mapping={"admitted": 12_345_678, "dispatched": 12_345_670})
+    sign_in(http)
+    html = http.get("/ui/health").get_data(as_text=True)
+
+    def shown(name: str) -> str:
+        found = re.search(rf'<code>{name}</code></td><td class="num">([^<]*)<', html)
+        assert found, name
+        return found.group(1)
+
+    assert shown("acb_pipeline_admitted_total") == "12345678"  # not 1.23457e+07
+    assert shown("acb_events_buffered") == "8"
+    # Unix seconds of the last body stored (not 1.79604e+09), to the millisecond.
+    stored = shown("acb_inbox_last_stored_timestamp_seconds")
+    assert "e" not in stored and float(stored) == int(entry.split("-")[0]) / 1000
+    assert "e+" not in shown("acb_inbox_oldest_age_seconds")
