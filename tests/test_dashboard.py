@@ -577,3 +577,17 @@ def test_health_shows_large_figures_in_full(http: FlaskClient,
     stored = shown("acb_inbox_last_stored_timestamp_seconds")
     assert "e" not in stored and float(stored) == int(entry.split("-")[0]) / 1000
     assert "e+" not in shown("acb_inbox_oldest_age_seconds")
+
+
+def test_a_recording_whose_sid_holds_a_slash_opens_from_its_link(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    # The schema takes any non-empty string as a sid; the list links to each one.
+    for sid in ("room/1", "a b?c#d"):
+        simulate(redis_client, sid, "web")
+    sign_in(http)
+    links = re.findall(r'class="sid" href="([^"]+)"', http.get("/ui/").get_data(as_text=True))
+    assert len(links) == 2
+    for link in links:
+        page = http.get(link.replace("&amp;", "&"))
+        assert page.status_code == 200, link
+        assert 'id="timeline"' in page.get_data(as_text=True)

@@ -156,7 +156,8 @@ def waiting_of(client: redis.Redis, sid: str) -> Waiting:
                    buffered=[int(score) for _, score in buffered])
 
 
-@bp.get("/recordings/<sid>")
+# ``path``: a sid is any non-empty string (the schema's rule), a ``/`` included.
+@bp.get("/recordings/<path:sid>")
 def recording(sid: str) -> Any:
     state = get_state()
     try:
