@@ -591,3 +591,22 @@ def test_a_recording_whose_sid_holds_a_slash_opens_from_its_link(
         page = http.get(link.replace("&amp;", "&"))
         assert page.status_code == 200, link
         assert 'id="timeline"' in page.get_data(as_text=True)
+
+
+def test_redis_away_is_a_page_that_says_so(http: FlaskClient, redis_client: redis.Redis,
+                                           redis_server: ServerProcess,
+                                           settings: Settings) -> None:
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    csrf = sign_in(http)
+    redis_server.stop()
+    answers = [http.get(p) for p in ("/ui/", f"/ui/recordings/{SID}", "/ui/deadletters",
+                                     f"/ui/deadletters/{letter}")]
+    answers.append(http.post("/ui/deadletters/requeue", data={"id": letter, "csrf_token": csrf}))
+    for answer in answers:
+        assert answer.status_code == 503, answer.request.path
+        assert answer.mimetype == "text/html", answer.request.path
+        html = answer.get_data(as_text=True)
+        assert "Redis is not answering" in html and 'id="sign-out"' in html
+        assert answer.headers["Retry-After"] == str(settings.retry_after_s)
+        assert answer.headers["Cache-Control"] == "no-store"

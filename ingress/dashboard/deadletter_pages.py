@@ -20,7 +20,7 @@ from flask import flash, redirect, render_template, request, url_for
 from agora_callbacks import deadletters, redrive
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.ingress import responses
-from agora_callbacks.ingress.dashboard import bp
+from agora_callbacks.ingress.dashboard import bp, recordings
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
 
@@ -52,8 +52,7 @@ def scan(client: redis.Redis, filters: LetterFilters,
 
 
 def _unavailable(exc: Exception) -> Any:
-    log.warning("dashboard.storage_unavailable", page="deadletters", error=type(exc).__name__)
-    return responses.unavailable(get_state().retry_after)
+    return recordings.unavailable("deadletters", exc)
 
 
 @bp.get("/deadletters")

@@ -26,9 +26,12 @@ log = get_logger("ingress.dashboard")
 PAGE_SIZE = 50
 
 
-def _unavailable(what: str, exc: Exception) -> Any:
+def unavailable(what: str, exc: Exception) -> Any:
+    """The page that says Redis is not answering (503, ``Retry-After``)."""
     log.warning("dashboard.storage_unavailable", page=what, error=type(exc).__name__)
-    return responses.unavailable(get_state().retry_after)
+    retry_after = get_state().retry_after
+    return (render_template("dashboard/unavailable.html", retry_after=retry_after), 503,
+            {"Retry-After": retry_after})
 
 
 @bp.get("/")
@@ -49,7 +52,7 @@ def recordings() -> Any:
                                      size=PAGE_SIZE, cursor=cursor)
         health = pipeline_health.read(state.redis)
     except (redis.RedisError, OSError) as exc:
-        return _unavailable("recordings", exc)
+        return unavailable("recordings", exc)
     return render_template("dashboard/recordings.html", page=page, filters=filters,
                            phases=recordings_index.KNOWN_PHASES,
                            flags=recordings_index.FLAGS, health=health,
@@ -165,7 +168,7 @@ def recording(sid: str) -> Any:
         steps = recording_timeline.load(state.redis, sid)
         waiting = waiting_of(state.redis, sid)
     except (redis.RedisError, OSError) as exc:
-        return _unavailable("recording", exc)
+        return unavailable("recording", exc)
     if record is None and not steps:
         return render_template("dashboard/missing.html", what=f"recording {sid}"), 404
     return render_template("dashboard/recording.html", sid=sid, record=record or {},
