@@ -610,3 +610,14 @@ def test_redis_away_is_a_page_that_says_so(http: FlaskClient, redis_client: redi
         assert "Redis is not answering" in html and 'id="sign-out"' in html
         assert answer.headers["Retry-After"] == str(settings.retry_after_s)
         assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_pages_say_their_times_are_utc(http: FlaskClient, redis_client: redis.Redis) -> None:
+    simulate(redis_client, SID, "web")
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    sign_in(http)
+    for path in ("/ui/", f"/ui/recordings/{SID}", "/ui/deadletters", f"/ui/deadletters/{letter}"):
+        html = http.get(path).get_data(as_text=True)
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", html), path  # a time...
+        assert "Times are UTC" in html, path  # ...and its zone
