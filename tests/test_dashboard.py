@@ -621,3 +621,22 @@ def test_pages_say_their_times_are_utc(http: FlaskClient, redis_client: redis.Re
         html = http.get(path).get_data(as_text=True)
         assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", html), path  # a time...
         assert "Times are UTC" in html, path  # ...and its zone
+
+
+def test_a_filtered_dead_letter_page_with_no_match_yet_says_older_ones_may(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    old = deadletters.add(redis_client, 10_000, kind="body", reason="stale", detail="",
+                          body=b"x", meta={}).decode()
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(deadletters.SCAN_LIMIT):
+        deadletters.add(pipe, 10_000, kind="body", reason="invalid", detail="", body=b"y",
+                        meta={})
+    pipe.execute()
+    sign_in(http)
+    html = http.get("/ui/deadletters?reason=stale").get_data(as_text=True)
+    assert old not in html and "older »" in html  # one page looks at 5,000 at most
+    assert "No dead letter matches." not in html  # it is there, further back
+    assert f"None of the {deadletters.SCAN_LIMIT} letters looked at matches" in html
+    older = re.search(r'<a href="([^"]+)">older »', html)
+    assert older is not None
+    assert old in http.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)

@@ -70,7 +70,7 @@ def deadletter_list() -> Any:
         return _unavailable(exc)
     return render_template("dashboard/deadletters.html", letters=letters, filters=filters,
                            next_before=next_before, total=total,
-                           kinds=deadletters.KINDS)
+                           kinds=deadletters.KINDS, scan_limit=deadletters.SCAN_LIMIT)
 
 
 @bp.get("/deadletters/<letter_id>")
