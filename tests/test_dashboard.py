@@ -550,7 +550,7 @@ def test_a_sign_in_whose_next_holds_a_line_break_goes_to_the_list(
     assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"
     # The same from a page's own redirect: a path with an encoded line break.
     again = http_for_same_app(http)
-    first = again.get("/ui/recordings/a%0Ab")
+    first = again.get("/ui/deadletters/1-0%0A")
     login = again.get(first.headers["Location"])
     next_value = re.search(r'name="next" value="([^"]*)"', login.get_data(as_text=True))
     assert next_value is not None and "\n" in next_value.group(1)
