@@ -582,11 +582,11 @@ def test_health_shows_large_figures_in_full(http: FlaskClient,
 def test_a_recording_whose_sid_holds_a_slash_opens_from_its_link(
         http: FlaskClient, redis_client: redis.Redis) -> None:
     # The schema takes any non-empty string as a sid; the list links to each one.
-    for sid in ("room/1", "a b?c#d"):
+    for sid in ("room/1", "a b?c#d", "line\nbreak"):
         simulate(redis_client, sid, "web")
     sign_in(http)
     links = re.findall(r'class="sid" href="([^"]+)"', http.get("/ui/").get_data(as_text=True))
-    assert len(links) == 2
+    assert len(links) == 3
     for link in links:
         page = http.get(link.replace("&amp;", "&"))
         assert page.status_code == 200, link

@@ -159,8 +159,7 @@ def waiting_of(client: redis.Redis, sid: str) -> Waiting:
                    buffered=[int(score) for _, score in buffered])
 
 
-# ``path``: a sid is any non-empty string (the schema's rule), a ``/`` included.
-@bp.get("/recordings/<path:sid>")
+@bp.get("/recordings/<sid:sid>")
 def recording(sid: str) -> Any:
     state = get_state()
     try:
