@@ -118,10 +118,11 @@ class DeadLetter:
 
 def body_fields(body: bytes) -> dict[str, Any]:
     """``sid``, ``sequence`` and ``event_type`` of a callback body, as far as it parses
-    (``payload.sid``, where NCS puts it, before a top-level ``sid``)."""
+    (``payload.sid``, where NCS puts it, before a top-level ``sid``). A body nested
+    too deeply for ``json`` (a ``too_deep`` letter) has none."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(value, dict):
         return {}

@@ -72,15 +72,24 @@ class Page:
     scanned: int = 0
 
 
+#: Bound of each cursor number (Redis reads a ``LIMIT`` offset as a signed 64-bit one).
+_CURSOR_MAX = 2**63 - 1
+
+
 def parse_cursor(raw: str) -> tuple[int, int, int] | None:
     """``"<score>:<skip>:<facet>"``: start at members scored ``score`` or less, skipping
     the first ``skip`` of those scored exactly ``score`` (already shown), in the
-    ``facet``-th set the filters name (the one the first page chose to walk)."""
+    ``facet``-th set the filters name (the one the first page chose to walk).
+    None when ``raw`` is not such a cursor (more parts, or a number out of range)."""
     parts = raw.split(":")
+    if len(parts) > 3:
+        return None
     try:
         score, skip, facet = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
                               int(parts[2]) if len(parts) > 2 else 0)
     except ValueError:
+        return None
+    if any(abs(n) > _CURSOR_MAX for n in (score, skip, facet)):
         return None
     return score, max(0, skip), max(0, facet)
 

@@ -499,3 +499,144 @@ def test_recording_page_lists_the_lifecycle_phases_fired(http: FlaskClient,
     assert table.index("started") < table.index("files_ready")
     assert "evidence uploaded" in table and "files 2 items" in table
     assert "hooks pending" in table and "2027-01-15" in table
+
+
+def test_a_deeply_nested_body_letter_does_not_break_the_dead_letter_pages(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    # What the workers dead-letter as ``too_deep``: json would recurse past Python's limit.
+    deep = deadletters.add(redis_client, 100, kind="body", reason="too_deep", detail="",
+                           body=b"[" * 100_000, meta={}).decode()
+    sign_in(http)
+    listing = http.get("/ui/deadletters")
+    assert listing.status_code == 200 and deep in listing.get_data(as_text=True)
+    assert http.get(f"/ui/deadletters?sid={SID[:8]}").status_code == 200
+    assert http.get(f"/ui/deadletters/{deep}").status_code == 200
+    assert deadletters.body_fields(b"[" * 100_000) == {}
+
+
+@pytest.mark.parametrize("query", [
+    "/ui/?cursor=abc", "/ui/?cursor=1:99999999999999999999:0",
+    "/ui/?cursor=1:0:99999999999999999999", "/ui/?cursor=1:0:0:0",
+    "/ui/deadletters?before=garbage", "/ui/deadletters?before=1-0)",
+    "/ui/deadletters?before=99999999999999999999999-0"])
+def test_a_wrong_paging_parameter_is_a_400_not_storage_unavailable(
+        http: FlaskClient, redis_client: redis.Redis, query: str) -> None:
+    deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="", body=b"x",
+                    meta={})
+    simulate(redis_client, SID, "web")
+    sign_in(http)
+    answer = http.get(query)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert "Retry-After" not in answer.headers
+
+
+def test_the_paging_parameters_the_pages_link_to_are_accepted(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    for _ in range(3):
+        deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                        body=b"x", meta={})
+    sign_in(http)
+    for query in ("/ui/?cursor=1900000000000:2:0", "/ui/?cursor=1900000000000",
+                  "/ui/?cursor=", "/ui/deadletters?before=", "/ui/deadletters?before=1-0",
+                  f"/ui/deadletters?before={2**64 - 1}-{2**64 - 1}"):
+        assert http.get(query).status_code == 200, query
+
+
+def test_a_sign_in_whose_next_holds_a_line_break_goes_to_the_list(
+        http: FlaskClient) -> None:
+    csrf = csrf_of(http.get("/ui/login").get_data(as_text=True))
+    answer = http.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf,
+                                          "next": "/ui/\r\nSet-Cookie: x=1"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/ui/"
+    # The same from a page's own redirect: a path with an encoded line break.
+    again = http_for_same_app(http)
+    first = again.get("/ui/deadletters/1-0%0A")
+    login = again.get(first.headers["Location"])
+    next_value = re.search(r'name="next" value="([^"]*)"', login.get_data(as_text=True))
+    assert next_value is not None and "\n" in next_value.group(1)
+    back = again.post("/ui/login", data={"token": TOKEN, "next": next_value.group(1),
+                                         "csrf_token": csrf_of(login.get_data(as_text=True))})
+    assert back.status_code == 302 and back.headers["Location"] == "/ui/"
+
+
+def test_health_shows_large_figures_in_full(http: FlaskClient,
+                                           redis_client: redis.Redis) -> None:
+    entry = redis_client.xadd(keys.INBOX, {"body": b"{}"}).decode()
+    redis_client.hset(keys.COUNTERS, mapping={"admitted": 12_345_678, "dispatched": 12_345_670})
+    sign_in(http)
+    html = http.get("/ui/health").get_data(as_text=True)
+
+    def shown(name: str) -> str:
+        found = re.search(rf'<code>{name}</code></td><td class="num">([^<]*)<', html)
+        assert found, name
+        return found.group(1)
+
+    assert shown("acb_pipeline_admitted_total") == "12345678"  # not 1.23457e+07
+    assert shown("acb_events_buffered") == "8"
+    # Unix seconds of the last body stored (not 1.79604e+09), to the millisecond.
+    stored = shown("acb_inbox_last_stored_timestamp_seconds")
+    assert "e" not in stored and float(stored) == int(entry.split("-")[0]) / 1000
+    assert "e+" not in shown("acb_inbox_oldest_age_seconds")
+
+
+def test_a_recording_whose_sid_holds_a_slash_opens_from_its_link(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    # The schema takes any non-empty string as a sid; the list links to each one.
+    for sid in ("room/1", "a b?c#d", "line\nbreak"):
+        simulate(redis_client, sid, "web")
+    sign_in(http)
+    links = re.findall(r'class="sid" href="([^"]+)"', http.get("/ui/").get_data(as_text=True))
+    assert len(links) == 3
+    for link in links:
+        page = http.get(link.replace("&amp;", "&"))
+        assert page.status_code == 200, link
+        assert 'id="timeline"' in page.get_data(as_text=True)
+
+
+def test_redis_away_is_a_page_that_says_so(http: FlaskClient, redis_client: redis.Redis,
+                                           redis_server: ServerProcess,
+                                           settings: Settings) -> None:
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    csrf = sign_in(http)
+    redis_server.stop()
+    answers = [http.get(p) for p in ("/ui/", f"/ui/recordings/{SID}", "/ui/deadletters",
+                                     f"/ui/deadletters/{letter}")]
+    answers.append(http.post("/ui/deadletters/requeue", data={"id": letter, "csrf_token": csrf}))
+    for answer in answers:
+        assert answer.status_code == 503, answer.request.path
+        assert answer.mimetype == "text/html", answer.request.path
+        html = answer.get_data(as_text=True)
+        assert "Redis is not answering" in html and 'id="sign-out"' in html
+        assert answer.headers["Retry-After"] == str(settings.retry_after_s)
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_pages_say_their_times_are_utc(http: FlaskClient, redis_client: redis.Redis) -> None:
+    simulate(redis_client, SID, "web")
+    letter = deadletters.add(redis_client, 100, kind="body", reason="invalid", detail="",
+                             body=b"x", meta={}).decode()
+    sign_in(http)
+    for path in ("/ui/", f"/ui/recordings/{SID}", "/ui/deadletters", f"/ui/deadletters/{letter}"):
+        html = http.get(path).get_data(as_text=True)
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", html), path  # a time...
+        assert "Times are UTC" in html, path  # ...and its zone
+
+
+def test_a_filtered_dead_letter_page_with_no_match_yet_says_older_ones_may(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    old = deadletters.add(redis_client, 10_000, kind="body", reason="stale", detail="",
+                          body=b"x", meta={}).decode()
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(deadletters.SCAN_LIMIT):
+        deadletters.add(pipe, 10_000, kind="body", reason="invalid", detail="", body=b"y",
+                        meta={})
+    pipe.execute()
+    sign_in(http)
+    html = http.get("/ui/deadletters?reason=stale").get_data(as_text=True)
+    assert old not in html and "older »" in html  # one page looks at 5,000 at most
+    assert "No dead letter matches." not in html  # it is there, further back
+    assert f"None of the {deadletters.SCAN_LIMIT} letters looked at matches" in html
+    older = re.search(r'<a href="([^"]+)">older »', html)
+    assert older is not None
+    assert old in http.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)

@@ -10,9 +10,24 @@ run no script.
 from __future__ import annotations
 
 from flask import Blueprint
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import PathConverter
 
 bp = Blueprint("dashboard", __name__, url_prefix="/ui", template_folder="templates",
                static_folder="static", static_url_path="/static")
+
+
+class SidConverter(PathConverter):
+    """``<sid:...>``: a sid is any non-empty string (the schema's rule), a ``/`` or a
+    line break included (``path`` stops at a line break, ``string`` at a ``/``)."""
+
+    regex = "(?s:[^/].*?)"
+
+
+@bp.record_once
+def _converters(state: BlueprintSetupState) -> None:
+    # Before the routes below are added (their rules are compiled with the map's converters).
+    state.app.url_map.converters["sid"] = SidConverter
 
 # The modules below add their routes to ``bp`` (imported for that effect).
 from agora_callbacks.ingress.dashboard import (  # noqa: E402

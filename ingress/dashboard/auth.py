@@ -137,8 +137,9 @@ def _headers(response: Response) -> Response:
 
 
 def _safe_next(target: str) -> str:
-    """Only a path of the dashboard itself (no open redirect)."""
-    if target.startswith("/ui/") and not target.startswith("//"):
+    """Only a path of the dashboard itself (no open redirect), and one a ``Location``
+    header can carry (no line break or other control character)."""
+    if target.startswith("/ui/") and target.isprintable():
         return target
     return url_for("dashboard.recordings")
 

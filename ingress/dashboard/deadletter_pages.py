@@ -20,7 +20,7 @@ from flask import flash, redirect, render_template, request, url_for
 from agora_callbacks import deadletters, redrive
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.ingress import responses
-from agora_callbacks.ingress.dashboard import bp
+from agora_callbacks.ingress.dashboard import bp, recordings
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
 
@@ -52,8 +52,7 @@ def scan(client: redis.Redis, filters: LetterFilters,
 
 
 def _unavailable(exc: Exception) -> Any:
-    log.warning("dashboard.storage_unavailable", page="deadletters", error=type(exc).__name__)
-    return responses.unavailable(get_state().retry_after)
+    return recordings.unavailable("deadletters", exc)
 
 
 @bp.get("/deadletters")
@@ -61,14 +60,17 @@ def deadletter_list() -> Any:
     state = get_state()
     filters = LetterFilters(**{name: request.args.get(name, "").strip()
                                for name in ("kind", "reason", "handler", "sid")})
+    before = request.args.get("before", "")
+    if before and not deadletters.is_id(before):
+        return responses.error(400, f"before: not a dead letter id ({deadletters.ID_EXAMPLE})")
     try:
-        letters, next_before = scan(state.redis, filters, request.args.get("before", ""))
+        letters, next_before = scan(state.redis, filters, before)
         total = deadletters.count(state.redis)
     except (redis.RedisError, OSError) as exc:
         return _unavailable(exc)
     return render_template("dashboard/deadletters.html", letters=letters, filters=filters,
                            next_before=next_before, total=total,
-                           kinds=deadletters.KINDS)
+                           kinds=deadletters.KINDS, scan_limit=deadletters.SCAN_LIMIT)
 
 
 @bp.get("/deadletters/<letter_id>")

@@ -1,7 +1,8 @@
-"""Jinja filters of the dashboard: times, durations, event types."""
+"""Jinja filters of the dashboard: times, durations, figures, event types."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -28,6 +29,19 @@ def ago(ms: Any) -> str:
         if delta >= size:
             return f"{int(delta // size)} {unit} ago"
     return f"{int(delta)} s ago"
+
+
+@bp.app_template_filter("figure")
+def figure(value: Any) -> str:
+    """A metric's value in full: a whole number as such (``12345678``, not ``%g``'s
+    ``1.23457e+07``), another to the thousandth (``1795550467.995``, ``0.001``)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.3f}"
 
 
 @bp.app_template_filter("event_name")

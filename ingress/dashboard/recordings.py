@@ -26,14 +26,20 @@ log = get_logger("ingress.dashboard")
 PAGE_SIZE = 50
 
 
-def _unavailable(what: str, exc: Exception) -> Any:
+def unavailable(what: str, exc: Exception) -> Any:
+    """The page that says Redis is not answering (503, ``Retry-After``)."""
     log.warning("dashboard.storage_unavailable", page=what, error=type(exc).__name__)
-    return responses.unavailable(get_state().retry_after)
+    retry_after = get_state().retry_after
+    return (render_template("dashboard/unavailable.html", retry_after=retry_after), 503,
+            {"Retry-After": retry_after})
 
 
 @bp.get("/")
 def recordings() -> Any:
     state = get_state()
+    cursor = request.args.get("cursor", "")
+    if cursor and recordings_query.parse_cursor(cursor) is None:
+        return responses.error(400, "cursor: not a cursor of this list (follow its links)")
     flag = request.args.get("flag", "")
     filters = recordings_query.Filters(
         phase=request.args.get("status", "").strip(),
@@ -43,14 +49,14 @@ def recordings() -> Any:
     try:
         page = recordings_query.page(state.redis, filters,
                                      ttl_s=state.settings.record_ttl_s,
-                                     size=PAGE_SIZE, cursor=request.args.get("cursor", ""))
+                                     size=PAGE_SIZE, cursor=cursor)
         health = pipeline_health.read(state.redis)
     except (redis.RedisError, OSError) as exc:
-        return _unavailable("recordings", exc)
+        return unavailable("recordings", exc)
     return render_template("dashboard/recordings.html", page=page, filters=filters,
                            phases=recordings_index.KNOWN_PHASES,
                            flags=recordings_index.FLAGS, health=health,
-                           first_page=not request.args.get("cursor"))
+                           first_page=not cursor)
 
 
 @dataclass
@@ -153,7 +159,7 @@ def waiting_of(client: redis.Redis, sid: str) -> Waiting:
                    buffered=[int(score) for _, score in buffered])
 
 
-@bp.get("/recordings/<sid>")
+@bp.get("/recordings/<sid:sid>")
 def recording(sid: str) -> Any:
     state = get_state()
     try:
@@ -161,7 +167,7 @@ def recording(sid: str) -> Any:
         steps = recording_timeline.load(state.redis, sid)
         waiting = waiting_of(state.redis, sid)
     except (redis.RedisError, OSError) as exc:
-        return _unavailable("recording", exc)
+        return unavailable("recording", exc)
     if record is None and not steps:
         return render_template("dashboard/missing.html", what=f"recording {sid}"), 404
     return render_template("dashboard/recording.html", sid=sid, record=record or {},
