@@ -23,6 +23,7 @@ from agora_callbacks.workers import worker_logging as worker_logging
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 from agora_callbacks.workers.publish import celery_publisher
+from agora_callbacks.workers.registry import route_task
 
 ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
 
@@ -89,6 +90,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lines go to stdout as they are, not re-logged as Celery warnings.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+        # Where a handler's or hook's task goes: the routing options it was
+        # registered with (queue=, routing_key=, priority=...), looked up by task
+        # name (registry.route_task), for every publish of this app: the next
+        # event's handlers, lifecycle hooks, retries. Not task attributes: Celery
+        # 5.7 deprecates those (no effect from 6.0) for task_routes.
+        "task_routes": (route_task,),
         # The reconciliation task (Agora's query), known to every worker.
         "imports": ("agora_callbacks.reconcile.task",),
     }
