@@ -2,11 +2,13 @@
 are applied by the app's ``task_routes`` router (``registry.route_task``), not set
 as task attributes, which Celery 5.7 deprecates (``Task.bind`` warns; no effect
 from 6.0): its task is still published to its queue, by a publish and by a retry,
-and the worker's announce still records the queue for redrives."""
+and the worker's announce still records the queue for redrives. The app's
+settings use none that Celery deprecates either."""
 
 from __future__ import annotations
 
 import json
+import types
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -14,12 +16,14 @@ from typing import Any
 
 import pytest
 import redis
+from celery.app.defaults import find_deprecated_settings
 from celery.exceptions import CDeprecationWarning, CPendingDeprecationWarning, Retry
 from registry_support import register_throwaway
 
 from agora_callbacks import keys, redrive, task_queues
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import bootstep
+from agora_callbacks.workers.app import celery_app, celery_config
 from agora_callbacks.workers.hooks import HOOKS, on_recording
 from agora_callbacks.workers.registry import REGISTRY, TASK_ROUTES, queue_of
 
@@ -160,3 +164,12 @@ def test_the_announce_records_each_task_s_queue(redis_client: redis.Redis) -> No
     assert task_queues.queue_of(redis_client, hook.name) == "hooks"
     assert task_queues.queue_of(redis_client, plain.name) is None
     assert redis_client.hget(keys.TASK_QUEUES, plain.name) == b""
+
+
+def test_the_app_uses_no_deprecated_celery_setting(settings: Settings) -> None:
+    for config in (celery_config(settings), dict(celery_app.conf.changes)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # What Celery checks a configuration object with (Celery.prepare_config).
+            find_deprecated_settings(types.SimpleNamespace(**config))
+        assert deprecations(caught) == []

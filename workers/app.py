@@ -48,8 +48,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # ...also when the child process running it dies (SIGKILL, OOM): without
         # this, acks_late still acknowledges a task whose process was lost.
         "task_reject_on_worker_lost": True,
-        # A failed handler is dead-lettered by the task itself; its message is done.
-        "task_acks_on_failure_or_timeout": True,
+        # A failed handler is dead-lettered by the task itself; its message is done,
+        # also after a hard time limit (on_failure records it). The two settings
+        # Celery 5.7 replaces task_acks_on_failure_or_timeout with (deprecated for
+        # 6.0), both as it was: True.
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
         # Each pool process reserves one message at a time: a message reserved by a
         # process that is busy for long cannot wait behind it, and a killed
         # worker holds (and delays) as few messages as possible: its reserved,
