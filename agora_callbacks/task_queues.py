@@ -1,7 +1,9 @@
 """The Celery queue of each handler and lifecycle hook task, for redrives.
 
 A handler or hook registered with ``queue="files"`` is published there by the
-workers (its task's own ``apply_async``). A re-run from its dead letter is
+workers, its retries too (the app's ``task_routes`` router,
+``workers.registry.route_task``, which knows the tasks this process registered). A
+re-run from its dead letter is
 published by name from a process that has not imported the user's handler
 modules (the CLI, the dashboard: ``agora_callbacks.redrive``), so it learns the
 queue here: each worker's intake writes, when it starts, the queue of every task

@@ -16,6 +16,7 @@ import redis
 from click.testing import CliRunner
 from conftest import wait_for
 from workers_procs import Worker
+from workers_support import body, store
 
 from agora_callbacks import deadletters, inbox, keys
 from agora_callbacks.cli import main
@@ -158,6 +159,30 @@ def test_requeue_reruns_the_dead_lettered_hook_once(hook_worker: Worker,
     wait_for(lambda: hook_runs(redis_client, other), timeout=60,
              message="the run published after the copy")
     assert len(hook_runs(redis_client, sid)) == 2
+    assert deadletters.count(redis_client) == 0, deadletters.list_(redis_client)
+
+
+def test_a_handler_s_queue_holds_its_task_its_retry_and_its_requeue(
+        hook_worker: Worker, redis_client: redis.Redis) -> None:
+    """``e2e.files`` is registered with ``queue="hooks-q"``, the only queue its worker
+    reads: its first run, its retry (``autoretry_for``) and its run requeued from
+    its dead letter (by name, from this process, which never imported it) must
+    all go there to run at all."""
+    sid = new_sid()
+    redis_client.set(f"t:files-fail:{sid}", "1")
+    store(redis_client, body(sid, 0, 40))
+    letter = only_dead_letter(redis_client, deadletters.HANDLER)
+    assert letter.handler == "e2e.files"
+    assert redis_client.get(f"t:files-attempts:{sid}") == b"2"  # the run and its retry
+    assert redis_client.hget(keys.TASK_QUEUES, "e2e.files") == b"hooks-q"
+
+    redis_client.delete(f"t:files-fail:{sid}")
+    result = CliRunner().invoke(main, ["dlq", "requeue", letter.id], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 requeued, 0 failed" in result.output and "task e2e.files[" in result.output
+    wait_for(lambda: redis_client.llen(f"t:files-done:{sid}") == 1, timeout=60,
+             message="the requeued handler's run")
+    assert redis_client.get(f"t:files-attempts:{sid}") == b"3"
     assert deadletters.count(redis_client) == 0, deadletters.list_(redis_client)
 
 

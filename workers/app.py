@@ -23,6 +23,7 @@ from agora_callbacks.workers import worker_logging as worker_logging
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 from agora_callbacks.workers.publish import celery_publisher
+from agora_callbacks.workers.registry import route_task
 
 ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
 
@@ -47,8 +48,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # ...also when the child process running it dies (SIGKILL, OOM): without
         # this, acks_late still acknowledges a task whose process was lost.
         "task_reject_on_worker_lost": True,
-        # A failed handler is dead-lettered by the task itself; its message is done.
-        "task_acks_on_failure_or_timeout": True,
+        # A failed handler is dead-lettered by the task itself; its message is done,
+        # also after a hard time limit (on_failure records it). The two settings
+        # Celery 5.7 replaces task_acks_on_failure_or_timeout with (deprecated for
+        # 6.0), both as it was: True.
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
         # Each pool process reserves one message at a time: a message reserved by a
         # process that is busy for long cannot wait behind it, and a killed
         # worker holds (and delays) as few messages as possible: its reserved,
@@ -89,6 +94,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # lines go to stdout as they are, not re-logged as Celery warnings.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+        # Where a handler's or hook's task goes: the routing options it was
+        # registered with (queue=, routing_key=, priority=...), looked up by task
+        # name (registry.route_task), for every publish of this app: the next
+        # event's handlers, lifecycle hooks, retries. Not task attributes: Celery
+        # 5.7 deprecates those (no effect from 6.0) for task_routes.
+        "task_routes": (route_task,),
         # The reconciliation task (Agora's query), known to every worker.
         "imports": ("agora_callbacks.reconcile.task",),
     }

@@ -12,7 +12,8 @@ function may also accept ``phase`` (its name) and ``info`` (what fired it:
 ``recording["lifecycle"]["fired"][phase]``.
 
 Each hook is a Celery task (``LifecycleTask``), registered like an ``on_event``
-handler (same name rules, same time-option checks, ``REGISTRY``-like lookup). The
+handler (same name rules, same time-option checks, ``REGISTRY``-like lookup, the
+same routing: ``queue=`` and the like through the app's ``task_routes``). The
 record it gets is the one right after the events that decided the phase were
 folded. A hook runs at most once per recording and phase: its task may be
 published again (the publisher died before it recorded the publish); the first

@@ -9,7 +9,11 @@
 Each handler is one Celery task named ``<module>.<qualname>`` (or ``name=``), with
 the base class ``workers.task.HandlerTask``. Selectors: a ``msgName`` (str), an
 ``eventType`` (int) or ``"*"`` for every event; several may be given in one call
-or in stacked calls, but Celery options only in one of them. The function gets
+or in stacked calls, but Celery options only in one of them. Routing options
+(``queue``, ``routing_key``, ``exchange``, ``exchange_type``, ``priority``,
+``delivery_mode``) are not set on the task class (Celery 5.7 deprecates them as
+task attributes) but applied by the app's ``task_routes`` router
+(``route_task``) to every message of the task: its publish, its retries. The function gets
 the typed event and, if its signature accepts them, ``key`` (dedupe key),
 ``late`` (bool) and ``gap`` (``(first, last)`` sequences skipped just before this
 event, or ``None``). ``on_event`` returns the function itself, so it stays
@@ -248,13 +252,51 @@ def check_retry_fits(options: dict[str, Any], refuse: Callable[[str, Any, str], 
 #: The process-wide registry ``on_event`` fills.
 REGISTRY = Registry()
 
+#: The Celery options that say where a task's messages go. Celery 5.7 deprecates
+#: them as task attributes (``Task.bind`` warns; no effect from 6.0), so a handler's
+#: or hook's are not set on its task class: they are kept in ``TASK_ROUTES`` and
+#: applied by ``route_task``, the app's ``task_routes`` router.
+ROUTING_OPTIONS = ("queue", "exchange", "exchange_type", "routing_key", "priority",
+                   "delivery_mode")
+
+#: The routing options of each handler and hook task registered in this process,
+#: by task name (``celery_task``); none for a task without any.
+TASK_ROUTES: dict[str, dict[str, Any]] = {}
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
+               **kw: Any) -> dict[str, Any] | None:
+    """The app's ``task_routes`` router (``workers.app.celery_config``): the routing
+    options a handler or hook was registered with (``queue=``...), for every message
+    of its task published in this process: by the workers, by its retries, by
+    ``fn.task.delay``. Options given to the publish itself win (Celery merges them
+    over the route), as the redrive's ``queue=`` from the announced queues
+    (``agora_callbacks.task_queues``), in processes that do not import handlers.
+    ``None`` (Celery's default queue) for any other task."""
+    route = TASK_ROUTES.get(name)
+    return dict(route) if route else None  # Celery pops "queue" from what it gets
+
+
+def queue_of(name: str) -> str | None:
+    """The queue task ``name`` was registered with here (None: the default)."""
+    queue = TASK_ROUTES.get(name, {}).get("queue")
+    return None if queue is None else str(getattr(queue, "name", queue))
+
 
 def celery_task(handler: Handler, base: type, run: Callable[..., Any],
                 options: dict[str, Any]) -> Any:
     """``run`` (bound, of task class ``base``) made the Celery task of ``handler``,
-    named and documented like the user's function (Flower shows them)."""
+    named and documented like the user's function (Flower shows them). Its
+    ``ROUTING_OPTIONS`` go to ``TASK_ROUTES``, the others to the task class."""
     from agora_callbacks.workers.app import celery_app
 
+    options = dict(options)
+    route = {k: options.pop(k) for k in ROUTING_OPTIONS if k in options}
+    route = {k: v for k, v in route.items() if v is not None}
+    if route:
+        TASK_ROUTES[handler.name] = route
+    else:
+        TASK_ROUTES.pop(handler.name, None)
     run.__name__ = handler.fn.__name__
     run.__qualname__ = handler.fn.__qualname__
     run.__module__ = handler.fn.__module__
