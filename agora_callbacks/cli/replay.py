@@ -61,11 +61,18 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
     if dry_run:
         click.echo(f"{len(bodies)} dead letter(s) would be replayed, {len(skipped)} skipped")
         return
+    gone = 0
     for letter in bodies:
-        entry = deadletters.requeue_body(client, letter)
+        try:
+            entry = deadletters.requeue_body(client, letter)
+        except deadletters.RequeuedAlready:  # by another command since it was read
+            gone += 1
+            click.echo(f"{letter.id}: skipped (requeued already)", err=True)
+            continue
         log.info("replay.dead_letter", dead_letter=letter.id, entry_id=entry)
-    click.echo(f"{len(bodies)} dead letter(s) replayed into the inbox, {len(skipped)} skipped")
-    if sources and skipped:
+    click.echo(f"{len(bodies) - gone} dead letter(s) replayed into the inbox, "
+               f"{len(skipped) + gone} skipped")
+    if sources and (skipped or gone):
         sys.exit(1)
 
 
