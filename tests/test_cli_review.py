@@ -4,6 +4,9 @@ twice, and ``simulate`` options that made it hang."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ from agora_callbacks.cli import main
 from agora_callbacks.cli import replay as replay_module
 from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.settings import Settings
+from agora_callbacks.simulate import sender
+from agora_callbacks.simulate.lifecycles import lifecycle
 
 
 def one_error_line(err: str) -> str:
@@ -107,3 +112,63 @@ def test_a_requeue_that_lost_the_race_says_so_and_injects_nothing(
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert f"{letter.id}: " in result.output and "requeued already" in result.output
     assert redis_client.xlen(keys.INBOX) == 1
+
+
+# -- simulate: options and URLs that hung it or gave a traceback ------------------------------
+
+@pytest.fixture
+def listening_url() -> Iterator[str]:
+    """A URL where a socket accepts connections (and never answers): enough for
+    ``simulate``'s probe to let it start sending."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/agora/ncs"
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--timeout", "nan"), ("--timeout", "inf"), ("--rate", "nan"), ("--rate", "inf"),
+])
+def test_simulate_refuses_numbers_that_are_not_finite(
+        tmp_path: Path, listening_url: str, option: str, value: str) -> None:
+    ran = run(["simulate", "--url", listening_url, "--secret", "s", "-q", option, value],
+              cwd=tmp_path, timeout=60)
+    assert ran.code == 2, ran
+    assert ran.err.splitlines()[-1].startswith(f"Error: Invalid value for '{option}': ")
+    assert "Traceback" not in ran.err and ran.out == ""
+
+
+def test_send_reports_a_request_that_raised_instead_of_hanging(listening_url: str) -> None:
+    plan = sender.build_plan([lifecycle("web", "a" * 32, start_ms=1, seed=1)[:3]], "s")
+    done: list[sender.Report] = []
+    # A timeout the socket module refuses: each request raises ValueError.
+    thread = threading.Thread(target=lambda: done.append(sender.send(
+        listening_url, plan.deliveries, concurrency=2, timeout=float("nan"))), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert done, "send() never returned"
+    assert done[0].sent == 3 and done[0].errors == {"ValueError": 3}
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:99999/agora/ncs", "http://127.0.0.1:port/agora/ncs", "http://[::1/agora/ncs",
+    "http://bad..host/agora/ncs", f"http://{'a' * 64}.example/agora/ncs",
+])
+def test_simulate_a_url_that_cannot_be_used_is_one_usage_line(tmp_path: Path, url: str) -> None:
+    ran = run(["simulate", "--url", url, "--secret", "s"], cwd=tmp_path, timeout=60)
+    assert ran.code == 2, ran
+    assert ran.err.splitlines()[-1].startswith("Error: Invalid value for '--url': ")
+    assert "Traceback" not in ran.err and ran.out == ""
+
+
+@pytest.mark.parametrize(("command", "variable"), [
+    ("simulate", "PORT"), ("dev", "PORT"), ("dev", "WORKER_METRICS_PORT"),
+])
+def test_a_port_variable_that_is_not_a_number_is_one_line(
+        tmp_path: Path, command: str, variable: str) -> None:
+    # Read for an option's default, before `dev` starts anything.
+    args = (["simulate", "--secret", "s"] if command == "simulate"
+            else ["dev", "--no-flower", "--data-dir", str(tmp_path / "dev")])
+    ran = run(args, env=environ(**{variable: "abc"}), cwd=tmp_path, timeout=60)
+    assert ran.code == 1, ran
+    assert one_error_line(ran.err) == f"Error: {variable}: expected an integer, got 'abc'"
