@@ -172,3 +172,37 @@ def test_a_port_variable_that_is_not_a_number_is_one_line(
     ran = run(args, env=environ(**{variable: "abc"}), cwd=tmp_path, timeout=60)
     assert ran.code == 1, ran
     assert one_error_line(ran.err) == f"Error: {variable}: expected an integer, got 'abc'"
+
+
+# -- dlq export and replay of a file ---------------------------------------------------------
+
+def test_exporting_no_dead_letter_still_writes_the_file(
+        redis_client: redis.Redis, tmp_path: Path) -> None:
+    # Yesterday's export must not stay behind to be replayed again.
+    out = tmp_path / "dead.jsonl"
+    out.write_text('{"id": "1-0", "kind": "body", "body": "yesterday"}\n')
+    result = CliRunner().invoke(main, ["dlq", "export", str(out), "--all"])
+    assert result.exit_code == 0, result.output
+    assert "0 dead letter(s) exported" in result.output
+    assert out.read_text() == ""
+    fresh = tmp_path / "fresh.jsonl"
+    assert CliRunner().invoke(main, ["dlq", "export", str(fresh), "--all"]).exit_code == 0
+    assert fresh.exists() and fresh.read_text() == ""
+
+
+@pytest.mark.parametrize("line", [
+    '{"id": "1-0", "kind": "body", "body_b64": "!!!x"}',
+    '{"id": "1-0", "kind": "body", "body_b64": 12}',
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_corrupt_export_line_is_one_line_naming_it(
+        redis_client: redis.Redis, tmp_path: Path, line: str, dry_run: bool) -> None:
+    good = '{"id": "2-0", "kind": "body", "body": "{}"}'
+    path = tmp_path / "dead.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    ran = run(["replay", str(path), *(["--dry-run"] if dry_run else [])], cwd=tmp_path)
+    assert ran.code == 1, ran
+    assert one_error_line(ran.err).startswith(f"Error: {path} line 2: body_b64 is not base64")
+    # What is in the inbox is what the message says: every line before the bad one.
+    assert redis_client.xlen(keys.INBOX) == (0 if dry_run else 1)
+    assert ("the lines before it were replayed, none from it on" in ran.err) is not dry_run

@@ -240,4 +240,5 @@ def export_cmd(file: Any, ids: tuple[str, ...], all_: bool, redis_url: str | Non
     """
     client = context.redis_client(redis_url=redis_url, quiet=True)
     n = replay.write_export(selected(client, ids, all_), file)
+    file.write("")  # FILE is opened on the first write: it is made (emptied) even for none
     click.echo(f"{n} dead letter(s) exported", err=True)

@@ -93,11 +93,18 @@ def _replay_file(path: str, dry_run: bool, redis_url: str | None) -> None:
     with stream:  # read as a stream: a large file is injected batch by batch
         bodies = replaying.read_bodies(stream, on_skip=skip)
         if dry_run:
-            count = sum(1 for _ in bodies)
+            try:
+                count = sum(1 for _ in bodies)
+            except replaying.BadLine as exc:
+                raise CommandFailed(f"{name} {exc}") from None
             click.echo(f"{count} bodies would be replayed from {name}{_skipped(skipped)}")
             return
         client = context.redis_client(redis_url=redis_url)
-        entries = replaying.inject(client, bodies, origin=f"replay:{name}")
+        try:
+            entries = replaying.inject(client, bodies, origin=f"replay:{name}")
+        except replaying.BadLine as exc:
+            raise CommandFailed(f"{name} {exc}; the lines before it were replayed, none from "
+                                f"it on") from None
     log.info("replay.file", file=name, bodies=len(entries), skipped=len(skipped))
     click.echo(f"{len(entries)} bodies replayed from {name} into the inbox{_skipped(skipped)}")
 
