@@ -206,3 +206,19 @@ def test_a_corrupt_export_line_is_one_line_naming_it(
     # What is in the inbox is what the message says: every line before the bad one.
     assert redis_client.xlen(keys.INBOX) == (0 if dry_run else 1)
     assert ("the lines before it were replayed, none from it on" in ran.err) is not dry_run
+
+
+# -- simulate's verdict --------------------------------------------------------------------------
+
+def test_the_verdict_says_what_to_check_for_each_failing_status() -> None:
+    from agora_callbacks.cli.simulate import verdict
+
+    figures = {"sent": 10, "accepted": 4, "rejected": {"401": 2, "413": 1, "503": 3},
+               "errors": {}}
+    line, ok = verdict(figures, "--secret")
+    assert not ok
+    assert line.startswith("FAILED: 4 of 10 requests accepted; 2 answered 401, 1 answered 413, "
+                           "3 answered 503. ")
+    assert "401: the signature was refused" in line
+    assert "413: " in line and "MAX_BODY_BYTES" in line
+    assert "503: the ingress could not store the bodies" in line

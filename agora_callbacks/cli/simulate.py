@@ -81,11 +81,16 @@ def verdict(figures: Mapping[str, object], secret_source: str) -> tuple[str, boo
     parts = [f"{n} answered {code}" for code, n in rejected.items()]
     parts += [f"{n} failed ({name})" for name, n in errors.items()]
     line = f"FAILED: {accepted} of {sent} requests accepted; {', '.join(parts)}"
-    if "401" in rejected:
-        line += (f". 401: the signature was refused: check the secret (signed with "
-                 f"{secret_source}; the ingress verifies with its AGORA_NCS_SECRETS)")
-    elif "503" in rejected:
-        line += ". 503: the ingress could not store the bodies: is its Redis up?"
+    hints = {
+        "401": f"401: the signature was refused: check the secret (signed with "
+               f"{secret_source}; the ingress verifies with its AGORA_NCS_SECRETS)",
+        "413": "413: the bodies were refused as too large: check the ingress's "
+               "MAX_BODY_BYTES (and the limit of a proxy in front of it)",
+        "503": "503: the ingress could not store the bodies: is its Redis up?",
+    }
+    for code, hint in hints.items():
+        if code in rejected:
+            line += f". {hint}"
     return line, False
 
 
