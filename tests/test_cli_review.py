@@ -222,3 +222,14 @@ def test_the_verdict_says_what_to_check_for_each_failing_status() -> None:
     assert "401: the signature was refused" in line
     assert "413: " in line and "MAX_BODY_BYTES" in line
     assert "503: the ingress could not store the bodies" in line
+
+
+# -- a sid with odd characters ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sid", ["abc\nError: forged", "abc\x1b[2J", " abc ", ""])
+def test_an_unknown_sid_with_odd_characters_is_one_plain_line(
+        redis_client: redis.Redis, tmp_path: Path, sid: str) -> None:
+    ran = run(["recording", sid], cwd=tmp_path)
+    assert ran.code == 1, ran
+    line = one_error_line(ran.err)
+    assert "\x1b" not in line and f"recording {sid!r}:" in line
