@@ -233,3 +233,21 @@ def test_an_unknown_sid_with_odd_characters_is_one_plain_line(
     assert ran.code == 1, ran
     line = one_error_line(ran.err)
     assert "\x1b" not in line and f"recording {sid!r}:" in line
+
+
+# -- web: options out of range -------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "99999"], ["--workers", "0"],
+                                  ["--workers", "-2"]])
+def test_web_refuses_a_port_or_worker_count_out_of_range(
+        monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    from agora_callbacks.cli import web as web_module
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(web_module.os, "execve", lambda path, argv, env: started.append(argv))
+    monkeypatch.setenv("AGORA_NCS_SECRETS", "s")
+    result = CliRunner().invoke(main, ["web", *args])
+    # 0 was taken as "the default" ($PORT, $WEB_CONCURRENCY): a server on another
+    # port, or with other workers, than asked for.
+    assert result.exit_code == 2 and started == [], (result.output, started)
+    assert f"Invalid value for '{args[0]}'" in result.output
