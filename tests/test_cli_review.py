@@ -251,3 +251,17 @@ def test_web_refuses_a_port_or_worker_count_out_of_range(
     # port, or with other workers, than asked for.
     assert result.exit_code == 2 and started == [], (result.output, started)
     assert f"Invalid value for '{args[0]}'" in result.output
+
+
+@pytest.mark.parametrize("command", [["dlq", "requeue"], ["replay", "--from-dlq"],
+                                     ["dlq", "export", "-"]])
+def test_a_dead_letter_id_given_twice_is_taken_once(
+        redis_client: redis.Redis, settings: Settings, command: list[str]) -> None:
+    letter_id = _body_letter(redis_client, settings)
+    result = CliRunner().invoke(main, [*command, letter_id, letter_id])
+    assert result.exit_code == 0, result.output
+    if command[1] == "export":
+        exported = [line for line in result.output.splitlines() if line.startswith("{")]
+        assert len(exported) == 1 and letter_id in exported[0]
+    else:
+        assert redis_client.xlen(keys.INBOX) == 1 and deadletters.count(redis_client) == 0
