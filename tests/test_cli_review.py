@@ -265,3 +265,13 @@ def test_a_dead_letter_id_given_twice_is_taken_once(
         assert len(exported) == 1 and letter_id in exported[0]
     else:
         assert redis_client.xlen(keys.INBOX) == 1 and deadletters.count(redis_client) == 0
+
+
+@pytest.mark.parametrize("option", ["--sid", "--reason"])
+def test_an_empty_filter_is_refused_not_taken_as_no_filter(
+        redis_client: redis.Redis, settings: Settings, option: str) -> None:
+    # `dlq list --sid "$SID" --json` with SID unset must not list every dead letter.
+    _body_letter(redis_client, settings)
+    result = CliRunner().invoke(main, ["dlq", "list", option, "", "--json"])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and '"id"' not in result.output
