@@ -219,10 +219,24 @@ def delete(client: redis.Redis, dead_letter_id: str) -> bool:
     return bool(client.xdel(keys.DEADLETTERS, dead_letter_id))
 
 
+class RequeuedAlready(Exception):
+    """The dead letter was requeued already (or is being requeued)."""
+
+
+#: Remove the dead letter (KEYS[1], ARGV[1]); only if it was still there, append
+#: the body's fields (ARGV[2:]) to the inbox (KEYS[2]) and return the entry id.
+_REQUEUE_BODY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+
+
 def requeue_body(client: redis.Redis, letter: DeadLetter) -> str:
     """Put a dead letter's raw body back in the inbox and remove the dead letter,
     atomically. The body is marked as re-injected (``origin``) so the stale-replay
-    check does not refuse it again; deduplication still applies."""
+    check does not refuse it again; deduplication still applies. A letter no longer
+    there (requeued by another command since it was read) is not injected again:
+    ``RequeuedAlready``."""
     meta = inbox.ReceiveMeta(
         received_ms=int(time.time() * 1000),
         signature="replay",
@@ -231,8 +245,9 @@ def requeue_body(client: redis.Redis, letter: DeadLetter) -> str:
         request_id=str(letter.meta.get("request_id", "")),
         origin=f"dlq:{letter.id}",
     )
-    pipe = client.pipeline(transaction=True)
-    pipe.xadd(keys.INBOX, inbox.fields_for(letter.body, meta))
-    pipe.xdel(keys.DEADLETTERS, letter.id)
-    entry_id, _ = pipe.execute()
+    fields = [part for pair in inbox.fields_for(letter.body, meta).items() for part in pair]
+    entry_id = client.register_script(_REQUEUE_BODY)(
+        keys=[keys.DEADLETTERS, keys.INBOX], args=[letter.id, *fields])
+    if entry_id is None:
+        raise RequeuedAlready(f"dead letter {letter.id} was requeued already")
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

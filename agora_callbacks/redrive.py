@@ -43,8 +43,9 @@ from agora_callbacks.settings import Settings
 CLAIM_S = 3600
 
 
-class RequeuedAlready(Exception):
-    """The dead letter was requeued already (or is being requeued)."""
+#: The dead letter was requeued already (or is being requeued): one exception for a
+#: body's requeue and a task's.
+RequeuedAlready = deadletters.RequeuedAlready
 
 
 def producer_app(settings: Settings) -> Celery:

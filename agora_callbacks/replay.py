@@ -13,9 +13,10 @@ Export format (``agora-callbacks dlq export``), one JSON object per line::
 
 ``read_bodies`` accepts that format, and also files of raw NCS bodies, one per
 line (what a request log or a capture gives), told apart line by line. An export
-line of a ``hook`` dead letter holds a recording's record, not an event: it is
-skipped (``on_skip``), never injected (``agora-callbacks dlq requeue`` re-runs the
-hook).
+line whose ``body_b64`` is not base64 stops the reading (``BadLine``): ``inject``
+has then injected every line before it. An export line of a ``hook`` dead letter
+holds a recording's record, not an event: it is skipped (``on_skip``), never
+injected (``agora-callbacks dlq requeue`` re-runs the hook).
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def _is_export_record(value: Any) -> bool:
         and "payload" not in value and "kind" in value
 
 
+class BadLine(ValueError):
+    """An export line whose body cannot be read (``body_b64`` not base64)."""
+
+    def __init__(self, number: int, why: str) -> None:
+        super().__init__(f"line {number}: {why}")
+        self.number = number
+
+
 def _no_skip_report(source: str, kind: str) -> None:
     return None
 
@@ -99,7 +108,12 @@ def read_bodies(lines: Iterable[bytes],
                 on_skip(str(value.get("id") or f"line {number}"), str(value["kind"]))
                 continue
             if "body_b64" in value:
-                body = base64.b64decode(value["body_b64"])
+                encoded = value["body_b64"]
+                try:
+                    body = base64.b64decode(encoded if isinstance(encoded, str) else b"?",
+                                            validate=True)
+                except ValueError:
+                    raise BadLine(number, "body_b64 is not base64") from None
             else:
                 body = str(value["body"]).encode("utf-8")
             yield Replayable(body, str(value.get("id") or f"line {number}"))
@@ -126,9 +140,13 @@ def inject(client: redis.Redis, bodies: Iterable[Replayable], origin: str) -> li
         ids.extend(i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute())
         batch.clear()
 
-    for item in bodies:
-        batch.append(item)
-        if len(batch) >= BATCH:
-            flush()
+    try:
+        for item in bodies:
+            batch.append(item)
+            if len(batch) >= BATCH:
+                flush()
+    except BadLine:
+        flush()  # every line before the bad one is in the inbox, none after it
+        raise
     flush()
     return ids

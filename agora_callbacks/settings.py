@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from agora_callbacks.errors import ConfigError
 
@@ -80,9 +80,20 @@ def shown_url(url: str) -> str:
 
 def _redis_url(raw: str) -> str:
     url = raw.strip()
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port out of range or not a number: ValueError)
+    except ValueError as exc:
+        raise ValueError(f"not a usable URL ({exc}): {shown_url(raw)!r}") from None
+    if parts.scheme not in ("redis", "rediss", "unix", "valkey", "valkeys"):
         raise ValueError(f"expected a redis://, rediss:// or unix:// URL, "
                          f"got {shown_url(raw)!r}")
+    # redis-py takes a database that is not a number as database 0, silently.
+    db = parse_qs(parts.query).get("db", [None])[0]
+    if db is None and parts.scheme != "unix":
+        db = parts.path.removeprefix("/") or None
+    if db is not None and not db.isdigit():
+        raise ValueError(f"the database must be a number, got {db!r} in {shown_url(raw)!r}")
     return url
 
 

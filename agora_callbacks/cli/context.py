@@ -68,6 +68,19 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or
+    empty), for an option's default; one ``Error:`` line naming it when it is not
+    an integer."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CommandFailed(f"{name}: expected an integer, got {raw!r}") from None
+
+
 def redis_url_option(command: F) -> F:
     """The ``--redis-url`` option of a command that reads or writes Redis."""
     return click.option(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, safe_url
+from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, env_int, safe_url
 from agora_callbacks.devstack import Child, ChildExited, DataDirInUse, DataDirLock, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
 
@@ -85,7 +85,7 @@ def flower_argv(port: int) -> list[str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--port", default=lambda: int(os.environ.get("PORT", "8080")),
+@click.option("--port", default=lambda: env_int("PORT", 8080),
               show_default="$PORT or 8080", type=click.IntRange(1, 65535),
               help="Port of the ingress.")
 @click.option("--flower-port", default=5555, show_default=True, type=click.IntRange(1, 65535),
@@ -94,7 +94,7 @@ def flower_argv(port: int) -> list[str]:
               show_default=DEFAULT_DEV_DIR, type=click.Path(file_okay=False, path_type=Path),
               help="Where the embedded Redis keeps its data (AOF) and dev secrets live.")
 @click.option("--worker-metrics-port",
-              default=lambda: int(os.environ.get("WORKER_METRICS_PORT", "9808")),
+              default=lambda: env_int("WORKER_METRICS_PORT", 9808),
               show_default="$WORKER_METRICS_PORT or 9808", type=click.IntRange(0, 65535),
               help="Port of the worker's Prometheus endpoint (0: off).")
 @click.option("--redis-port", default=0, type=click.IntRange(0, 65535),

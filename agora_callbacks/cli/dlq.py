@@ -43,6 +43,15 @@ def dlq() -> None:
     """
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An empty ``--sid`` or ``--reason`` (``--sid "$SID"`` with SID unset) is refused:
+    an empty ``--sid`` would list every recording's dead letters."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(v is not None and not v.strip() for v in values):
+        raise click.BadParameter("must not be empty")
+    return value
+
+
 @dlq.command("list")
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(1),
               help="At most this many.")
@@ -51,10 +60,10 @@ def dlq() -> None:
 @click.option("--kind", type=click.Choice(deadletters.KINDS),
               help="Only this kind: a stored body, a handler or a lifecycle hook that "
                    "failed.")
-@click.option("--reason", "reasons", multiple=True, metavar="REASON",
+@click.option("--reason", "reasons", multiple=True, metavar="REASON", callback=_not_empty,
               help="Only this reason (invalid_json, stale, handler_failed, lost, ...); "
                    "repeat for several.")
-@click.option("--sid", help="Only the dead letters of this recording.")
+@click.option("--sid", callback=_not_empty, help="Only the dead letters of this recording.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @context.redis_url_option
 def list_cmd(limit: int, after: str, kind: str | None, reasons: tuple[str, ...],
@@ -240,4 +249,5 @@ def export_cmd(file: Any, ids: tuple[str, ...], all_: bool, redis_url: str | Non
     """
     client = context.redis_client(redis_url=redis_url, quiet=True)
     n = replay.write_export(selected(client, ids, all_), file)
+    file.write("")  # FILE is opened on the first write: it is made (emptied) even for none
     click.echo(f"{n} dead letter(s) exported", err=True)

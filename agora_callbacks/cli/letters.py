@@ -58,14 +58,14 @@ def iter_all(client: redis.Redis, after: str = "-") -> Iterator[DeadLetter]:
 
 def selected(client: redis.Redis, ids: tuple[str, ...], all_: bool,
              usage: str = "give dead letter IDs or --all (not both)") -> list[DeadLetter]:
-    """The dead letters named by ``ids``, or every one with ``all_`` (exactly one of
-    the two); exit 1 naming an id that is not there."""
+    """The dead letters named by ``ids`` (each once), or every one with ``all_``
+    (exactly one of the two); exit 1 naming an id that is not there."""
     if all_ == bool(ids):
         raise click.UsageError(usage)
     if all_:
         return list(iter_all(client))
     letters = []
-    for i in ids:
+    for i in dict.fromkeys(ids):  # an id given twice is taken once
         letter = deadletters.get(client, check_id(i))
         if letter is None:
             raise CommandFailed(f"no dead letter {i}")

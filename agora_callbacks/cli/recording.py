@@ -73,6 +73,14 @@ def ordered(value: Any) -> Any:
     return value
 
 
+def shown_sid(sid: str) -> str:
+    """``sid`` for a message: as it is when plain, quoted (``repr``) when empty or
+    holding spaces, line breaks or control characters, so the message stays one
+    line and shows them."""
+    plain = sid and sid.isprintable() and not any(c.isspace() for c in sid)
+    return sid if plain else repr(sid)
+
+
 def _section(lines: list[str], title: str, rows: list[str], level: str | None = None) -> None:
     if rows:
         lines.append(f"{status(title, level) if level else title}:")
@@ -270,8 +278,8 @@ def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: boo
         click.echo(reconcile_for_cli(current, client, sid), err=True)
     record = store.load(client, sid)
     if record is None:
-        raise CommandFailed(f"no record of recording {sid}: never seen by these workers, "
-                            "or expired RECORD_TTL_S after its last change")
+        raise CommandFailed(f"no record of recording {shown_sid(sid)}: never seen by these "
+                            "workers, or expired RECORD_TTL_S after its last change")
     if as_json:
         click.echo(json.dumps(ordered(record), indent=2, ensure_ascii=False))
         return

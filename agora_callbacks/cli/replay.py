@@ -61,11 +61,18 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
     if dry_run:
         click.echo(f"{len(bodies)} dead letter(s) would be replayed, {len(skipped)} skipped")
         return
+    gone = 0
     for letter in bodies:
-        entry = deadletters.requeue_body(client, letter)
+        try:
+            entry = deadletters.requeue_body(client, letter)
+        except deadletters.RequeuedAlready:  # by another command since it was read
+            gone += 1
+            click.echo(f"{letter.id}: skipped (requeued already)", err=True)
+            continue
         log.info("replay.dead_letter", dead_letter=letter.id, entry_id=entry)
-    click.echo(f"{len(bodies)} dead letter(s) replayed into the inbox, {len(skipped)} skipped")
-    if sources and skipped:
+    click.echo(f"{len(bodies) - gone} dead letter(s) replayed into the inbox, "
+               f"{len(skipped) + gone} skipped")
+    if sources and (skipped or gone):
         sys.exit(1)
 
 
@@ -86,11 +93,18 @@ def _replay_file(path: str, dry_run: bool, redis_url: str | None) -> None:
     with stream:  # read as a stream: a large file is injected batch by batch
         bodies = replaying.read_bodies(stream, on_skip=skip)
         if dry_run:
-            count = sum(1 for _ in bodies)
+            try:
+                count = sum(1 for _ in bodies)
+            except replaying.BadLine as exc:
+                raise CommandFailed(f"{name} {exc}") from None
             click.echo(f"{count} bodies would be replayed from {name}{_skipped(skipped)}")
             return
         client = context.redis_client(redis_url=redis_url)
-        entries = replaying.inject(client, bodies, origin=f"replay:{name}")
+        try:
+            entries = replaying.inject(client, bodies, origin=f"replay:{name}")
+        except replaying.BadLine as exc:
+            raise CommandFailed(f"{name} {exc}; the lines before it were replayed, none from "
+                                f"it on") from None
     log.info("replay.file", file=name, bodies=len(entries), skipped=len(skipped))
     click.echo(f"{len(entries)} bodies replayed from {name} into the inbox{_skipped(skipped)}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -41,13 +42,19 @@ def find_secret(option: str | None) -> tuple[str, str]:
 
 def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast, before anything is sent, when nothing accepts connections at ``url``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # a port out of range or not a number, a broken [IPv6]
+        raise click.BadParameter(f"{exc}: {url}", param_hint="'--url'") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(f"expected an http:// or https:// URL, got {url}",
                                  param_hint="'--url'")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except UnicodeError:  # the name cannot be looked up: an empty or too long label
+        raise click.BadParameter(f"not a valid host name: {parts.hostname}",
+                                 param_hint="'--url'") from None
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise CommandFailed(
@@ -74,16 +81,28 @@ def verdict(figures: Mapping[str, object], secret_source: str) -> tuple[str, boo
     parts = [f"{n} answered {code}" for code, n in rejected.items()]
     parts += [f"{n} failed ({name})" for name, n in errors.items()]
     line = f"FAILED: {accepted} of {sent} requests accepted; {', '.join(parts)}"
-    if "401" in rejected:
-        line += (f". 401: the signature was refused: check the secret (signed with "
-                 f"{secret_source}; the ingress verifies with its AGORA_NCS_SECRETS)")
-    elif "503" in rejected:
-        line += ". 503: the ingress could not store the bodies: is its Redis up?"
+    hints = {
+        "401": f"401: the signature was refused: check the secret (signed with "
+               f"{secret_source}; the ingress verifies with its AGORA_NCS_SECRETS)",
+        "413": "413: the bodies were refused as too large: check the ingress's "
+               "MAX_BODY_BYTES (and the limit of a proxy in front of it)",
+        "503": "503: the ingress could not store the bodies: is its Redis up?",
+    }
+    for code, hint in hints.items():
+        if code in rejected:
+            line += f". {hint}"
     return line, False
 
 
 def _default_url() -> str:
-    return f"http://127.0.0.1:{os.environ.get('PORT', '8080')}/agora/ncs"
+    return f"http://127.0.0.1:{context.env_int('PORT', 8080)}/agora/ncs"
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``nan`` and ``inf`` pass click's ranges; a rate or a timeout must be a number."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -103,6 +122,7 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--kind", type=click.Choice(KIND_CHOICES), default="mixed", show_default=True,
               help="Recording kind; mixed cycles through all three.")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0),
+              callback=_finite,
               help="Requests per second (0: as fast as possible).")
 @click.option("--duplicates", default=0.0, show_default=True, type=float, callback=_share,
               help="Share of notifications sent twice (redundant delivery or resend).")
@@ -124,6 +144,7 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1),
               help="Concurrent keep-alive connections.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              callback=_finite,
               help="Seconds to wait for each answer (NCS waits 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

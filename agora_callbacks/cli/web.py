@@ -73,8 +73,9 @@ def server_environ(threads: int | None = None) -> dict[str, str]:
 
 @click.command("web")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=None, help="Port (default: $PORT, 8080).")
-@click.option("--workers", type=int, default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default: $PORT, 8080).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: $WEB_CONCURRENCY, 2).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Request threads per worker (default: $WEB_THREADS, 4).")

@@ -249,7 +249,7 @@ def send(
                 try:
                     status: int | None = conn.post(delivery.body, delivery.headers)
                     error = ""
-                except (OSError, http.client.HTTPException) as exc:
+                except Exception as exc:  # any: a worker that died would leave send waiting
                     status, error = None, type(exc).__name__
                 results.put((delivery, status, error, (time.perf_counter() - t0) * 1000))
         finally:
