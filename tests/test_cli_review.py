@@ -275,3 +275,16 @@ def test_an_empty_filter_is_refused_not_taken_as_no_filter(
     result = CliRunner().invoke(main, ["dlq", "list", option, "", "--json"])
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output and '"id"' not in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_dev_refuses_a_ready_timeout_that_is_not_a_positive_number(
+        tmp_path: Path, value: str) -> None:
+    # Refused before anything starts (nan passed click's float type and waited forever
+    # for nothing; a negative wait gave up at once).
+    ran = run(["dev", "--data-dir", str(tmp_path / "dev"), "--ready-timeout", value],
+              cwd=tmp_path, timeout=60)
+    assert ran.code == 2, ran
+    assert ran.err.splitlines()[-1].startswith("Error: Invalid value for '--ready-timeout': ")
+    assert "Traceback" not in ran.err
+    assert not (tmp_path / "dev").exists()

@@ -10,6 +10,7 @@ and where it came from are printed on stderr.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -179,3 +180,11 @@ def redis_client(current: Settings | None = None, *, redis_url: str | None = Non
     if stdout_is_terminal() and not quiet:
         click.echo(note(f"Redis {safe_url(s.redis_url)} (from {chosen.source})"), err=True)
     return client
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A click callback: ``nan`` and ``inf`` pass click's float ranges, but no rate,
+    timeout or wait is such a number."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, env_int, safe_url
+from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, env_int, finite, safe_url
 from agora_callbacks.devstack import Child, ChildExited, DataDirInUse, DataDirLock, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
 
@@ -102,7 +102,8 @@ def flower_argv(port: int) -> list[str]:
 @click.option("--concurrency", "-c", default=2, show_default=True, type=click.IntRange(1),
               help="Worker processes.")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-@click.option("--ready-timeout", default=60.0, show_default=True, type=float,
+@click.option("--ready-timeout", default=60.0, show_default=True,
+              type=click.FloatRange(0, min_open=True), callback=finite,
               help="Seconds to wait for every process to be ready.")
 def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
         redis_port: int, concurrency: int, no_flower: bool, ready_timeout: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import socket
@@ -98,13 +97,6 @@ def _default_url() -> str:
     return f"http://127.0.0.1:{context.env_int('PORT', 8080)}/agora/ncs"
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """``nan`` and ``inf`` pass click's ranges; a rate or a timeout must be a number."""
-    if not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value}")
-    return value
-
-
 def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise click.BadParameter("must be between 0 and 1")
@@ -122,7 +114,7 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--kind", type=click.Choice(KIND_CHOICES), default="mixed", show_default=True,
               help="Recording kind; mixed cycles through all three.")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0),
-              callback=_finite,
+              callback=context.finite,
               help="Requests per second (0: as fast as possible).")
 @click.option("--duplicates", default=0.0, show_default=True, type=float, callback=_share,
               help="Share of notifications sent twice (redundant delivery or resend).")
@@ -144,7 +136,7 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1),
               help="Concurrent keep-alive connections.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
-              callback=_finite,
+              callback=context.finite,
               help="Seconds to wait for each answer (NCS waits 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
