@@ -13,11 +13,15 @@ Checked after every step (``check_step``, Redis is then between two scripts):
   ``acb:timers`` no later than its next due time (``PROTOCOL.md``: exactly that
   time), and an idle recording has none;
 - ``ttl``: every key expires, except the global bounded ones;
+- ``ack``: an inbox entry whose script applied (``admit``, ``settle_entry``) is
+  acknowledged: its outcome and its acknowledgement are one atomic step;
 
 and at every handler start (``granted``):
 
 - ``fence``: a handler of an event starts under one task id (other task ids are
   copies; the same task id may run again: a Celery retry, a redelivery);
+- ``once``: ...but not once its outcome is recorded (``finish`` applied): a
+  redelivery after the finish is skipped;
 - ``overlap``: no handler of a recording starts while a handler of another event
   of that recording is running, unless that run is past ``HANDLER_DEADLINE_S``
   (then it was dead-lettered as lost, and the recording moved on, by design) or
@@ -25,6 +29,12 @@ and at every handler start (``granted``):
 - ``order``: no handler starts after a handler of a later sequence of its
   recording started, unless its event is flagged ``late`` (it arrived after its
   successors had their turn; dispatched late by design).
+
+and by the simulation (``world.py``) as each operation ends:
+
+- ``crash``: no operation fails on anything but a Redis or a broker error;
+- ``retry``: a handler's start or finish gives up on Redis only after trying for
+  ``REDIS_RETRY_S``.
 
 When the run has settled (``check_settled``): no inbox entry left, no buffered
 event, no turn, no timer, no message in the broker; every stored body has
@@ -90,19 +100,24 @@ GLOBAL_KEYS = {keys.INBOX, keys.DEADLETTERS, keys.TIMERS, keys.COUNTERS,
 GLOBAL_KEYS_ARGS = sorted(GLOBAL_KEYS)
 
 #: Reads what the step invariants need (test-side, read-only). ARGV: the timers key,
-#: the number of global keys, the global keys, then (sid, its key prefix) pairs.
-#: Reply: {keys without expiry, then per sid {order hash, slots hash, lowest
-#: buffered {member, score}, oldest arrival, timer}}.
+#: the inbox key, its group, the number of global keys, the global keys, then (sid,
+#: its key prefix) pairs. Reply: {keys without expiry, pending inbox entries (XPENDING
+#: rows), then per sid {order hash, slots hash, lowest buffered {member, score},
+#: oldest arrival, timer}}.
 STATE_LUA = """
 local global = {}
-local n = tonumber(ARGV[2])
-for i = 3, 2 + n do global[ARGV[i]] = true end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do global[ARGV[i]] = true end
 local nottl = {}
 for _, k in ipairs(redis.call('KEYS', '*')) do
   if not global[k] and redis.call('PTTL', k) == -1 then nottl[#nottl + 1] = k end
 end
-local out = {nottl}
-for i = 3 + n, #ARGV, 2 do
+local pending = {}
+if redis.call('EXISTS', ARGV[2]) == 1 then
+  pending = redis.call('XPENDING', ARGV[2], ARGV[3], '-', '+', 10000)
+end
+local out = {nottl, pending}
+for i = 5 + n, #ARGV, 2 do
   local sid, p = ARGV[i], ARGV[i + 1]
   out[#out + 1] = {
     redis.call('HGETALL', p .. 'order'), redis.call('HGETALL', p .. 'slots'),
@@ -213,6 +228,9 @@ class Model:
         default_factory=lambda: defaultdict(list))
     #: folds written after a snapshot that a rollback restored (Redis lost them)
     forgotten_folds: set[tuple[str, str]] = field(default_factory=set)
+    #: inbox entry id -> the step of the first script that settled it (``admit``,
+    #: ``settle_entry``): from then on it is acknowledged (``ack``)
+    settled_entries: dict[str, int] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
         """One line of the run's trace (printed for a failing seed)."""
@@ -245,6 +263,9 @@ class Model:
         tasks = {r.task for r in self.grants[ident] if not r.forgotten} | {task}
         if len(tasks) > 1:
             self.violate("fence", f"{ident} started by tasks {sorted(tasks)}")
+        if self.outcomes.get(ident):
+            self.violate("once", f"{ident} started by task {task} after its outcome was "
+                         f"recorded (finish applied at step {self.outcomes[ident][0][0]})")
         if sid:
             seq = run.seq
             for other in self.runs_by_sid[sid]:
@@ -284,6 +305,9 @@ class Model:
         self.note(f"applied {name} {' '.join(shown)} -> {_short(reply)}")
         if name == "admit":
             self.seen_sids.setdefault(text(argv[6]), None)
+            self.settled_entries.setdefault(text(argv[13]), self.step)
+        if name == "settle_entry":
+            self.settled_entries.setdefault(text(argv[1]), self.step)
         turn = (reply[1:] if name == "admit" else reply if name == "take"
                 else reply[1:] if name == "finish" and text(reply[0]) == "next" else [])
         if turn and text(turn[0]) == "event":
@@ -318,6 +342,8 @@ class Model:
             for r in runs:
                 if r.step > snap_step:
                     r.forgotten = True
+        self.settled_entries = {e: s for e, s in self.settled_entries.items()
+                                if s <= snap_step}
         for ident, done in self.outcomes.items():
             kept = [(s, t) for s, t in done if s <= snap_step]
             self.forgotten_outcomes[ident] += len(done) - len(kept)
@@ -332,11 +358,17 @@ class Model:
         """The step invariants, read in one round trip (``STATE_LUA``: a read-only
         script, so what it sees is one moment of Redis)."""
         pairs = [x for sid in sids for x in (sid, keys.recording_prefix(sid))]
-        reply = admin.eval(STATE_LUA, 0, keys.TIMERS, len(GLOBAL_KEYS_ARGS), *GLOBAL_KEYS_ARGS,
-                           *pairs)
+        reply = admin.eval(STATE_LUA, 0, keys.TIMERS, keys.INBOX, keys.INBOX_GROUP,
+                           len(GLOBAL_KEYS_ARGS), *GLOBAL_KEYS_ARGS, *pairs)
         for name in reply[0]:
             self.violate("ttl", f"{text(name)} has no expiry")
-        for sid, (order, slots, head, oldest, timer) in zip(sids, reply[1:], strict=True):
+        for row in reply[1]:
+            entry = text(row[0])
+            if entry in self.settled_entries:
+                self.violate("ack", f"inbox entry {entry} is still pending (held by "
+                             f"{text(row[1])}), although a script settled it at step "
+                             f"{self.settled_entries[entry]}")
+        for sid, (order, slots, head, oldest, timer) in zip(sids, reply[2:], strict=True):
             due = self._due(sid, _pairs(order), _pairs(slots), head, oldest)
             timer = int(float(timer)) if timer else None
             if due is None:

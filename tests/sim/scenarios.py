@@ -106,6 +106,8 @@ def unordered_failure_while_redis_is_away(url: str) -> Result:
         # Redis away: every round trip of the finish fails until retrying gives up.
         while not run.done:
             away = run.where not in ("sleep", "ack", "handler running", "publish")
+            if run.where == "sleep":  # the retry's backoff takes its (virtual) time
+                sim.advance(max(0, run.wake_at - sim.sched.now))
             _tick(sim)
             sim.sched.resume(run, "before" if away else None)
             sim._reap()

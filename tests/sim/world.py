@@ -50,13 +50,20 @@ from agora_callbacks.workers.ordering import Failure
 from agora_callbacks.workers.registry import REGISTRY, Handler
 from agora_callbacks.workers.runtime import Runtime
 
-from .broker import Broker, Message
+from .broker import Broker, Message, PublishError
 from .faulty import faulty_client, raise_fault
 from .model import Model, Run
 from .scheduler import Op, Scheduler, VirtualClock
 from .traffic import Sent, Traffic, meta_for
 
 T0 = 1_900_000_000_000  # virtual unix ms at the start of every run
+
+
+def violation_kinds(violations: list[str]) -> set[str]:
+    """The kinds of ``Model.violate``'s lines (``step <n> t=<ms> <kind>: <detail>``;
+    the last word of a kind of two: ``fold order`` is ``order``)."""
+    return {v.split(": ")[0].split()[-1] for v in violations}
+
 
 def notice_of(key: str) -> str:
     """The noticeId of an event without ordering, from its dedupe key."""
@@ -328,9 +335,11 @@ class Executor:
         sid, member, key, late, _gap, _meta, _body = msg.args
         name, task_id = msg.name, msg.task_id
         d = self.dispatcher
+        began = sim.sched.now
         try:
             granted = d.handler_start(sid, member, key, name, task_id)
         except redis.RedisError as exc:
+            self._gave_up("start", began, exc)
             # run_handler raised: Celery calls on_failure, which records the failure
             # (finish applies only if this task holds the handler), then acks.
             ident = (sid, member if sid else notice_of(key), name)
@@ -368,10 +377,12 @@ class Executor:
         """on_success / on_failure: record the outcome, ack, publish the next turn."""
         sid, member, key, _late, _gap, meta, body = msg.args
         d = self.dispatcher
+        began = self.sim.sched.now
         try:
             turn = d.handler_done(sid, member, key, msg.name, msg.task_id, failure,
                                   body=str(body).encode(), meta=dict(meta or {}))
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            self._gave_up("finish", began, exc)
             # Redis away for longer than REDIS_RETRY_S: logged by Celery, acked all
             # the same (the handler's deadline dead-letters it if nobody finishes it).
             self.sim.faults["handler_done_gave_up"] += 1
@@ -383,6 +394,15 @@ class Executor:
         self._ack(msg)
         if turn is not None:
             d.dispatch(sid, turn)
+
+    def _gave_up(self, what: str, began: int, exc: Exception) -> None:
+        """``retry``: a handler's start or finish gives up on Redis only after trying
+        for ``REDIS_RETRY_S`` (finding 3 of issue 9: a finish tried once)."""
+        waited = self.sim.sched.now - began
+        if waited < self.sim.settings.redis_retry_s * 1000:
+            self.sim.model.violate("retry", f"{self!r}: the handler's {what} gave up after "
+                                   f"{waited} ms on {type(exc).__name__}: {exc} (REDIS_RETRY_S="
+                                   f"{self.sim.settings.redis_retry_s})")
 
     def _ack(self, msg: Message) -> None:
         self.sim.sched.checkpoint("ack")
@@ -480,6 +500,12 @@ class Simulation:
                 if op.error is not None:
                     self.faults["op_errors"] += 1
                     self.op_errors[type(op.error).__name__] += 1
+                    if not isinstance(op.error, (redis.RedisError, PublishError)):
+                        # ``crash``: only Redis and the broker may fail an operation; any
+                        # other error aborts a whole batch or sweep (finding 2 of
+                        # issue 9: a gap's end Python could not parse).
+                        self.model.violate("crash", f"{a!r} {op.kind} raised "
+                                           f"{type(op.error).__name__}: {op.error}")
                 a.op = None
                 if isinstance(a, Executor):
                     a.msg = None  # an unacked message is redelivered after the timeout
@@ -747,28 +773,39 @@ class Simulation:
             a.client.close()
         self.admin.close()
 
-    def run(self, steps: int) -> Result:
-        """``steps`` random steps with faults, then settle and check."""
+    def run(self, steps: int, stop_at: str | None = None) -> Result:
+        """``steps`` random steps with faults, then settle and check. ``stop_at``: a
+        violation kind that ends the run at once, unsettled (a mutant found: ``sim.mutants``)."""
+        stop = False
 
         def drive() -> None:
+            nonlocal stop
             for _ in range(steps):
                 self.step()
                 if self.check_every and self.step_no % self.check_every == 0:
                     self.check()
+                if stop_at is not None and stop_at in violation_kinds(self.model.violations):
+                    stop = True
+                    break
                 if len(self.model.violations) > 20:
                     break
 
-        return self.play(drive, steps)
+        return self.play(drive, steps, stopped=lambda: stop)
 
-    def play(self, drive: Callable[[], None], steps: int = 0) -> Result:
+    def play(self, drive: Callable[[], None], steps: int = 0,
+             stopped: Callable[[], bool] = lambda: False) -> Result:
         """Run ``drive`` (random steps, or a scripted scenario: ``scenarios.py``), then
-        settle and check the settled promises."""
+        settle and check the settled promises (unless ``stopped()`` after ``drive``)."""
         started = time.monotonic()
         settled = False
         tally: dict[str, int] = {}
         try:
             with registered_handlers(), quiet_logs(), pruning_once():
                 drive()
+                if stopped():
+                    return Result(self.seed, steps, self.faults, self.model.violations, tally,
+                                  time.monotonic() - started, self.model.trace,
+                                  self.sched.now - T0, settled, dict(self.model.known))
                 settled = self.settle()
                 if not settled:
                     self.model.violate("settled", "the run did not settle (liveness)")
