@@ -124,18 +124,23 @@ def pruning_once() -> Iterator[None]:
 
 @contextmanager
 def registered_handlers() -> Iterator[None]:
-    """Register the simulation's handlers (no Celery task: the broker is simulated)."""
-    added = []
+    """The simulation's handlers, and only they, for the run (no Celery task: the
+    broker is simulated). Handlers that other tests of the same process registered
+    are set aside meanwhile: with them an event would get more slots, and a seed
+    would not replay the same run in the whole suite as alone."""
+    others = list(REGISTRY.handlers.values())
+    for handler in others:
+        REGISTRY.remove(handler.name)
     for name, selectors in SIM_HANDLERS.items():
-        if REGISTRY.get(name) is None:
-            REGISTRY.add(Handler(name=name, fn=lambda event: None, kwargs=frozenset()),
-                         selectors)
-            added.append(name)
+        REGISTRY.add(Handler(name=name, fn=lambda event: None, kwargs=frozenset()),
+                     selectors)
     try:
         yield
     finally:
-        for name in added:
+        for name in SIM_HANDLERS:
             REGISTRY.remove(name)
+        for handler in others:
+            REGISTRY.add(handler, tuple(handler.selectors))
 
 
 @contextmanager
