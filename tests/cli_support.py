@@ -71,3 +71,11 @@ def run(args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path 
         stderr = err.read().decode("utf-8", "replace")
     stdout = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
     return Ran(code, stdout, stderr)
+
+
+def one_error_line(err: str) -> str:
+    """The one ``Error: ...`` line a refused command printed (fails on anything else:
+    a traceback, two lines)."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from cli_support import ANSI, BIN_DIR, environ, run
+from cli_support import ANSI, BIN_DIR, environ, one_error_line, run
 
 from agora_callbacks import deadletters, keys
 from agora_callbacks.embedded_server import ServerProcess
@@ -49,12 +49,6 @@ def letters(client: redis.Redis, settings: Settings) -> tuple[str, str]:
                               meta={}, key=f"{SID}:31:5", handler="myapp.on_upload",
                               exception="ValueError: boom")
     return body.decode(), handler.decode()
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), err
-    return lines[0]
 
 
 # -- which Redis ---------------------------------------------------------------------------

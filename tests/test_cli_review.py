@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from cli_support import environ, run
+from cli_support import environ, one_error_line, run
 from click.testing import CliRunner
 
 from agora_callbacks import deadletters, keys, redrive
@@ -25,13 +25,6 @@ from agora_callbacks.deadletters import DeadLetter
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate import sender
 from agora_callbacks.simulate.lifecycles import lifecycle
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), err
-    return lines[0]
-
 
 # -- a Redis URL that redis-py cannot use -------------------------------------------------------
 
