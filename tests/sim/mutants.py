@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
+from unittest import mock
 
 from agora_callbacks.workers import dispatch
 from agora_callbacks.workers.intake import Intake
@@ -69,16 +70,6 @@ MUTANTS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-@contextmanager
-def _patched(owner: Any, attr: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    original = getattr(owner, attr)
-    setattr(owner, attr, replacement)
-    try:
-        yield
-    finally:
-        setattr(owner, attr, original)
-
-
 def _finish_tried_once() -> AbstractContextManager[None]:
     """3: a handler's finish is tried once: a transient Redis error is not retried."""
     original = dispatch.retrying
@@ -86,7 +77,7 @@ def _finish_tried_once() -> AbstractContextManager[None]:
     def retrying(rt: Any, what: str, call: Callable[[], Any]) -> Any:
         return call() if what == "handler finish" else original(rt, what, call)
 
-    return _patched(dispatch, "retrying", retrying)
+    return mock.patch.object(dispatch, "retrying", retrying)
 
 
 def _stale_cutoff_on_the_host_clock() -> AbstractContextManager[None]:
@@ -97,7 +88,7 @@ def _stale_cutoff_on_the_host_clock() -> AbstractContextManager[None]:
     def classify(self: Intake, entry: Any, now_ms: int) -> Any:
         return original(self, entry, int(time.time() * 1000))
 
-    return _patched(Intake, "_classify", classify)
+    return mock.patch.object(Intake, "_classify", classify)
 
 
 #: name -> (the patch, the violation kind expected): Python mutants.
