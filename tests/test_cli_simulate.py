@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from agora_callbacks import keys
 from agora_callbacks.cli import main
+from agora_callbacks.embedded_server import free_port
 from agora_callbacks.ingress import signature
 from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
@@ -128,12 +128,6 @@ def test_signing_matches_the_reference_vector() -> None:
 
 
 # -- the real command, in a subprocess ---------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def test_nothing_listening_fails_before_sending(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/agora/ncs"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from workers_procs import FAST_ENV
 
 from agora_callbacks.cli import main
+from agora_callbacks.embedded_server import free_port
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
 
@@ -142,7 +142,7 @@ def test_the_web_command_reports_a_bad_combination_in_one_line() -> None:
     # Its own session, so that if the check were missing, the server it would start
     # (granian and its workers) is stopped as a whole.
     proc = subprocess.Popen([sys.executable, "-c", "from agora_callbacks.cli import main; main()",
-                             "web", "--host", "127.0.0.1", "--port", str(_free_port())],
+                             "web", "--host", "127.0.0.1", "--port", str(free_port())],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -155,8 +155,3 @@ def test_the_web_command_reports_a_bad_combination_in_one_line() -> None:
     assert stderr.strip().splitlines() == [stderr.strip()], stderr
     assert "DEDUPE_TTL_S" in stderr and "REORDER_HOLD_MS" in stderr
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
