@@ -14,8 +14,9 @@ removed once the task is published; if the handler fails again, its new failure
 is dead-lettered again. A requeue first claims the dead letter
 (``keys.requeue_claim``, ``SET NX``): a second requeue of the same letter (two
 operators, a form submitted twice, a page read before the first requeue) is
-refused with ``RequeuedAlready`` instead of publishing the task again; a publish
-that fails gives the claim back, so the requeue can be tried again. Either task
+refused with ``deadletters.RequeuedAlready`` (as a body's second requeue is)
+instead of publishing the task again; a publish that fails gives the claim back,
+so the requeue can be tried again. Either task
 goes to the queue its workers announced (``agora_callbacks.task_queues``: a handler
 registered with ``queue=`` is re-run there, not on Celery's default queue).
 
@@ -41,11 +42,6 @@ from agora_callbacks.settings import Settings
 #: How long a requeue's claim on its dead letter lasts (``keys.requeue_claim``): a
 #: requeue of the same letter within it is refused.
 CLAIM_S = 3600
-
-
-#: The dead letter was requeued already (or is being requeued): one exception for a
-#: body's requeue and a task's.
-RequeuedAlready = deadletters.RequeuedAlready
 
 
 def producer_app(settings: Settings) -> Celery:
@@ -78,13 +74,14 @@ def redrive_handler(settings: Settings, client: redis.Redis, letter: DeadLetter)
 
 def _publish_again(settings: Settings, client: redis.Redis, letter: DeadLetter,
                    args: list[Any], **options: Any) -> str:
-    """Claim the dead letter (``RequeuedAlready`` if it was claimed before), send its
-    task (``letter.handler``) with ``args`` to the queue its workers announced
-    (``task_queues``), then delete the dead letter; return the new task id.
+    """Claim the dead letter (``deadletters.RequeuedAlready`` if it was claimed
+    before), send its task (``letter.handler``) with ``args`` to the queue its
+    workers announced (``task_queues``), then delete the dead letter; return the new
+    task id.
     ``options``: more of Celery's ``send_task`` options."""
     claim = keys.requeue_claim(letter.id)
     if not client.set(claim, "1", nx=True, ex=CLAIM_S):
-        raise RequeuedAlready(f"dead letter {letter.id} was requeued already")
+        raise deadletters.RequeuedAlready(f"dead letter {letter.id} was requeued already")
     app = producer_app(settings)
     try:
         result = app.send_task(letter.handler, args=args,

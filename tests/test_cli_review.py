@@ -16,7 +16,7 @@ import redis
 from cli_support import environ, one_error_line, run
 from click.testing import CliRunner
 
-from agora_callbacks import deadletters, keys, redrive
+from agora_callbacks import deadletters, keys
 from agora_callbacks.cli import dlq as dlq_module
 from agora_callbacks.cli import letters as letters_module
 from agora_callbacks.cli import main
@@ -81,7 +81,7 @@ def test_a_body_letter_read_by_two_requeues_goes_back_to_the_inbox_once(
 def _outcome(client: redis.Redis, letter: DeadLetter) -> str:
     try:
         deadletters.requeue_body(client, letter)
-    except redrive.RequeuedAlready:
+    except deadletters.RequeuedAlready:
         return "RequeuedAlready"
     return "requeued"
 

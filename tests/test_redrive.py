@@ -36,7 +36,7 @@ def test_a_letter_requeued_twice_at_once_is_published_once(
         start.wait()
         try:
             outcomes.append(redrive.redrive(settings, redis_client, letter))
-        except redrive.RequeuedAlready as exc:
+        except deadletters.RequeuedAlready as exc:
             outcomes.append(exc)
 
     threads = [threading.Thread(target=requeue) for _ in range(2)]
@@ -55,7 +55,7 @@ def test_a_letter_requeued_again_from_a_stale_page_is_refused(
     redrive.redrive(settings, redis_client, letter)
     try:
         redrive.redrive(settings, redis_client, letter)  # the letter as read before
-    except redrive.RequeuedAlready as exc:
+    except deadletters.RequeuedAlready as exc:
         assert str(exc) == f"dead letter {letter.id} was requeued already"
     else:
         raise AssertionError("requeued twice")
@@ -70,7 +70,7 @@ def test_a_requeue_whose_publish_failed_can_be_tried_again(
                                 "AGORA_NCS_SECRETS": "s"})
     try:
         redrive.redrive(broken, redis_client, letter)
-    except redrive.RequeuedAlready:
+    except deadletters.RequeuedAlready:
         raise AssertionError("the failed attempt must not count") from None
     except Exception:
         pass

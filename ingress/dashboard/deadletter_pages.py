@@ -129,7 +129,7 @@ def requeue() -> Any:
         try:
             notes.append(f"{letter_id}: {requeue_one(letter)}.")
             done += 1
-        except redrive.RequeuedAlready:
+        except deadletters.RequeuedAlready:
             notes.append(f"{letter_id}: requeued already (by another request).")
         except Exception as exc:  # Redis, the broker: report it, go on with the others
             log.warning("dashboard.requeue_failed", letter=letter_id, error=type(exc).__name__)
