@@ -8,6 +8,11 @@ free port) answering ``GET /v1/apps/<appid>/cloud_recording/resourceid/<rid>/sid
 ``{code, reason}`` errors, ``401 {"message": ...}`` for wrong credentials,
 ``404 {"message": "no Route matched with those values"}`` for any other path.
 
+``proxy_404`` puts a proxy in front of it (or points ``AGORA_REST_URL`` at the wrong
+server): while set to one of ``PROXY_404``'s names, every request is answered by that
+404, which is not Agora's (an HTML page, an empty body, JSON without Agora's shape);
+requests on the ``query`` path are still recorded in ``hits``.
+
 Each sid is given a script: a list of ``Reply`` played in order, the last one
 repeated. A reply may be delayed (``delay_s``), sent in ten pieces ``drip_s`` apart
 (a slow answer whose bytes keep coming), or be raw bytes with its own headers (an
@@ -39,6 +44,22 @@ NOT_FOUND = {"code": 404, "reason": "failed to find worker"}
 TIMEOUT_62 = {"code": 62, "reason": "request timeout"}
 NOT_COMPLETED_65 = {"code": 65, "reason": "request not completed"}
 BAD_REQUEST_2 = {"code": 2, "reason": "invalid parameters"}
+# Agora's 404 as integrators saw it (a public issue's stop answer, values ours):
+# ``code`` beside the session's ids, the reason under ``serverResponse.payload``.
+NOT_FOUND_SESSION = {"cname": "room", "code": 404, "resourceId": "resource-id",
+                     "sid": "sid", "uid": "527841",
+                     "serverResponse": {"command": "StopCloudRecorder",
+                                        "payload": {"message": "failed to find worker"},
+                                        "subscribeModeBitmask": 1, "vid": "1209"}}
+#: 404s that are not Agora's: (body, Content-Type) by name (``FakeAgora.proxy_404``).
+PROXY_404: dict[str, tuple[bytes, str]] = {
+    "html": (b"<html><head><title>404 Not Found</title></head><body><center>"
+             b"<h1>404 Not Found</h1></center><hr><center>nginx</center></body></html>",
+             "text/html"),
+    "empty": (b"", "text/plain"),
+    "json": (b'{"error": "Not Found", "status": 404, "path": "/v1/apps"}',
+             "application/json"),
+}
 
 
 def ok_string(sid: str, resource_id: str, status: int = 5, name: str = "x.m3u8") -> dict[str, Any]:
@@ -124,6 +145,8 @@ class FakeAgora:
     scripts: dict[str, list[Reply]] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)
     url: str = ""
+    #: A name of ``PROXY_404``: every request answered by that 404 (None: Agora answers).
+    proxy_404: str | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -167,6 +190,17 @@ class FakeAgora:
         app = Flask("fake_agora")
         expected = "Basic " + base64.b64encode(
             f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode()
+
+        @app.before_request
+        def proxy() -> Response | None:
+            if self.proxy_404 is None:
+                return None
+            args = request.view_args or {}
+            if "sid" in args:
+                with self._lock:
+                    self.hits.append(Hit(time.time(), args["sid"], args["mode"], args["rid"]))
+            body, content_type = PROXY_404[self.proxy_404]
+            return Response(body, status=404, content_type=content_type)
 
         @app.get("/v1/apps/<appid>/cloud_recording/resourceid/<rid>/sid/<sid>/mode/<mode>/query")
         def query(appid: str, rid: str, sid: str, mode: str) -> Response | tuple[Response, int]:
