@@ -4,6 +4,7 @@ the registration, against a real local fake of Agora's REST API (``fake_agora``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 from typing import Any
@@ -17,6 +18,8 @@ from fake_agora import (
     CUSTOMER_SECRET,
     NOT_COMPLETED_65,
     NOT_FOUND,
+    NOT_FOUND_SESSION,
+    PROXY_404,
     TIMEOUT_62,
     FakeAgora,
     Reply,
@@ -29,7 +32,7 @@ from fake_agora import (
 from agora_callbacks import keys
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.reconcile import observe, policy, registration
-from agora_callbacks.reconcile.client import Answer, QueryClient, classify
+from agora_callbacks.reconcile.client import Answer, QueryClient, classify, form_of
 from agora_callbacks.reconcile.ratelimit import RateLimiter
 from agora_callbacks.settings import Settings
 
@@ -92,6 +95,37 @@ def test_classify_the_documented_answers() -> None:
     assert classify(400, BAD_REQUEST_2) == Answer("error", 400, code=2,
                                                   reason="invalid parameters")
     assert classify(401, {"message": "Invalid authentication credentials"}).kind == "error"
+
+
+def test_agoras_own_404_is_not_found_whichever_of_its_shapes() -> None:
+    # The documented error shape, and the session's answer integrators saw.
+    assert classify(404, NOT_FOUND).kind == "not_found"
+    seen = classify(404, NOT_FOUND_SESSION)
+    assert seen == Answer("not_found", 404, code=404, reason="failed to find worker")
+
+
+@pytest.mark.parametrize("name", sorted(PROXY_404))
+def test_a_404_that_is_not_agoras_is_retried_with_its_reason(name: str) -> None:
+    raw, content_type = PROXY_404[name]
+    body = json.loads(raw) if content_type == "application/json" else None
+    answer = classify(404, body, form=form_of(raw, content_type))
+    assert answer.kind == "retry" and answer.http_status == 404
+    assert answer.reason is not None and answer.reason.startswith("404 not from Agora (")
+    assert "AGORA_REST_URL" in answer.reason
+    assert {"html": "text/html", "empty": "empty body",
+            "json": "JSON without Agora's code"}[name] in answer.reason
+
+
+@pytest.mark.parametrize("body", [
+    {"code": 404, "message": "Not Found"},  # a generic gateway's JSON
+    {"reason": "failed to find worker"},  # no code
+    {"code": "404", "reason": "failed to find worker"},  # code not a number
+    {"code": True, "reason": "x"},
+    [{"code": 404, "reason": "failed to find worker"}],
+])
+def test_json_without_agoras_shape_is_not_agoras_404(body: object) -> None:
+    answer = classify(404, body)
+    assert answer.kind == "retry" and answer.code is None
 
 
 def test_facts_of_file_list_mode_string() -> None:
@@ -293,6 +327,30 @@ def test_client_wrong_credentials_and_wrong_url_are_errors(fake: FakeAgora,
     finally:
         bad.close()
         wrong_url.close()
+
+
+@pytest.mark.parametrize("name", sorted(PROXY_404))
+def test_a_proxys_404_is_counted_as_retry_not_not_found(fake: FakeAgora,
+                                                       redis_client: redis.Redis,
+                                                       name: str) -> None:
+    # Something that is not Agora answers the query path with a 404 of its own.
+    from prometheus_client import REGISTRY
+
+    def count(kind: str) -> float:
+        value = REGISTRY.get_sample_value("acb_reconcile_queries_total", {"answer": kind})
+        return value or 0.0
+
+    query = make_client(fake, redis_client)
+    fake.proxy_404 = name
+    try:
+        retry, not_found = count("retry"), count("not_found")
+        answer = query.query(REG)
+        assert (answer.kind, answer.http_status) == ("retry", 404)
+        assert str(answer.reason).startswith("404 not from Agora (")
+        assert len(fake.hits_for(SID)) == 1
+        assert (count("retry"), count("not_found")) == (retry + 1, not_found)
+    finally:
+        query.close()
 
 
 def test_a_slow_answer_is_a_timeout_to_retry(fake: FakeAgora,

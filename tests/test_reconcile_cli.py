@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
 from fake_agora import APP_ID, NOT_FOUND, FakeAgora, Reply, credentials, ok_json
 
 from agora_callbacks import logs
 from agora_callbacks.cli import main
-from agora_callbacks.reconcile import registration
+from agora_callbacks.reconcile import manual, policy, registration
+from agora_callbacks.reconcile.run import Reconciler
 from agora_callbacks.simulate.lifecycles import new_sid
 from agora_callbacks.workers.builtin import store
 
@@ -48,6 +51,30 @@ def test_reconcile_folds_the_answer_and_says_what_it_found(
     assert record["query"]["reason"] == "manual"
     assert {f["file_name"] for f in record["files"]} == {f"{sid}_room.m3u8",
                                                           f"{sid}_room_0.mp4"}
+
+
+def test_a_proxys_404_is_said_in_one_line_and_ends_nothing(
+        fake: FakeAgora, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command's budgets are a minute; shortened here, the answers are the same.
+    fast = policy.Policy(failover_window_s=1.0, error_budget_s=1.0, backoff_first_s=0.1,
+                         backoff_max_s=0.3)
+    monkeypatch.setattr(manual, "Reconciler", functools.partial(Reconciler, rules=fast))
+    sid = new_sid()
+    registration.save(redis_client, registration.Registration(sid, RID, "mix"), ttl_s=60)
+    fake.proxy_404 = "html"
+    result = invoke(on(fake), sid, "--reconcile", "--json")
+    assert result.exit_code == 0, result.output
+    # What the command says (the log's JSON lines aside).
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    reason = ("404 not from Agora (a text/html body, not JSON): a proxy or a wrong "
+              "AGORA_REST_URL answered, not Agora")
+    assert lines[0].startswith(f"query: {reason}; asking again in 0.1 s"), lines
+    assert lines[-1] == (f"reconciled with Agora's query: error, {reason}, "
+                         "0 file(s); phases fired: none")
+    record = json.loads(result.stdout)
+    assert record["query"]["outcome"] == "error"
+    assert record["lifecycle"]["fired"] == {}
+    assert record["status"]["phase"] == "unknown"
 
 
 def test_reconcile_refusals_are_one_line(fake: FakeAgora, redis_client: redis.Redis) -> None:

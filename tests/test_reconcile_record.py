@@ -182,6 +182,32 @@ def test_errors_are_retried_then_kept_as_an_error(reconciler: Reconciler, fake: 
     assert "finished" not in fired(record) and "failed" not in fired(record)
 
 
+@pytest.mark.parametrize("name", ["html", "empty", "json"])
+def test_a_proxys_404_is_an_error_not_the_end(reconciler: Reconciler, fake: FakeAgora,
+                                              redis_client: redis.Redis, on: Settings,
+                                              name: str) -> None:
+    # As in the failover-window test above, a recording that went silent with no exit:
+    # Agora's 404 for the whole window ends it (failed, no_exit). A 404 from something
+    # else in front of Agora (or a wrong AGORA_REST_URL) says nothing about it.
+    sid = recording("individual", redis_client, on, mode="individual",
+                    keep=lambda e: e["eventType"] in (30, 40))
+    before = store.load(redis_client, sid)
+    assert before is not None
+    fake.proxy_404 = name
+    retries: list[policy.Retry] = []
+    facts, record = run_blocking(reconciler, sid, "stalled", on_retry=retries.append)
+    assert facts["outcome"] == "error"
+    assert facts["error"]["http_status"] == 404
+    assert str(facts["error"]["reason"]).startswith("404 not from Agora (")
+    assert retries and all(r.why.startswith("404 not from Agora (") for r in retries)
+    assert len(fake.hits_for(sid)) >= 2  # asked again, as other errors are
+    assert record is not None
+    assert fired(record) == fired(before)  # no phase fired: neither finished nor failed
+    assert record["status"] == before["status"]
+    assert "ended" not in record["lifecycle"]["marks"]
+    assert record["query"]["outcome"] == "error"
+
+
 def test_unregistered_and_in_flight_are_refused(reconciler: Reconciler, fake: FakeAgora,
                                                 redis_client: redis.Redis) -> None:
     sid = new_sid()

@@ -6,11 +6,17 @@
 (Agora's "Response status codes" page):
 
 - ``200`` with a JSON object: ``ok``.
-- ``404`` with ``{"code": 404, "reason": "failed to find worker"}`` (or any 404 but
-  the one below): ``not_found``: the session ended, or a failover is under way
-  (``reconcile.policy`` tells them apart).
-- ``404 {"message": "no Route matched with those values"}``: a wrong URL
-  (``AGORA_REST_URL``): ``error``, not retried.
+- Agora's own ``404``: ``not_found``: the session ended, or a failover is under way
+  (``reconcile.policy`` tells them apart). Agora's is a JSON object with an integer
+  ``code`` and either a ``reason`` (its error shape, ``{"code": 404, "reason":
+  "failed to find worker"}``) or the session's ``sid``/``resourceId``/
+  ``serverResponse`` (the shape integrators saw, the reason in
+  ``serverResponse.payload.message``).
+- ``404 {"message": "no Route matched with those values"}`` (Agora's gateway): a
+  wrong path under ``AGORA_REST_URL``: ``error``, not retried.
+- any other ``404`` (an HTML page, an empty body, JSON of another shape: a proxy, or
+  ``AGORA_REST_URL`` naming another server) is not Agora's and says nothing about the
+  session: ``retry``, with a reason that says so.
 - ``206`` (code 65, request not completed), ``429`` (rate limit), ``5xx`` (code 62,
   request timeout, ...), a timeout (no complete answer within ``timeout_s``, however
   its bytes trickle in), a connection error, a body that does not decode (a
@@ -87,8 +93,32 @@ def _read_by(response: httpx.Response, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def classify(status: int, body: Any) -> Answer:
-    """The answer an HTTP status and a decoded body make (pure)."""
+def form_of(content: bytes, content_type: str | None) -> str:
+    """What a body that is not JSON is, for a reason: ``an empty body``, ``a text/html
+    body``."""
+    if not content.strip():
+        return "an empty body"
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return f"a {media} body" if media else "a body without a Content-Type"
+
+
+def _session_message(obj: dict[str, Any]) -> str | None:
+    """``serverResponse.payload.message`` (Agora's 404 as integrators saw it)."""
+    server = obj.get("serverResponse")
+    payload = server.get("payload") if isinstance(server, dict) else None
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return message if isinstance(message, str) else None
+
+
+def _agoras(obj: dict[str, Any], code: int | None, reason: str | None) -> bool:
+    """Agora's answer: an integer ``code`` with a ``reason`` or the session's ids."""
+    return code is not None and (reason is not None or any(
+        key in obj for key in ("sid", "resourceId", "serverResponse")))
+
+
+def classify(status: int, body: Any, *, form: str = "a body") -> Answer:
+    """The answer an HTTP status and a decoded body make (pure). ``body``: the decoded
+    JSON, None when it was not JSON; ``form``: what it was then (``form_of``)."""
     obj = body if isinstance(body, dict) else {}
     code = obj.get("code")
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
@@ -102,7 +132,14 @@ def classify(status: int, body: Any) -> Answer:
     if status == 404:
         if message and "no route" in message.lower():
             return Answer("error", status, code=code, reason=f"wrong URL: {message}")
-        return Answer("not_found", status, code=code, reason=text or "not found")
+        if _agoras(obj, code, reason):
+            return Answer("not_found", status, code=code,
+                          reason=reason or _session_message(obj) or "not found")
+        what = (f"{form}, not JSON" if body is None
+                else "JSON without Agora's code and reason")
+        return Answer("retry", status,
+                      reason=f"404 not from Agora ({what}): a proxy or a wrong "
+                             "AGORA_REST_URL answered, not Agora")
     if status in (206, 408, 429) or status >= 500:
         return Answer("retry", status, code=code, reason=text or f"HTTP {status}")
     return Answer("error", status, code=code, reason=text or f"HTTP {status}")
@@ -158,7 +195,8 @@ class QueryClient:
             return Answer("retry", None, reason="timeout")
         except httpx.TransportError as exc:
             return Answer("retry", None, reason=f"connection error: {type(exc).__name__}")
-        return classify(response.status_code, _decoded(content))
+        return classify(response.status_code, _decoded(content),
+                        form=form_of(content, response.headers.get("Content-Type")))
 
     def close(self) -> None:
         self._http.close()

@@ -35,7 +35,13 @@ def summary(facts: dict[str, Any], new_phases: list[str]) -> str:
         bits.append(str(facts.get("ended_because")))
     if facts.get("error"):
         err = facts["error"]
-        bits.append(f"error code {err.get('code')}: {err.get('reason')}")
+        why, status = str(err.get("reason")), err.get("http_status")
+        if err.get("code") is not None:
+            bits.append(f"error code {err['code']}: {why}")
+        elif status is not None and str(status) not in why:
+            bits.append(f"HTTP {status}: {why}")
+        else:  # a timeout; a reason that names its status ("404 not from Agora ...")
+            bits.append(why)
     bits.append(f"{len(facts.get('files') or [])} file(s)")
     fired = ", ".join(new_phases) if new_phases else "none"
     return f"reconciled with Agora's query: {', '.join(bits)}; phases fired: {fired}"
