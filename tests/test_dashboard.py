@@ -13,6 +13,7 @@ import pytest
 import redis
 from dashboard_support import TOKEN, csrf_of, sign_in, simulate
 from flask.testing import FlaskClient
+from structlog.testing import capture_logs
 
 from agora_callbacks import deadletters, keys, recordings_index, recordings_query
 from agora_callbacks.embedded_server import ServerProcess
@@ -640,3 +641,68 @@ def test_a_filtered_dead_letter_page_with_no_match_yet_says_older_ones_may(
     older = re.search(r'<a href="([^"]+)">older »', html)
     assert older is not None
     assert old in http.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
+
+
+#: Stored values that are not a record, and what the page says of each.
+CORRUPT = {
+    "not JSON": (b'{"sid": "' + SID.encode() + b'", "stat', "not JSON"),
+    "not UTF-8": (b"\x80\x81 binary", "not JSON"),
+    "a list": (b"[1, 2]", "JSON, but an array, not an object"),
+    "null": (b"null", "JSON, but null, not an object"),
+    "no status": (json.dumps({"sid": SID}).encode(), "no status field"),
+    "status a string": (json.dumps({"sid": SID, "status": "recording"}).encode(),
+                        "status is a string, not an object"),
+    "a file a number": (json.dumps({"sid": SID, "status": {}, "files": [1]}).encode(),
+                        "files[0] is a number, not an object"),
+    "an error's module a string": (
+        json.dumps({"sid": SID, "status": {}, "errors": [{"module": "m"}]}).encode(),
+        "errors[0].module is a string, not an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_a_corrupt_record_is_a_page_that_says_so_with_the_timeline(
+        http: FlaskClient, redis_client: redis.Redis, case: str) -> None:
+    simulate(redis_client, SID, "individual")
+    raw, said = CORRUPT[case]
+    redis_client.set(keys.recording_state(SID), raw)
+    sign_in(http)
+    with capture_logs() as logs:
+        answer = http.get(f"/ui/recordings/{SID}")
+    assert answer.status_code == 500
+    assert answer.mimetype == "text/html"
+    html = answer.get_data(as_text=True)
+    assert "record cannot be read" in html and said in html
+    assert 'id="sign-out"' in html  # the dashboard's own page
+    assert re.findall(r'data-seq="(\d+)"', html)  # the timeline, still shown
+    assert f"/ui/deadletters?sid={SID}" in html  # and the recording's dead letters
+    lines = [line for line in logs if line["event"] == "dashboard.record_unreadable"]
+    assert len(lines) == 1 and lines[0]["sid"] == SID and said in lines[0]["reason"]
+    assert redis_client.get(keys.recording_state(SID)) == raw  # nothing changed
+
+
+def test_a_corrupt_record_without_a_timeline_is_the_same_page(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    redis_client.set(keys.recording_state(SID), b"[]")
+    sign_in(http)
+    answer = http.get(f"/ui/recordings/{SID}")
+    assert answer.status_code == 500 and answer.mimetype == "text/html"
+    html = answer.get_data(as_text=True)
+    assert "record cannot be read" in html
+    assert "Nothing is on this recording" in html
+
+
+def test_a_record_of_the_shape_but_a_deeper_field_is_the_same_page(
+        http: FlaskClient, redis_client: redis.Redis) -> None:
+    # Beyond what store.shape_problem checks: a leave reason that is not an object.
+    record = new_record(SID)
+    record["leaves"] = [{"sequence": 3, "uid": "1", "code": 0, "reasons": [7]}]
+    store.save(redis_client, SID, record, 3600)
+    sign_in(http)
+    with capture_logs() as logs:
+        answer = http.get(f"/ui/recordings/{SID}")
+    assert answer.status_code == 500 and answer.mimetype == "text/html"
+    html = answer.get_data(as_text=True)
+    assert "record cannot be read" in html and "a field the page reads" in html
+    assert [line["sid"] for line in logs if line["event"] == "dashboard.record_unreadable"] \
+        == [SID]

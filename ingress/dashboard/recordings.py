@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from flask import render_template, request
+from jinja2 import UndefinedError
 
 from agora_callbacks import (
     keys,
@@ -159,17 +160,37 @@ def waiting_of(client: redis.Redis, sid: str) -> Waiting:
                    buffered=[int(score) for _, score in buffered])
 
 
+def unreadable(sid: str, reason: str, steps: list[recording_timeline.Step],
+               waiting: Waiting) -> Any:
+    """The page of a recording whose stored record is not a record (500): why, and
+    what else is known (the workers' hold, the timeline, the dead letters' link)."""
+    log.error("dashboard.record_unreadable", sid=sid, reason=reason)
+    return render_template("dashboard/unreadable.html", sid=sid, reason=reason,
+                           key=keys.recording_state(sid), rows=timeline_rows(None, steps),
+                           steps=len(steps), waiting=waiting), 500
+
+
 @bp.get("/recordings/<sid:sid>")
 def recording(sid: str) -> Any:
     state = get_state()
     try:
-        record = store.load(state.redis, sid)
+        raw = state.redis.get(keys.recording_state(sid))
         steps = recording_timeline.load(state.redis, sid)
         waiting = waiting_of(state.redis, sid)
     except (redis.RedisError, OSError) as exc:
         return unavailable("recording", exc)
+    try:
+        record = store.decode_checked(raw)
+    except store.UnreadableRecord as exc:
+        return unreadable(sid, str(exc), steps, waiting)
     if record is None and not steps:
         return render_template("dashboard/missing.html", what=f"recording {sid}"), 404
-    return render_template("dashboard/recording.html", sid=sid, record=record or {},
-                           rows=timeline_rows(record, steps), steps=len(steps),
-                           lifecycle=lifecycle_rows(record), waiting=waiting)
+    try:
+        return render_template("dashboard/recording.html", sid=sid, record=record or {},
+                               rows=timeline_rows(record, steps), steps=len(steps),
+                               lifecycle=lifecycle_rows(record), waiting=waiting)
+    except UndefinedError as exc:
+        # A field deeper than shape_problem looks, of another type (``.get`` on a
+        # number): the record still cannot be shown.
+        return unreadable(sid, f"a field the page reads is of another type ({exc.message})",
+                          steps, waiting)

@@ -43,6 +43,95 @@ def decode(raw: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class UnreadableRecord(ValueError):
+    """The stored record of a recording is not a record: not JSON, or JSON of another
+    shape (``shape_problem``). ``str(exc)`` says why, in a few words."""
+
+
+#: Fields every record has had from the first release (``record.new_record``).
+REQUIRED: dict[str, type] = {"sid": str, "status": dict}
+#: Fields readers index into, when present and not null: objects...
+OBJECTS = ("status", "times", "sequences", "upload", "transcoding", "streams", "exit",
+           "web", "query", "event_types", "dropped")
+#: ... lists of objects ...
+LISTS_OF_OBJECTS = ("files", "snapshots", "errors", "warnings", "leaves", "failovers",
+                    "interruptions")
+#: ... and what their items and objects hold (field, inner field): its type.
+INNER: dict[tuple[str, str], type] = {
+    ("sequences", "gaps"): list, ("sequences", "missing"): list,
+    ("errors", "module"): dict, ("errors", "error"): dict,
+    ("warnings", "warning"): dict, ("leaves", "reasons"): list,
+}
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def shape_problem(value: Any) -> str | None:
+    """Why ``value`` (a decoded record) is not of a record's shape, or None: not an
+    object, a field of ``REQUIRED`` missing, or a field readers index into (``OBJECTS``,
+    ``LISTS_OF_OBJECTS``, ``INNER``) of another JSON type. Not a full schema: what a
+    reader needs so that ``.get`` on what it reads does not fail."""
+    if not isinstance(value, dict):
+        return f"JSON, but {_kind(value)}, not an object"
+    for name, kind in REQUIRED.items():
+        if name not in value:
+            return f"no {name} field"
+        if not isinstance(value[name], kind):
+            return f"{name} is {_kind(value[name])}, not {_JSON_TYPES[kind]}"
+    for name in OBJECTS:
+        found = value.get(name)
+        if found is not None and not isinstance(found, dict):
+            return f"{name} is {_kind(found)}, not an object"
+    for name in LISTS_OF_OBJECTS:
+        found = value.get(name)
+        if found is None:
+            continue
+        if not isinstance(found, list):
+            return f"{name} is {_kind(found)}, not an array"
+        for index, item in enumerate(found):
+            if not isinstance(item, dict):
+                return f"{name}[{index}] is {_kind(item)}, not an object"
+    for (name, inner), kind in INNER.items():
+        found = value.get(name)
+        holders = found if isinstance(found, list) else [found] if found else []
+        for index, holder in enumerate(holders):
+            got = holder.get(inner)
+            if got is not None and not isinstance(got, kind):
+                where = f"{name}[{index}]" if isinstance(found, list) else name
+                return f"{where}.{inner} is {_kind(got)}, not {_JSON_TYPES[kind]}"
+    return None
+
+
+def decode_checked(raw: Any) -> dict[str, Any] | None:
+    """The record in ``raw`` (stored bytes; None: there is none), or
+    ``UnreadableRecord`` saying why it is not one (``shape_problem``). For readers
+    that show a record (the dashboard, the admin API): ``decode`` reads a value that
+    is not an object as no record at all."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError:
+        raise UnreadableRecord("not JSON: not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        why = str(exc) if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise UnreadableRecord(f"not JSON: {why}") from None
+    problem = shape_problem(value)
+    if problem is not None:
+        raise UnreadableRecord(problem)
+    result: dict[str, Any] = value
+    return result
+
+
+def load_checked(client: redis.Redis, sid: str) -> dict[str, Any] | None:
+    """``load``, raising ``UnreadableRecord`` for a stored value that is not a record."""
+    return decode_checked(client.get(keys.recording_state(sid)))
+
+
 def dumps(state: dict[str, Any]) -> str:
     """Canonical JSON of a state: sorted keys, no spaces, so equal states are equal bytes."""
     return json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
