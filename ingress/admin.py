@@ -9,6 +9,9 @@ Behind a bearer token (``ADMIN_TOKEN``), compared in constant time:
   exist (closed by default);
 - token configured, ``Authorization: Bearer <token>`` missing or wrong: 401;
 - right token, unknown (or expired) sid: 404; known sid: 200 with the JSON state;
+  a stored value that is not a record (not JSON, not an object, a field of another
+  type: ``store.shape_problem``): 500 ``{"error": "the stored record cannot be read:
+  <why>"}``, logged as ``admin.record_unreadable``;
 - Redis unavailable: 503 with ``Retry-After``.
 """
 
@@ -20,6 +23,7 @@ import json
 import redis
 from flask import Blueprint, Response, jsonify, request
 
+from agora_callbacks import keys
 from agora_callbacks.ingress import responses
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
@@ -60,10 +64,15 @@ def _authorize() -> Response | None:
 def recording(sid: str) -> Response:
     state = get_state()
     try:
-        record = store.load(state.redis, sid)
+        raw = state.redis.get(keys.recording_state(sid))
     except (redis.RedisError, OSError) as exc:
         log.warning("admin.storage_unavailable", sid=sid, error=type(exc).__name__)
         return responses.unavailable(state.retry_after)
+    try:
+        record = store.decode_checked(raw)
+    except store.UnreadableRecord as exc:
+        log.error("admin.record_unreadable", sid=sid, reason=str(exc))
+        return responses.error(500, f"the stored record cannot be read: {exc}")
     if record is None:
         return responses.error(404, "not found")
     return jsonify(record)

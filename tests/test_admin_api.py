@@ -9,6 +9,7 @@ import pytest
 import redis
 from conftest import wait_for
 from flask.testing import FlaskClient
+from structlog.testing import capture_logs
 
 from agora_callbacks import keys
 from agora_callbacks.embedded_server import ServerProcess
@@ -111,3 +112,24 @@ def test_token_is_compared_in_constant_time(settings: Settings, stored: dict[str
     http = client_for(settings, TOKEN)
     assert http.get(f"/recordings/{SID}", headers=bearer("nope")).status_code == 401
     assert calls == [(b"nope", TOKEN.encode())]
+
+
+@pytest.mark.parametrize(("raw", "said"), [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "JSON, but an array, not an object"),
+    (b'{"sid": "' + SID.encode() + b'"}', "no status field"),
+    (b'{"sid": "' + SID.encode() + b'", "status": "recording"}',
+     "status is a string, not an object"),
+])
+def test_a_corrupt_record_is_a_500_that_says_why(settings: Settings, redis_client: redis.Redis,
+                                                 raw: bytes, said: str) -> None:
+    redis_client.set(keys.recording_state(SID), raw)
+    http = client_for(settings, TOKEN)
+    with capture_logs() as logs:
+        response = http.get(f"/recordings/{SID}", headers=bearer(TOKEN))
+    assert response.status_code == 500
+    error = response.get_json()["error"]
+    assert error.startswith(f"the stored record cannot be read: {said}"), error
+    lines = [line for line in logs if line["event"] == "admin.record_unreadable"]
+    assert [line["sid"] for line in lines] == [SID]
+    assert lines[0]["reason"].startswith(said)
