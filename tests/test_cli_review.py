@@ -228,6 +228,20 @@ def test_an_unknown_sid_with_odd_characters_is_one_plain_line(
     assert "\x1b" not in line and f"recording {sid!r}:" in line
 
 
+@pytest.mark.parametrize(("stored", "why"), [
+    (b"{not json", "not JSON"), (b"[1, 2]", "not an object"), (b'{"sid": "x"}', "status"),
+])
+def test_a_stored_record_that_is_not_a_record_is_one_line(
+        redis_client: redis.Redis, tmp_path: Path, stored: bytes, why: str) -> None:
+    redis_client.set(keys.recording_state("corrupt-sid"), stored)
+    for args in (["recording", "corrupt-sid"], ["recording", "corrupt-sid", "--json"]):
+        ran = run(args, cwd=tmp_path)
+        assert ran.code == 1, ran
+        line = one_error_line(ran.err)
+        assert line.startswith("Error: the record of recording corrupt-sid cannot be read: ")
+        assert why in line
+
+
 # -- web: options out of range -------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["--port", "0"], ["--port", "99999"], ["--workers", "0"],

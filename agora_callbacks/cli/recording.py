@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from agora_callbacks import deadletters
+from agora_callbacks import deadletters, keys
 from agora_callbacks.cli import context
 from agora_callbacks.cli.letters import error_summary, letter_summary
 from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status
@@ -276,7 +276,11 @@ def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: boo
         from agora_callbacks.reconcile.manual import reconcile_for_cli
 
         click.echo(reconcile_for_cli(current, client, sid), err=True)
-    record = store.load(client, sid)
+    try:
+        record = store.decode_checked(client.get(keys.recording_state(sid)))
+    except store.UnreadableRecord as exc:
+        raise CommandFailed(f"the record of recording {shown_sid(sid)} cannot be read: "
+                            f"{exc}") from None
     if record is None:
         raise CommandFailed(f"no record of recording {shown_sid(sid)}: never seen by these "
                             "workers, or expired RECORD_TTL_S after its last change")
