@@ -25,7 +25,7 @@ from agora_callbacks.settings import Settings
 from agora_callbacks.workers import bootstep
 from agora_callbacks.workers.app import celery_app, celery_config
 from agora_callbacks.workers.hooks import HOOKS, on_recording
-from agora_callbacks.workers.registry import REGISTRY, TASK_ROUTES, queue_of
+from agora_callbacks.workers.registry import REGISTRY, TASK_ROUTES, routed_queue
 
 SELECTOR = 9_995
 ARGS = ["s", "1", "k", False, None, {}, "{}"]
@@ -102,7 +102,7 @@ def test_a_handler_task_is_published_to_its_queue(producer: Any,
     (sent,) = messages(redis_client, "files")
     assert sent["headers"]["task"] == task.name
     assert messages(redis_client, "celery") == []
-    assert queue_of(task.name) == "files"
+    assert routed_queue(task.name) == "files"
 
 
 def test_a_hook_task_is_published_to_its_queue_with_its_priority(
@@ -128,7 +128,7 @@ def test_a_task_without_routing_options_goes_to_the_default_queue(
     assert task.name not in TASK_ROUTES
     task.apply_async(args=ARGS, producer=producer)
     assert len(messages(redis_client, "celery")) == 1
-    assert queue_of(task.name) is None
+    assert routed_queue(task.name) is None
 
 
 def test_a_retry_is_published_to_the_handler_s_queue(producer: Any,
@@ -162,9 +162,9 @@ def test_the_announce_records_each_task_s_queue(redis_client: redis.Redis) -> No
         REGISTRY.remove(handler.name)
         REGISTRY.remove(plain.name)
         HOOKS.remove(hook.name)
-    assert task_queues.queue_of(redis_client, handler.name) == "files"
-    assert task_queues.queue_of(redis_client, hook.name) == "hooks"
-    assert task_queues.queue_of(redis_client, plain.name) is None
+    assert task_queues.announced_queue(redis_client, handler.name) == "files"
+    assert task_queues.announced_queue(redis_client, hook.name) == "hooks"
+    assert task_queues.announced_queue(redis_client, plain.name) is None
     assert redis_client.hget(keys.TASK_QUEUES, plain.name) == b""
 
 

@@ -277,8 +277,10 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     return dict(route) if route else None  # Celery pops "queue" from what it gets
 
 
-def queue_of(name: str) -> str | None:
-    """The queue task ``name`` was registered with here (None: the default)."""
+def routed_queue(name: str) -> str | None:
+    """The queue task ``name`` is routed to in this process: its handler's or hook's
+    ``queue=`` (``TASK_ROUTES``); None: the default. What a worker announced for
+    processes that register no handlers is ``task_queues.announced_queue``."""
     queue = TASK_ROUTES.get(name, {}).get("queue")
     return None if queue is None else str(getattr(queue, "name", queue))
 
