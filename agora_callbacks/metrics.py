@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from agora_callbacks import forks, keys
 from agora_callbacks.metrics_dir import ensure_multiproc_dir, multiproc_dir
+from agora_callbacks.reconcile.answers import KINDS
 from agora_callbacks.tally import Tallied, TalliedHistogram, Tally
 
 
@@ -101,7 +102,8 @@ RECONCILE_QUERIES = Counter(
     "Calls of Agora's query REST endpoint by this process (reconciliation), by answer: "
     "ok, not_found, retry, error, throttled (no rate-limit slot: nothing sent).",
     ["answer"])
-RECONCILE_ANSWERS = ("ok", "not_found", "retry", "error", "throttled")
+#: The ``answer`` label values: the client's answer kinds (``reconcile.answers``).
+RECONCILE_ANSWERS: tuple[str, ...] = KINDS
 
 
 def _start_reconcile_answers() -> None:

@@ -84,8 +84,8 @@ def _publish_again(settings: Settings, client: redis.Redis, letter: DeadLetter,
         raise deadletters.RequeuedAlready(f"dead letter {letter.id} was requeued already")
     app = producer_app(settings)
     try:
-        result = app.send_task(letter.handler, args=args,
-                               queue=task_queues.queue_of(client, letter.handler), **options)
+        queue = task_queues.announced_queue(client, letter.handler)
+        result = app.send_task(letter.handler, args=args, queue=queue, **options)
     except BaseException:
         client.delete(claim)
         raise

@@ -68,9 +68,12 @@ def _positive_float(raw: str) -> float:
 
 
 def shown_url(url: str) -> str:
-    """``url`` for a message: what precedes its last ``@`` (a user and password)
-    masked, even when the URL is malformed (``redis//:pw@host``, a ``/`` in the
-    password), where parsing it would not find them."""
+    """``url`` for a message or a note (the settings' errors, the commands' "Redis
+    ..." lines): what precedes its last ``@`` (a user and password) masked as
+    ``***``, always both, even when the URL is malformed (``redis//:pw@host``, a
+    ``/`` in the password, a port that is not a number), where parsing it would not
+    find them; the rest as it is (an ``[IPv6]`` host keeps its brackets). A URL
+    without ``@`` is shown unchanged."""
     head, at, rest = url.rpartition("@")
     if not at:
         return url

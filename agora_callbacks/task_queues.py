@@ -28,8 +28,9 @@ def announce(client: redis.Redis, queues: Mapping[str, str | None]) -> None:
                                                in queues.items()})
 
 
-def queue_of(client: redis.Redis, name: str) -> str | None:
-    """The queue a worker announced for task ``name`` (None: the default queue)."""
+def announced_queue(client: redis.Redis, name: str) -> str | None:
+    """The queue a worker announced for task ``name`` (None: the default queue), read
+    from Redis; a worker's own routing is ``workers.registry.routed_queue``."""
     raw = client.hget(keys.TASK_QUEUES, name)
     queue = raw.decode() if isinstance(raw, bytes) else raw
     return queue or None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agora_callbacks.errors import ConfigError
-from agora_callbacks.settings import Settings
+from agora_callbacks.settings import Settings, shown_url
 from agora_callbacks.workers.app import celery_config
 from agora_callbacks.workers.registry import check_time_options
 
@@ -53,6 +53,27 @@ def test_a_bad_url_is_named_without_its_password(env: str, url: str) -> None:
     message = str(err.value)
     assert message.startswith(f"{env}: ") and "\n" not in message
     assert "hunter2" not in message and "***@" in message
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    # No credentials: as it is (the commands' "Redis ..." lines name it exactly).
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+    # A password, with or without a user: both hidden, the host, port and db kept.
+    ("redis://:hunter2@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+    ("rediss://default:hunter2@example.com:6380/2", "rediss://***@example.com:6380/2"),
+    ("redis://admin@example.com/0", "redis://***@example.com/0"),
+    ("unix://:hunter2@/run/redis.sock?db=2", "unix://***@/run/redis.sock?db=2"),
+    ("redis://:hunter2@[::1]:6379/0", "redis://***@[::1]:6379/0"),
+    # What a parser would not take apart, or would refuse.
+    ("redis://:hunter2@127.0.0.1:port/0", "redis://***@127.0.0.1:port/0"),
+    ("redis://:hunter2@[::1/0", "redis://***@[::1/0"),
+    ("redis://:hunt/er2@host/0", "redis://***@host/0"),
+    ("redis//:hunter2@host", "redis//***@host"),
+    ("hunter2@host", "***@host"),
+])
+def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
 
 def test_redis_settings() -> None:
     s = Settings.from_env({})

@@ -252,6 +252,37 @@ def test_requeue_body_moves_it_back_to_the_inbox(redis_client: redis.Redis,
     assert b in out
 
 
+def test_requeue_skips_a_letter_requeued_already_without_failing(
+        redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
+    b = add_body_letter(redis_client, settings, bodies[0])
+    h = add_handler_letter(redis_client, settings, bodies[1])
+    # Another requeue (an operator, the dashboard) took the handler letter since
+    # this one read it: it holds the letter's claim.
+    redis_client.set(keys.requeue_claim(h), "1")
+    result = CliRunner().invoke(main, ["dlq", "requeue", b, h], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"{h}: skipped: requeued already (handler, by another requeue" in result.stdout
+    assert "not requeued" not in result.stderr  # stderr: the log lines, no error
+    assert result.stdout.splitlines()[-1] == "1 requeued, 0 failed, 1 skipped: requeued already"
+    # The body went back; the handler's task was not published a second time.
+    assert redis_client.xlen(keys.INBOX) == 1 and deadletters.get(redis_client, b) is None
+    assert redis_client.llen("celery") == 0 and deadletters.get(redis_client, h) is not None
+
+
+def test_requeue_fails_for_a_failure_not_for_a_skip(
+        redis_client: redis.Redis, settings: Settings, bodies: list[bytes]) -> None:
+    h = add_handler_letter(redis_client, settings, bodies[0])
+    redis_client.set(keys.requeue_claim(h), "1")
+    broken = deadletters.add(redis_client, settings.deadletter_maxlen, kind=deadletters.HANDLER,
+                             reason="handler_failed", detail="", body=bodies[1], meta={},
+                             key="abc:31:8", handler="")  # names no handler to re-run
+    broken = broken.decode()
+    code, out = run("requeue", "--all")
+    assert code == 1, out
+    assert f"{broken}: not requeued: dead letter {broken} is not a handler dead letter" in out
+    assert "0 requeued, 1 failed, 1 skipped: requeued already" in out
+
+
 def test_requeue_needs_ids_or_all(redis_client: redis.Redis) -> None:
     code, out = run("requeue")
     assert code == 2 and "--all" in out

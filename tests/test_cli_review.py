@@ -22,6 +22,7 @@ from agora_callbacks.cli import letters as letters_module
 from agora_callbacks.cli import main
 from agora_callbacks.cli import replay as replay_module
 from agora_callbacks.deadletters import DeadLetter
+from agora_callbacks.embedded_server import free_port
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate import sender
 from agora_callbacks.simulate.lifecycles import lifecycle
@@ -105,6 +106,9 @@ def test_a_requeue_that_lost_the_race_says_so_and_injects_nothing(
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert f"{letter.id}: " in result.output and "requeued already" in result.output
     assert redis_client.xlen(keys.INBOX) == 1
+    if args[0] == "dlq":  # skipped, not failed: the letter is on its way, once
+        assert result.exit_code == 0, result.output
+        assert "0 requeued, 0 failed, 1 skipped: requeued already" in result.output
 
 
 # -- simulate: options and URLs that hung it or gave a traceback ------------------------------
@@ -128,6 +132,28 @@ def test_simulate_refuses_numbers_that_are_not_finite(
               cwd=tmp_path, timeout=60)
     assert ran.code == 2, ran
     assert ran.err.splitlines()[-1].startswith(f"Error: Invalid value for '{option}': ")
+    assert "Traceback" not in ran.err and ran.out == ""
+
+
+@pytest.mark.parametrize(("option", "value", "bounds"), [
+    ("--recordings", "10001", "1<=x<=10000"), ("-n", "1" + "0" * 30, "1<=x<=10000"),
+    ("--recordings", "0", "1<=x<=10000"),
+    ("--concurrency", "257", "1<=x<=256"), ("-c", "1000000000", "1<=x<=256"),
+    ("-c", "0", "1<=x<=256"),
+])
+def test_simulate_bounds_the_recordings_and_the_connections(
+        tmp_path: Path, option: str, value: str, bounds: str) -> None:
+    """Too many recordings (all built before the first request) or connections (a
+    thread each) would hang or exhaust the machine: one usage line naming the option
+    and its range, before the URL is even tried (nothing listens there)."""
+    url = f"http://127.0.0.1:{free_port()}/agora/ncs"
+    ran = run(["simulate", "--url", url, "--secret", "s", "-q", option, value],
+              cwd=tmp_path, timeout=60)
+    assert ran.code == 2, ran
+    names = ("--recordings' / '-n" if option in ("-n", "--recordings")
+             else "--concurrency' / '-c")
+    assert ran.err.splitlines()[-1] == (
+        f"Error: Invalid value for '{names}': {value} is not in the range {bounds}.")
     assert "Traceback" not in ran.err and ran.out == ""
 
 

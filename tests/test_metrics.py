@@ -228,6 +228,33 @@ def test_private_directories_are_removed(monkeypatch: pytest.MonkeyPatch,
     assert not path.exists()
 
 
+IMPORT_METRICS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from typing import get_args
+    from agora_callbacks import metrics
+    loaded = sorted(m for m in sys.modules if m.startswith(("agora_callbacks", "httpx")))
+    from agora_callbacks.reconcile import client
+    print(json.dumps({"loaded": loaded, "answers": list(metrics.RECONCILE_ANSWERS),
+                      "kinds": list(get_args(client.Kind))}))
+    """
+)
+
+
+def test_the_reconcile_answers_are_the_client_s_kinds_without_importing_it() -> None:
+    """``acb_reconcile_queries``'s label values are the query client's answer kinds
+    (``reconcile.answers``, one list), and importing the metrics, which the client
+    imports, loads neither the client nor httpx (no cycle, nothing heavy)."""
+    env = {k: v for k, v in os.environ.items() if k.lower() != "prometheus_multiproc_dir"}
+    done = subprocess.run([sys.executable, "-c", IMPORT_METRICS_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    found = json.loads(done.stdout)
+    assert found["answers"] == found["kinds"] == ["ok", "not_found", "retry", "error",
+                                                  "throttled"]
+    assert "agora_callbacks.reconcile.client" not in found["loaded"]
+    assert not [m for m in found["loaded"] if m.startswith("httpx")]
+
+
 WORKER_SWITCH_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

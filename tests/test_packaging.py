@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,13 +15,38 @@ import agora_callbacks
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: What the wheel is not built from: what a build, a virtualenv or a tool leaves in
+#: the tree (a stale ``build/`` would bring files the tree no longer has).
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                     "__pycache__", ".*_cache", ".hypothesis",
+                                     ".agora-callbacks")
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source_tree_before() -> set[str]:
+    """What the source tree's top level holds before the wheel is built."""
+    return {path.name for path in ROOT.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory, source_tree_before: set[str]) -> Path:
+    """The wheel, built from a copy of the tree: setuptools builds in the directory
+    it is given (``build/``, ``*.egg-info``), and the source tree is no place for
+    that. The symbolic links (``agora_callbacks/ingress`` ...) are copied as links."""
+    source = tmp_path_factory.mktemp("source") / "agora-callbacks"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=NOT_SOURCES)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                    "-q", "-w", str(out), str(ROOT)], check=True)
+                    "-q", "-w", str(out), str(source)], check=True)
     (built,) = out.glob("agora_callbacks-*.whl")
     return built
+
+
+def test_building_the_wheel_leaves_the_source_tree_alone(
+        wheel: Path, source_tree_before: set[str]) -> None:
+    after = {path.name for path in ROOT.iterdir()}
+    assert "build" not in after - source_tree_before
+    assert after == source_tree_before, "the wheel's build wrote into the source tree"
 
 
 def test_wheel_has_one_top_level_package(wheel: Path) -> None:

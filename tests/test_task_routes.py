@@ -18,14 +18,20 @@ import pytest
 import redis
 from celery.app.defaults import find_deprecated_settings
 from celery.exceptions import CDeprecationWarning, CPendingDeprecationWarning, Retry
-from registry_support import register_throwaway
 
 from agora_callbacks import keys, redrive, task_queues
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import bootstep
 from agora_callbacks.workers.app import celery_app, celery_config
 from agora_callbacks.workers.hooks import HOOKS, on_recording
-from agora_callbacks.workers.registry import REGISTRY, TASK_ROUTES, queue_of
+from agora_callbacks.workers.registry import (
+    REGISTRY,
+    TASK_ROUTES,
+    Registry,
+    on_event,
+    route_task,
+    routed_queue,
+)
 
 SELECTOR = 9_995
 ARGS = ["s", "1", "k", False, None, {}, "{}"]
@@ -38,20 +44,41 @@ def deprecations(caught: list[warnings.WarningMessage]) -> list[str]:
             if issubclass(w.category, CDeprecationWarning | CPendingDeprecationWarning)]
 
 
-def register(**options: Any) -> Any:
-    return register_throwaway(SELECTOR, "test_task_routes", **options).task
+#: What this test registered, removed after it (``unregister``): a handler's or
+#: hook's route holds only while it is registered.
+REGISTERED: list[tuple[Registry, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def unregister() -> Iterator[None]:
+    yield
+    while REGISTERED:
+        registry, name = REGISTERED.pop()
+        registry.remove(name)
+
+
+def register(name: str | None = None, **options: Any) -> Any:
+    """The task of a no-op handler registered with ``options`` until the test ends."""
+    name = name or f"test_task_routes.h_{uuid.uuid4().hex[:8]}"
+
+    def handler(event: Any) -> None:  # pragma: no cover - registered, never run
+        pass
+
+    REGISTERED.append((REGISTRY, name))
+    on_event(SELECTOR, name=name, **options)(handler)
+    return handler.task  # type: ignore[attr-defined]
 
 
 def register_hook(**options: Any) -> Any:
+    """The task of a no-op ``finished`` hook registered with ``options`` until the
+    test ends."""
     name = f"test_task_routes.hook_{uuid.uuid4().hex[:8]}"
 
     def hook(recording: dict[str, Any]) -> None:  # pragma: no cover - never run
         pass
 
-    try:
-        on_recording("finished", name=name, **options)(hook)
-    finally:
-        HOOKS.remove(name)
+    REGISTERED.append((HOOKS, name))
+    on_recording("finished", name=name, **options)(hook)
     return hook.task  # type: ignore[attr-defined]
 
 
@@ -102,7 +129,7 @@ def test_a_handler_task_is_published_to_its_queue(producer: Any,
     (sent,) = messages(redis_client, "files")
     assert sent["headers"]["task"] == task.name
     assert messages(redis_client, "celery") == []
-    assert queue_of(task.name) == "files"
+    assert routed_queue(task.name) == "files"
 
 
 def test_a_hook_task_is_published_to_its_queue_with_its_priority(
@@ -128,7 +155,7 @@ def test_a_task_without_routing_options_goes_to_the_default_queue(
     assert task.name not in TASK_ROUTES
     task.apply_async(args=ARGS, producer=producer)
     assert len(messages(redis_client, "celery")) == 1
-    assert queue_of(task.name) is None
+    assert routed_queue(task.name) is None
 
 
 def test_a_retry_is_published_to_the_handler_s_queue(producer: Any,
@@ -152,20 +179,35 @@ def test_the_announce_records_each_task_s_queue(redis_client: redis.Redis) -> No
     handler = register(queue="files")
     plain = register()
     hook = register_hook(queue="hooks")
-    # register*() remove what they registered: registered again while announced.
-    REGISTRY.add(handler.agora_handler, [SELECTOR])
-    REGISTRY.add(plain.agora_handler, [SELECTOR])
-    HOOKS.add(hook.agora_handler, ["finished"])
-    try:
-        bootstep._announce_task_queues(redis_client)
-    finally:
-        REGISTRY.remove(handler.name)
-        REGISTRY.remove(plain.name)
-        HOOKS.remove(hook.name)
-    assert task_queues.queue_of(redis_client, handler.name) == "files"
-    assert task_queues.queue_of(redis_client, hook.name) == "hooks"
-    assert task_queues.queue_of(redis_client, plain.name) is None
+    bootstep._announce_task_queues(redis_client)
+    assert task_queues.announced_queue(redis_client, handler.name) == "files"
+    assert task_queues.announced_queue(redis_client, hook.name) == "hooks"
+    assert task_queues.announced_queue(redis_client, plain.name) is None
     assert redis_client.hget(keys.TASK_QUEUES, plain.name) == b""
+
+
+def test_a_removed_handler_or_hook_keeps_no_route() -> None:
+    handler = register(queue="files")
+    hook = register_hook(queue="hooks", priority=3)
+    assert routed_queue(handler.name) == "files" and routed_queue(hook.name) == "hooks"
+    REGISTRY.remove(handler.name)
+    HOOKS.remove(hook.name)
+    for task in (handler, hook):
+        assert task.name not in TASK_ROUTES
+        assert route_task(task.name, [], {}, {}) is None and routed_queue(task.name) is None
+    # Added back (as the simulation sets the registered handlers aside and back):
+    # routed again.
+    REGISTRY.add(handler.agora_handler, [SELECTOR])
+    HOOKS.add(hook.agora_handler, ["finished"])
+    assert routed_queue(handler.name) == "files"
+    assert route_task(hook.name, [], {}, {}) == {"queue": "hooks", "priority": 3}
+
+
+def test_a_handler_refused_for_its_name_leaves_the_registered_one_s_route() -> None:
+    first = register(queue="files")
+    with pytest.raises(ValueError, match="already registered"):
+        register(first.name, queue="other")
+    assert routed_queue(first.name) == "files"
 
 
 def test_the_app_uses_no_deprecated_celery_setting(settings: Settings) -> None:

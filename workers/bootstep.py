@@ -145,9 +145,9 @@ def _announce_task_queues(client: Any) -> None:
     goes to the default queue."""
     from agora_callbacks import task_queues
     from agora_callbacks.workers.hooks import HOOKS
-    from agora_callbacks.workers.registry import REGISTRY, queue_of
+    from agora_callbacks.workers.registry import REGISTRY, routed_queue
 
-    queues = {h.name: queue_of(h.name) for registry in (REGISTRY, HOOKS)
+    queues = {h.name: routed_queue(h.name) for registry in (REGISTRY, HOOKS)
               for h in registry.handlers.values() if h.task is not None}
     try:
         task_queues.announce(client, queues)

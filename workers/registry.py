@@ -62,13 +62,16 @@ EVERY = "*"
 
 @dataclass
 class Handler:
-    """One registered handler: its task name, function, selectors and task."""
+    """One registered handler: its task name, function, selectors and task, and the
+    routing options of its task (``celery_task``; in ``TASK_ROUTES`` while it is in a
+    registry)."""
 
     name: str
     fn: Callable[..., Any]
     kwargs: frozenset[str]
     selectors: set[Selector] = field(default_factory=set)
     task: Any = None
+    route: dict[str, Any] = field(default_factory=dict)
 
     def call(self, event: Any, *, key: str, late: bool, gap: tuple[int, int] | None) -> Any:
         offered = {"key": key, "late": late, "gap": gap}
@@ -85,7 +88,8 @@ def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str]:
 
 
 class Registry:
-    """Handlers by name, and which of them match an event."""
+    """Handlers by name, and which of them match an event. Adding a handler puts its
+    task's route in ``TASK_ROUTES``; removing it takes the route out again."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
@@ -103,11 +107,15 @@ class Registry:
                 raise ValueError(f"a handler named {handler.name!r} is already registered")
             self.handlers[handler.name] = handler
             handler.selectors.update(selectors)
+            if handler.route:
+                TASK_ROUTES[handler.name] = handler.route
             self._cache.clear()
 
     def remove(self, name: str) -> None:
         with self._lock:
-            self.handlers.pop(name, None)
+            removed = self.handlers.pop(name, None)
+            if removed is not None and TASK_ROUTES.get(name) is removed.route:
+                del TASK_ROUTES[name]
             self._cache.clear()
 
     def get(self, name: str) -> Handler | None:
@@ -260,25 +268,28 @@ ROUTING_OPTIONS = ("queue", "exchange", "exchange_type", "routing_key", "priorit
                    "delivery_mode")
 
 #: The routing options of each handler and hook task registered in this process,
-#: by task name (``celery_task``); none for a task without any.
+#: by task name (``Handler.route``, set by ``celery_task``; put here by
+#: ``Registry.add``, taken out by ``Registry.remove``); none for a task without any.
 TASK_ROUTES: dict[str, dict[str, Any]] = {}
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None,
                **kw: Any) -> dict[str, Any] | None:
     """The app's ``task_routes`` router (``workers.app.celery_config``): the routing
-    options a handler or hook was registered with (``queue=``...), for every message
-    of its task published in this process: by the workers, by its retries, by
-    ``fn.task.delay``. Options given to the publish itself win (Celery merges them
-    over the route), as the redrive's ``queue=`` from the announced queues
-    (``agora_callbacks.task_queues``), in processes that do not import handlers.
-    ``None`` (Celery's default queue) for any other task."""
+    options a handler or hook was registered with (``queue=``...), while it is
+    registered, for every message of its task published in this process: by the
+    workers, by its retries, by ``fn.task.delay``. Options given to the publish
+    itself win (Celery merges them over the route), as the redrive's ``queue=`` from
+    the announced queues (``agora_callbacks.task_queues``), in processes that do not
+    import handlers. ``None`` (Celery's default queue) for any other task."""
     route = TASK_ROUTES.get(name)
     return dict(route) if route else None  # Celery pops "queue" from what it gets
 
 
-def queue_of(name: str) -> str | None:
-    """The queue task ``name`` was registered with here (None: the default)."""
+def routed_queue(name: str) -> str | None:
+    """The queue task ``name`` is routed to in this process: its handler's or hook's
+    ``queue=`` (``TASK_ROUTES``); None: the default. What a worker announced for
+    processes that register no handlers is ``task_queues.announced_queue``."""
     queue = TASK_ROUTES.get(name, {}).get("queue")
     return None if queue is None else str(getattr(queue, "name", queue))
 
@@ -287,16 +298,13 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
                 options: dict[str, Any]) -> Any:
     """``run`` (bound, of task class ``base``) made the Celery task of ``handler``,
     named and documented like the user's function (Flower shows them). Its
-    ``ROUTING_OPTIONS`` go to ``TASK_ROUTES``, the others to the task class."""
+    ``ROUTING_OPTIONS`` go to ``handler.route`` (in ``TASK_ROUTES`` once the handler
+    is added to a registry), the others to the task class."""
     from agora_callbacks.workers.app import celery_app
 
     options = dict(options)
     route = {k: options.pop(k) for k in ROUTING_OPTIONS if k in options}
-    route = {k: v for k, v in route.items() if v is not None}
-    if route:
-        TASK_ROUTES[handler.name] = route
-    else:
-        TASK_ROUTES.pop(handler.name, None)
+    handler.route = {k: v for k, v in route.items() if v is not None}
     run.__name__ = handler.fn.__name__
     run.__qualname__ = handler.fn.__qualname__
     run.__module__ = handler.fn.__module__

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
@@ -27,7 +26,7 @@ from agora_callbacks import logs
 from agora_callbacks.cli.output import BadArgument, CommandFailed, note, stdout_is_terminal
 from agora_callbacks.errors import ConfigError
 from agora_callbacks.redis_conn import client_from_settings
-from agora_callbacks.settings import Settings
+from agora_callbacks.settings import Settings, shown_url
 
 DEFAULT_DEV_DIR = ".agora-callbacks"
 URL_FILE = "redis.url"
@@ -57,16 +56,6 @@ def _read_value(path: Path) -> str | None:
     except OSError:
         return None
     return value or None
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its user and password, for messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def env_int(name: str, default: int) -> int:
@@ -175,10 +164,10 @@ def redis_client(current: Settings | None = None, *, redis_url: str | None = Non
                               "running from this directory"}
         hint = hints.get(chosen.source, "is `agora-callbacks dev` still running?")
         raise CommandFailed(
-            f"cannot reach Redis at {safe_url(s.redis_url)} (from {chosen.source}): "
+            f"cannot reach Redis at {shown_url(s.redis_url)} (from {chosen.source}): "
             f"{str(exc).rstrip('.')}; {hint}") from None
     if stdout_is_terminal() and not quiet:
-        click.echo(note(f"Redis {safe_url(s.redis_url)} (from {chosen.source})"), err=True)
+        click.echo(note(f"Redis {shown_url(s.redis_url)} (from {chosen.source})"), err=True)
     return client
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import click
 
-from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, env_int, finite, safe_url
+from agora_callbacks.cli.context import DEFAULT_DEV_DIR, URL_FILE, env_int, finite
 from agora_callbacks.devstack import Child, ChildExited, DataDirInUse, DataDirLock, Supervisor
 from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.settings import shown_url
 
 CELERY_APP = "agora_callbacks.workers.app:celery_app"
 
@@ -156,7 +157,7 @@ def dev(port: int, flower_port: int, worker_metrics_port: int, data_dir: Path,
         url_file.write_text(redis_url + "\n")
         notes.append(("Redis", f"{redis_url}  (embedded; data and AOF in {data_dir / 'redis'})"))
     else:
-        notes.append(("Redis", f"{safe_url(redis_url)}  (REDIS_URL)"))
+        notes.append(("Redis", f"{shown_url(redis_url)}  (REDIS_URL)"))
     env["REDIS_URL"] = redis_url
 
     secret = next((s.strip() for s in os.environ.get("AGORA_NCS_SECRETS", "").split(",")

@@ -179,6 +179,14 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
     it got, once. A worker runs either later, so its outcome comes later (a new
     failure is a new dead letter).
 
+    A letter that another requeue (another operator, the dashboard, `replay
+    --from-dlq`) took since this one read it is skipped and counted apart:
+    "skipped: requeued already"; it is not requeued twice. The summary line says
+    how many were requeued, skipped and failed. Exit status: 0 when none failed
+    (letters skipped as requeued already included: they are on their way, by the
+    other requeue), 1 when any failed (each is named on stderr; it stays a dead
+    letter, to requeue again).
+
     \b
     Examples:
       agora-callbacks dlq requeue 1732476245123-0
@@ -187,11 +195,18 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
     current = context.settings(redis_url)
     client = context.redis_client(current, redis_url=redis_url)
     letters = selected(client, ids, all_)
-    done = failed = 0
+    done = failed = skipped = 0
     rerun_sids: dict[str, set[str]] = {}
     for letter in letters:
         try:
             target = requeue_one(current, client, letter)
+        except deadletters.RequeuedAlready:  # by another requeue since it was read
+            skipped += 1
+            log.info("dlq.requeue_skipped", dead_letter=letter.id, kind=letter.kind,
+                     why="requeued_already")
+            click.echo(f"{letter.id}: {status('skipped: requeued already', WARNING)} "
+                       f"({letter.kind}, by another requeue since this one read it)")
+            continue
         except Exception as exc:  # report and go on with the others
             failed += 1
             log.warning("dlq.requeue_failed", dead_letter=letter.id, kind=letter.kind,
@@ -204,7 +219,9 @@ def requeue_cmd(ids: tuple[str, ...], all_: bool, redis_url: str | None) -> None
         if letter.kind in (deadletters.HANDLER, deadletters.HOOK):
             rerun_sids.setdefault(letter.kind, set()).add(letter.sid)
     summary = f"{done} requeued, {failed} failed"
-    click.echo(status(summary, ERROR if failed else OK))
+    if skipped:
+        summary += f", {skipped} skipped: requeued already"
+    click.echo(status(summary, ERROR if failed else WARNING if skipped else OK))
     for kind, sids in rerun_sids.items():
         _outcome_note(kind, sids)
     if failed:

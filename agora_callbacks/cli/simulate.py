@@ -19,6 +19,13 @@ from agora_callbacks.simulate import lifecycles, sender
 KIND_CHOICES = [*lifecycles.KINDS, "mixed"]
 #: Seconds to wait for the receiver to accept a connection before sending anything.
 PROBE_TIMEOUT_S = 3.0
+#: Most recordings one run sends (``-n``): every request is built and signed before
+#: the first is sent, some 20 to 40 per recording; 10,000 recordings take over an
+#: hour at the default rate. A larger load is several runs.
+MAX_RECORDINGS = 10_000
+#: Most concurrent connections (``-c``): one thread each; far more than an ingress
+#: serves at once (``WEB_CONCURRENCY`` x ``WEB_THREADS``).
+MAX_CONCURRENCY = 256
 
 
 def find_secret(option: str | None) -> tuple[str, str]:
@@ -109,7 +116,8 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--secret", default=None,
               help="NCS secret to sign with [default: the first of AGORA_NCS_SECRETS, "
                    "else the secret of the `agora-callbacks dev` of this directory]")
-@click.option("--recordings", "-n", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--recordings", "-n", default=1, show_default=True,
+              type=click.IntRange(1, MAX_RECORDINGS),
               help="Number of recordings.")
 @click.option("--kind", type=click.Choice(KIND_CHOICES), default="mixed", show_default=True,
               help="Recording kind; mixed cycles through all three.")
@@ -133,7 +141,8 @@ def _share(ctx: click.Context, param: click.Parameter, value: float) -> float:
               help="Uploads that end with 32 backuped (files via Agora Cloud Backup).")
 @click.option("--seed", default=None, type=int,
               help="Seed for reproducible traffic (sids included); random by default.")
-@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(1),
+@click.option("--concurrency", "-c", default=4, show_default=True,
+              type=click.IntRange(1, MAX_CONCURRENCY),
               help="Concurrent keep-alive connections.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               callback=context.finite,

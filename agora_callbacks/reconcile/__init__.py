@@ -14,11 +14,12 @@ not carry: the backend that started the recording registers them
 (``register_recording``, or ``POST /recordings/<sid>/resource``; ``registration``).
 
 Modules: ``registration`` (stored resourceId/mode), ``register`` (the Python call),
-``ratelimit`` (+ ``ratelimit.lua``), ``client`` (one HTTP call, classified),
-``observe`` (answer -> facts), ``policy`` (retry or finish), ``inflight`` (one per
-sid), ``run`` (attempt, apply, the blocking driver), ``requests`` (``request``),
-``task`` (the Celery task), ``manual`` (``recording --reconcile``). The names
-below load on first use: importing this package does not import Celery.
+``ratelimit`` (+ ``ratelimit.lua``), ``client`` (one HTTP call, classified into one
+of the kinds of ``answers``), ``observe`` (answer -> facts), ``policy`` (retry or
+finish), ``inflight`` (one per sid), ``run`` (attempt, apply, the blocking driver),
+``requests`` (``request``), ``task`` (the Celery task), ``manual`` (``recording
+--reconcile``). The names below load on first use: importing this package does not
+import Celery.
 """
 
 from __future__ import annotations

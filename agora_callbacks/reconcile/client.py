@@ -35,12 +35,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from agora_callbacks import metrics
+from agora_callbacks.reconcile.answers import Kind
 from agora_callbacks.reconcile.ratelimit import RateLimiter, RateLimitTimeout
 from agora_callbacks.reconcile.registration import Registration
 
@@ -51,8 +52,6 @@ TIMEOUT_S = 10.0
 RATE_WAIT_S = 30.0
 #: ... in a worker's attempt: a little over one rate window, then a task retry.
 WORKER_RATE_WAIT_S = 1.5
-
-Kind = Literal["ok", "not_found", "retry", "error", "throttled"]
 
 # httpx logs every request at INFO through stdlib logging: our own structured line
 # per decision says what matters (reconcile.answer / reconcile.retry).
