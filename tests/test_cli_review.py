@@ -111,6 +111,27 @@ def test_a_requeue_that_lost_the_race_says_so_and_injects_nothing(
         assert "0 requeued, 0 failed, 1 skipped: requeued already" in result.output
 
 
+def test_replay_of_a_named_letter_requeued_by_another_command_does_not_fail(
+        redis_client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ``dlq requeue``: the letter is on its way through the other command, once;
+    only a letter that cannot be replayed (another kind) makes the command exit 1."""
+    letter = deadletters.get(redis_client, _body_letter(redis_client, settings))
+    assert letter is not None
+    original = letters_module.selected
+
+    def then_requeued_by_someone_else(*a: Any, **kw: Any) -> list[DeadLetter]:
+        found = original(*a, **kw)
+        deadletters.requeue_body(redis_client, letter)
+        return found
+
+    monkeypatch.setattr(replay_module, "selected", then_requeued_by_someone_else)
+    result = CliRunner().invoke(main, ["replay", "--from-dlq", letter.id])
+    assert result.exit_code == 0, result.output
+    assert f"{letter.id}: skipped (requeued already)" in result.output
+    assert "0 dead letter(s) replayed into the inbox, 1 skipped" in result.output
+    assert redis_client.xlen(keys.INBOX) == 1
+
+
 # -- simulate: options and URLs that hung it or gave a traceback ------------------------------
 
 @pytest.fixture

@@ -35,7 +35,9 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
     harmless. (A `handler` dead letter's event was already dispatched, so a replay
     would be deduplicated: re-run its handler with `agora-callbacks dlq requeue`.
     A `hook` dead letter holds a record, not an event: it is skipped, from FILE
-    too; re-run its hook with `agora-callbacks dlq requeue`.)
+    too; re-run its hook with `agora-callbacks dlq requeue`.) With dead letter IDs it
+    exits 1 when one of them is not a body dead letter; one that another command
+    requeued meanwhile is skipped ("requeued already") without failing.
 
     \b
     Examples:
@@ -72,7 +74,9 @@ def replay(sources: tuple[str, ...], from_dlq: bool, all_: bool, dry_run: bool,
         log.info("replay.dead_letter", dead_letter=letter.id, entry_id=entry)
     click.echo(f"{len(bodies) - gone} dead letter(s) replayed into the inbox, "
                f"{len(skipped) + gone} skipped")
-    if sources and (skipped or gone):
+    # A letter another command requeued since it was read is on its way, once: not a
+    # failure (as with ``dlq requeue``). A named letter of another kind is.
+    if sources and skipped:
         sys.exit(1)
 
 
