@@ -61,6 +61,46 @@ def test_public_api_and_refusals(registered: list[str]) -> None:
     assert hooks.names_for("started") == ()
 
 
+def test_a_hook_cannot_take_a_handler_s_task_name_nor_the_reverse(
+        registered: list[str]) -> None:
+    """Celery keeps the first task of a name (and only warns about a second): a hook
+    named like a handler would never run, its phases reaching the handler."""
+    from agora_callbacks.workers import REGISTRY, on_event
+
+    def files(event: Any) -> None: ...
+
+    def alert(recording: dict[str, Any]) -> None: ...
+
+    on_event(40, name="test.shared.name")(files)
+    try:
+        with pytest.raises(ValueError, match=r"^a task named 'test.shared.name' is already "
+                           r"registered for .*\.files .*another name=$"):
+            on_recording("failed", name="test.shared.name")(alert)
+        assert hooks.names_for("failed") == ()
+    finally:
+        REGISTRY.remove("test.shared.name")
+
+    on_recording("stalled", name="test.shared.hook")(alert)
+    registered.append("test.shared.hook")
+
+    def other(event: Any) -> None: ...
+
+    with pytest.raises(ValueError, match=r"already registered for .*\.alert "):
+        on_event(41, name="test.shared.hook")(other)
+    assert REGISTRY.get("test.shared.hook") is None
+
+    # One function both a handler and a hook under its default name: two tasks of
+    # one name all the same.
+    def both(event: Any) -> None: ...
+
+    on_event(42)(both)
+    try:
+        with pytest.raises(ValueError, match=r"already registered for .*\.both "):
+            on_recording("finished")(both)
+    finally:
+        REGISTRY.remove(both.task.name)
+
+
 def test_a_phase_hook_runs_once_whatever_copies_arrive(
         redis_client: redis.Redis, on_test_redis: None, registered: list[str]) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []

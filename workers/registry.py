@@ -294,14 +294,35 @@ def routed_queue(name: str) -> str | None:
     return None if queue is None else str(getattr(queue, "name", queue))
 
 
+#: The handler or hook behind each task name made in this process (``celery_task``).
+#: Celery keeps the first task of a name and only warns about a second: a second
+#: handler or hook under a name would never run, its calls reaching the first.
+TASK_OWNERS: dict[str, Handler] = {}
+
+
+def claim_task_name(handler: Handler) -> None:
+    """Refuse ``handler.name`` when another handler or lifecycle hook has it already
+    (``ValueError``, one line naming both functions): also the same function made
+    both a handler and a hook under one name."""
+    owner = TASK_OWNERS.setdefault(handler.name, handler)
+    if owner is not handler:
+        fn = handler.fn
+        raise ValueError(f"a task named {handler.name!r} is already registered for "
+                         f"{owner.fn.__module__}.{owner.fn.__qualname__} (a handler or a "
+                         f"lifecycle hook): Celery would run that one under this name; give "
+                         f"{fn.__module__}.{fn.__qualname__} another name=")
+
+
 def celery_task(handler: Handler, base: type, run: Callable[..., Any],
                 options: dict[str, Any]) -> Any:
     """``run`` (bound, of task class ``base``) made the Celery task of ``handler``,
-    named and documented like the user's function (Flower shows them). Its
+    named and documented like the user's function (Flower shows them), under a name
+    no other function's handler or hook has (``claim_task_name``). Its
     ``ROUTING_OPTIONS`` go to ``handler.route`` (in ``TASK_ROUTES`` once the handler
     is added to a registry), the others to the task class."""
     from agora_callbacks.workers.app import celery_app
 
+    claim_task_name(handler)
     options = dict(options)
     route = {k: options.pop(k) for k in ROUTING_OPTIONS if k in options}
     handler.route = {k: v for k, v in route.items() if v is not None}
