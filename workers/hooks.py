@@ -123,7 +123,7 @@ class LifecycleTask(BoundedRetryTask):
         started = time.monotonic()
         offered = {"phase": phase, "info": info}
         try:
-            result = self.agora_handler.fn(
+            self.agora_handler.fn(
                 record, **{k: v for k, v in offered.items() if k in self.agora_handler.kwargs})
         except Ignore:
             # Done, nothing to report; Celery calls no on_success for it.
@@ -144,7 +144,9 @@ class LifecycleTask(BoundedRetryTask):
         finally:
             metrics.HANDLER_DURATION.labels(self.name).observe(time.monotonic() - started)
         bound.info("lifecycle hook done", ms=round((time.monotonic() - started) * 1000, 2))
-        return result
+        # Not the hook's return value: Celery's "succeeded" line would print it (the
+        # record it was given, returned as is), and nothing uses it (ignore_result).
+        return None
 
     def _claimed(self, run: HookRun) -> bool:
         """Whether this copy may run (``hook_runs.claim``). Redis away past

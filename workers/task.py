@@ -136,8 +136,8 @@ class HandlerTask(BoundedRetryTask):
         started = self.request.agora_started_at = time.monotonic()
         args = (sid, member, key, late, gap, meta, body)
         try:
-            result = self.agora_handler.call(event, key=key, late=bool(late),
-                                             gap=(gap[0], gap[1]) if gap else None)
+            self.agora_handler.call(event, key=key, late=bool(late),
+                                    gap=(gap[0], gap[1]) if gap else None)
         except Ignore:
             # The handler's choice: done with this event, nothing to report. Celery
             # calls neither on_success nor on_failure for it: end the turn here.
@@ -162,7 +162,10 @@ class HandlerTask(BoundedRetryTask):
             self.request.agora_duration_ms = elapsed * 1000
             metrics.HANDLER_DURATION.labels(self.name).observe(elapsed)
         log.info("handler done", ms=round(elapsed * 1000, 2))
-        return result
+        # The handler's return value is not used (ignore_result): not returned to
+        # Celery either, whose "succeeded" log line would print its repr (an
+        # ``Event`` returned as is: the body's values, in the log).
+        return None
 
     def _task_id(self) -> str:
         """The id that fences this task's start: the same across its retries and

@@ -1,0 +1,101 @@
+"""No secret and no body in any log line, across the paths that log a refusal or a
+failure: every process's real output (the ingress on granian, a Celery worker, the
+reconciler) is captured and searched for secrets planted in the settings and for
+a marker planted in the bodies.
+
+Planted: the NCS signing secret, ``ADMIN_TOKEN``, the password of ``REDIS_URL`` (a
+Redis ACL user of the test's own), Agora's customer secret and the Basic
+``Authorization`` value it makes, and ``MARKER`` in every body sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from conftest import wait_for
+from fake_agora import CUSTOMER_ID, CUSTOMER_SECRET
+
+from agora_callbacks import deadletters, inbox
+from agora_callbacks.embedded_server import ServerProcess
+
+NCS_SECRET = "PLANTED-ncs-secret-b7e41d"
+ADMIN_TOKEN = "PLANTED-admin-token-b7e41d"
+WRONG_TOKEN = "PLANTED-wrong-token-b7e41d"
+REDIS_USER = "acb-logtest"
+REDIS_PASSWORD = "PLANTED-redis-password-b7e41d"
+BASIC = base64.b64encode(f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode()
+MARKER = "BODYMARKER-b7e41d"
+#: What no line may contain (``CUSTOMER_SECRET`` is the fake API's, checked too).
+SECRETS = (NCS_SECRET, ADMIN_TOKEN, WRONG_TOKEN, REDIS_PASSWORD, CUSTOMER_SECRET, BASIC)
+
+
+def assert_clean(output: str) -> None:
+    for secret in (*SECRETS, MARKER):
+        lines = [line for line in output.splitlines() if secret in line]
+        assert not lines, f"{secret!r} logged:\n" + "\n".join(lines)
+
+
+def event_body(sid: str, sequence: int, notice: str) -> bytes:
+    return json.dumps({
+        "noticeId": notice, "productId": 3, "eventType": 40, "notifyMs": int(time.time() * 1000),
+        "sid": sid, "payload": {"sid": sid, "sequence": sequence, "uid": "1001", "sendts": 1,
+                                "serviceType": 1, "cname": MARKER,
+                                "details": {"status": 0, "msgName": "recorder_started"}},
+    }).encode()
+
+
+def with_password(url: str) -> str:
+    """``url`` (``redis://host:port/db``) as the test's ACL user."""
+    return url.replace("redis://", f"redis://{REDIS_USER}:{REDIS_PASSWORD}@", 1)
+
+
+@contextlib.contextmanager
+def acl_user(client: redis.Redis) -> Iterator[None]:
+    """A user of the server with ``REDIS_PASSWORD``, removed afterwards (the default
+    user is left as it is)."""
+    client.execute_command("ACL", "SETUSER", REDIS_USER, "on", f">{REDIS_PASSWORD}",
+                           "~*", "&*", "+@all")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.execute_command("ACL", "DELUSER", REDIS_USER)
+
+
+# -- a Celery worker ------------------------------------------------------------------
+
+
+def test_the_worker_logs_no_secret_and_no_body(redis_client: redis.Redis,
+                                               redis_server: ServerProcess,
+                                               start_worker: Any) -> None:
+    """A worker at info level (Celery's own lines included) with a password in its
+    Redis URL: an event whose handlers succeed (one returns the event it was given)
+    and fail (dead-lettered), a body that is not JSON and one that is not an event
+    (both dead-lettered)."""
+    with acl_user(redis_client):
+        worker = start_worker("hygiene", handlers="log_hygiene_handlers", env={
+            "REDIS_URL": with_password(redis_server.url),
+            "LOG_LEVEL": "info", "AGORA_NCS_SECRETS": NCS_SECRET, "ADMIN_TOKEN": ADMIN_TOKEN})
+        meta = inbox.ReceiveMeta(received_ms=int(time.time() * 1000), signature="v2",
+                                 secret_index=0, remote_addr="127.0.0.1", request_id="r-1")
+        inbox.store(redis_client, event_body("sid-worker", 1, "n-worker"), meta)
+        inbox.store(redis_client, f"not JSON {MARKER}".encode(), meta)
+        inbox.store(redis_client, json.dumps({"noticeId": MARKER, "eventType": MARKER,
+                                              "payload": [MARKER]}).encode(), meta)
+        wait_for(lambda: deadletters.count(redis_client) >= 3, message="3 dead letters")
+        wait_for(lambda: "hygiene.keep[" in worker.log_path.read_text(errors="replace")
+                 and "succeeded" in worker.log_path.read_text(errors="replace"),
+                 message="Celery's line of the handler that succeeded")
+        worker.stop()
+    output = worker.log_path.read_text(errors="replace")
+    for decision in ("invalid body dead-lettered", "handler failed, dead-lettered",
+                     "handler done", "Connected to"):
+        assert decision in output, output
+    assert REDIS_USER in output  # Celery's "Connected to" line: the URL, masked
+    assert_clean(output)
