@@ -91,7 +91,7 @@ def register_resource(sid: str) -> Response:
         log.info("admin.resource_refused", sid=sid, reason="invalid JSON")
         return responses.error(400, 'invalid JSON: expected {"resourceId": ..., "mode": ...}')
     except registration.InvalidRegistration as exc:
-        log.info("admin.resource_refused", sid=sid, reason=str(exc))
+        log.info("admin.resource_refused", sid=sid, reason=exc.logged)
         return responses.error(400, str(exc))
     try:
         registration.save(state.redis, entry, state.settings.agora_resource_ttl_s)

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import redis
 from conftest import wait_for
 from fake_agora import CUSTOMER_ID, CUSTOMER_SECRET
+from test_ingress_server import _env, serving
 
 from agora_callbacks import deadletters, inbox
 from agora_callbacks.embedded_server import ServerProcess
+from agora_callbacks.ingress.signature import sign_headers
 
 NCS_SECRET = "PLANTED-ncs-secret-b7e41d"
 ADMIN_TOKEN = "PLANTED-admin-token-b7e41d"
@@ -66,6 +70,72 @@ def acl_user(client: redis.Redis) -> Iterator[None]:
     finally:
         with contextlib.suppress(redis.RedisError):
             client.execute_command("ACL", "DELUSER", REDIS_USER)
+
+
+# -- the ingress, on granian ------------------------------------------------------------
+
+
+def _request(port: int, method: str, path: str, body: bytes = b"",
+             headers: dict[str, str] | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_the_ingress_logs_no_secret_and_no_body(tmp_path: Path) -> None:
+    """Refusals (wrong signature, oversized body, wrong admin token, a sign-in with a
+    wrong token, a refused registration), a stored body, and Redis down (503): the
+    ingress's and granian's lines, at debug level, carry none of the planted values.
+    A server of the test's own, so that it can be stopped."""
+    server = ServerProcess(tmp_path / "redis")
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        with acl_user(client):
+            env = _env(with_password(server.url), AGORA_NCS_SECRETS=NCS_SECRET,
+                       ADMIN_TOKEN=ADMIN_TOKEN, LOG_LEVEL="debug", LOG_BUFFER_MS="0")
+            log_path = tmp_path / "web.log"
+            with serving(env, log_path) as (_, port):
+                body = event_body("sid-web", 1, "n-web")
+                signed = {**sign_headers(body, NCS_SECRET), "Content-Type": "application/json"}
+                assert _request(port, "POST", "/agora/ncs", body, signed) == 200
+                wrong = {**sign_headers(body, "not-the-secret"),
+                         "Content-Type": "application/json"}
+                assert _request(port, "POST", "/agora/ncs", body, wrong) == 401
+                big = MARKER.encode() * 20_000
+                assert _request(port, "POST", "/agora/ncs", big,
+                                {**sign_headers(big, NCS_SECRET)}) == 413
+                bearer = {"Authorization": f"Bearer {WRONG_TOKEN}"}
+                assert _request(port, "GET", "/recordings/sid-web", headers=bearer) == 401
+                assert _request(port, "GET", "/metrics", headers=bearer) == 401
+                form = {"Content-Type": "application/x-www-form-urlencoded"}
+                assert _request(port, "POST", "/ui/login", f"token={WRONG_TOKEN}".encode(),
+                                form) in (400, 401)
+                admin = {"Authorization": f"Bearer {ADMIN_TOKEN}",
+                         "Content-Type": "application/json"}
+                for refused in ({"resourceId": "r-1", "mode": MARKER},
+                                {"resourceId": "r-1", "mode": "mix", MARKER: 1},
+                                {"resourceId": f"r/{MARKER}", "mode": "mix"}):
+                    assert _request(port, "POST", "/recordings/sid-web/resource",
+                                    json.dumps(refused).encode(), admin) == 400
+                server.stop()
+                assert _request(port, "POST", "/agora/ncs", body, signed) == 503
+                assert _request(port, "GET", "/readyz") == 503
+                assert _request(port, "GET", "/recordings/sid-web", headers=admin) == 503
+            output = log_path.read_text(errors="replace")
+            if not server.running:
+                server.start()
+    finally:
+        server.stop()
+    for decision in ("ncs.stored", "ncs.rejected", "admin.unauthorized",
+                     "admin.resource_refused", "ncs.storage_unavailable"):
+        assert f'"{decision}"' in output, output
+    assert_clean(output)
 
 
 # -- a Celery worker ------------------------------------------------------------------

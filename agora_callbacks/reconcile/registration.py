@@ -27,7 +27,13 @@ MAX_BODY_BYTES = 4096
 
 
 class InvalidRegistration(ValueError):
-    """A registration that cannot be used; the message says why, in one line."""
+    """A registration that cannot be used; the message says why, in one line (for
+    the caller, with the value it gave). ``logged``: the same without any value
+    taken from the request (what the log line says: no body in the logs)."""
+
+    def __init__(self, message: str, logged: str | None = None) -> None:
+        super().__init__(message)
+        self.logged = message if logged is None else logged
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ def validate(sid: Any, resource_id: Any, mode: Any) -> Registration:
     sid = _identifier("sid", sid)
     resource_id = _identifier("resourceId", resource_id)
     if mode not in MODES:
-        raise InvalidRegistration(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        expected = f"mode must be one of {', '.join(MODES)}"
+        raise InvalidRegistration(f"{expected}, got {mode!r}", logged=expected)
     return Registration(sid=sid, resource_id=resource_id, mode=mode)
 
 
@@ -72,7 +79,8 @@ def from_request(sid: str, body: Any) -> Registration:
         raise InvalidRegistration('body must be a JSON object {"resourceId": ..., "mode": ...}')
     unknown = sorted(set(body) - {"resourceId", "mode"})
     if unknown:
-        raise InvalidRegistration(f"unknown field(s): {', '.join(map(str, unknown))}")
+        raise InvalidRegistration(f"unknown field(s): {', '.join(map(str, unknown))}",
+                                  logged=f"{len(unknown)} unknown field(s)")
     return validate(sid, body.get("resourceId"), body.get("mode"))
 
 
