@@ -19,14 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from conftest import wait_for
-from fake_agora import CUSTOMER_ID, CUSTOMER_SECRET
+from fake_agora import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, Reply
 from test_ingress_server import _env, serving
 
-from agora_callbacks import deadletters, inbox
+from agora_callbacks import deadletters, inbox, logs
 from agora_callbacks.embedded_server import ServerProcess
 from agora_callbacks.ingress.signature import sign_headers
+from agora_callbacks.reconcile import registration
+from agora_callbacks.reconcile.run import Reconciler
+from agora_callbacks.settings import Settings
 
 NCS_SECRET = "PLANTED-ncs-secret-b7e41d"
 ADMIN_TOKEN = "PLANTED-admin-token-b7e41d"
@@ -169,3 +173,54 @@ def test_the_worker_logs_no_secret_and_no_body(redis_client: redis.Redis,
         assert decision in output, output
     assert REDIS_USER in output  # Celery's "Connected to" line: the URL, masked
     assert_clean(output)
+
+
+# -- reconciliation with a failing REST server --------------------------------------------
+
+
+@pytest.fixture
+def rendered(capfd: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """The process's real log output (structlog's and the libraries' lines, rendered
+    as JSON at debug level): call the yielded function to read what was written."""
+    logs.configure("debug", "json", force=True)
+
+    def read() -> str:
+        logs.flush()
+        captured = capfd.readouterr()
+        return captured.out + captured.err
+
+    yield read
+
+
+def test_reconciling_against_a_failing_server_logs_no_credentials(
+        redis_server: ServerProcess, redis_client: redis.Redis, fake: Any,
+        rendered: Any) -> None:
+    """Agora (or a proxy in front of it) answering errors whose text echoes the
+    request's credentials and more: the retry's and the final answer's lines carry
+    neither the credentials nor the echoed text in full."""
+    on = Settings.from_env({"REDIS_URL": redis_server.url, "AGORA_NCS_SECRETS": NCS_SECRET,
+                            "LOG_FORMAT": "json", "AGORA_APP_ID": APP_ID,
+                            "AGORA_CUSTOMER_ID": CUSTOMER_ID,
+                            "AGORA_CUSTOMER_SECRET": CUSTOMER_SECRET,
+                            "AGORA_REST_URL": fake.url})
+    echo = (f"upstream failed for GET with Authorization: Basic {BASIC} "
+            f"({CUSTOMER_ID}:{CUSTOMER_SECRET}) " + MARKER * 50)
+    sid = "sid-reconcile"
+    registration.save(redis_client, registration.validate(sid, "rid-1", "mix"), 60)
+    fake.script(sid, Reply(503, {"code": 62, "reason": echo}),
+                Reply(500, {"message": echo}), Reply(400, {"code": 2, "reason": echo}))
+    reconciler = Reconciler(on, redis_client)
+    try:
+        first = reconciler.attempt(sid, "test")
+        second = reconciler.attempt(sid, "test", first.progress)  # type: ignore[union-attr]
+        reconciler.attempt(sid, "test", second.progress)  # type: ignore[union-attr]
+    finally:
+        reconciler.close()
+    output = rendered()
+    assert output.count('"reconcile.retry"') == 2 and '"reconcile.answer"' in output, output
+    assert "upstream failed" in output  # the server's reason is still told...
+    for secret in SECRETS:
+        assert secret not in output, output
+    # ... cut short: never the whole text (50 markers) in a line.
+    assert max(line.count(MARKER) for line in output.splitlines()) < 10, output
+

@@ -30,6 +30,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import logging
 import random
@@ -52,6 +54,10 @@ TIMEOUT_S = 10.0
 RATE_WAIT_S = 30.0
 #: ... in a worker's attempt: a little over one rate window, then a task retry.
 WORKER_RATE_WAIT_S = 1.5
+
+#: Longest reason taken from an answer's text (Agora's are a few words; a proxy's
+#: error page or an echo of the request is cut here, in the logs and the record).
+MAX_REASON_CHARS = 200
 
 # httpx logs every request at INFO through stdlib logging: our own structured line
 # per decision says what matters (reconcile.answer / reconcile.retry).
@@ -144,6 +150,17 @@ def classify(status: int, body: Any, *, form: str = "a body") -> Answer:
     return Answer("error", status, code=code, reason=text or f"HTTP {status}")
 
 
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret of ``secrets`` replaced by ``***``, cut to
+    ``MAX_REASON_CHARS``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > MAX_REASON_CHARS:
+        text = text[:MAX_REASON_CHARS - 3] + "..."
+    return text
+
+
 class QueryClient:
     """Calls ``query``; one ``httpx.Client`` (keep-alive) per instance."""
 
@@ -154,6 +171,10 @@ class QueryClient:
         self.limiter = limiter
         self.rate_wait_s = rate_wait_s
         self.timeout_s = timeout_s
+        # What the server's text must never bring into a reason (and so into a log
+        # line or the record): an error page or a proxy may echo the request.
+        basic = base64.b64encode(f"{customer_id}:{customer_secret}".encode()).decode()
+        self._secrets = (basic, customer_secret)
         self._http = httpx.Client(base_url=base_url, auth=(customer_id, customer_secret),
                                   timeout=timeout_s,
                                   headers={"Accept": "application/json"})
@@ -181,7 +202,14 @@ class QueryClient:
         return self._send(self.path(reg))
 
     def _send(self, path: str) -> Answer:
-        """The GET, its whole answer within ``timeout_s``, classified."""
+        """The GET, its whole answer within ``timeout_s``, classified; a reason taken
+        from the answer's text without the credentials and cut short (``redact``)."""
+        answer = self._exchange(path)
+        if answer.reason is None:
+            return answer
+        return dataclasses.replace(answer, reason=redact(answer.reason, self._secrets))
+
+    def _exchange(self, path: str) -> Answer:
         deadline = time.monotonic() + self.timeout_s
         try:
             with self._http.stream("GET", path) as response:
