@@ -765,3 +765,23 @@ def test_an_unordered_event_has_no_timeline(w: World, redis_client: redis.Redis)
     w.run(w.published.tasks[0][1])
     assert redis_client.exists(keys.recording_timeline("notice:n-30")) == 0
     assert redis_client.keys(keys.recording_timeline("*")) == []
+
+
+def test_a_body_left_for_a_retry_is_logged_with_its_recording(
+        w: World, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body whose script failed (a Redis error for that call alone) is logged as
+    left for a retry, with the sid, sequence and noticeId of its event, as every
+    other line about an event is."""
+    from structlog.contextvars import merge_contextvars
+    from structlog.testing import capture_logs
+
+    from agora_callbacks.workers import intake as intake_module
+
+    store(redis_client, body("rec-retry", 4, notice_id="notice-retry"))
+    monkeypatch.setattr(intake_module.scripts, "run",
+                        lambda client, calls: [redis.ResponseError("script failed")] * len(calls))
+    with capture_logs(processors=[merge_contextvars]) as lines:
+        assert w.take_in() == 0
+    (left,) = [line for line in lines
+               if line["event"] == "could not settle a body, left for a retry"]
+    assert (left["sid"], left["sequence"], left["notice_id"]) == ("rec-retry", 4, "notice-retry")

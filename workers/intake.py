@@ -193,8 +193,12 @@ class Intake:
         settled = 0
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):
-                log.error("could not settle a body, left for a retry",
-                          entry=item.entry.entry_id, error=str(result))
+                event = item.event
+                with structlog.contextvars.bound_contextvars(**({} if event is None else {
+                        "sid": item.sid, "sequence": event.sequence,
+                        "notice_id": event.notice_id})):
+                    log.error("could not settle a body, left for a retry",
+                              entry=item.entry.entry_id, error=str(result))
                 continue
             if item.outcome == "event":
                 self._admitted(item, result)
