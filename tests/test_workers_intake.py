@@ -21,6 +21,7 @@ import redis
 from celery import Celery
 from celery.exceptions import Ignore, Reject
 from conftest import wait_for
+from test_failure_streak import Lines
 from workers_support import (
     Published,
     VirtualClock,
@@ -35,6 +36,7 @@ from workers_support import (
 from agora_callbacks import deadletters, inbox, keys, recording_timeline, recordings_index
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import REGISTRY, on_event, runtime
+from agora_callbacks.workers import intake as intake_module
 from agora_callbacks.workers.app import celery_config
 from agora_callbacks.workers.dispatch import Dispatcher
 from agora_callbacks.workers.intake import Intake
@@ -785,3 +787,41 @@ def test_a_body_left_for_a_retry_is_logged_with_its_recording(
     (left,) = [line for line in lines
                if line["event"] == "could not settle a body, left for a retry"]
     assert (left["sid"], left["sequence"], left["notice_id"]) == ("rec-retry", 4, "notice-retry")
+
+
+def test_the_intake_logs_an_outage_once_and_its_end_once(
+        settings: Settings, redis_server: Any, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    log = Lines()
+    monkeypatch.setattr(intake_module, "log", log)
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=0.5,
+                                  socket_connect_timeout=0.5)
+    w = build(settings, client)
+    rounds = [0]
+
+    def beat() -> None:
+        rounds[0] += 1
+
+    stop = threading.Event()
+    thread = threading.Thread(target=w.intake.run, args=(stop, beat), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: rounds[0] >= 3, timeout=10, message="the intake going round")
+        redis_server.stop()
+        seen = rounds[0]
+        wait_for(lambda: rounds[0] >= seen + 6, timeout=30,
+                 message="six rounds while Redis is down")
+        failed = [line for line in log.lines if "failed" in line[1]]
+        assert [(level, event) for level, event, _ in failed] == [
+            ("exception", "intake round failed; trying again")], log.lines
+        redis_server.start()
+        wait_for(lambda: "intake round succeeds again" in log.events(), timeout=30,
+                 message="the intake going round again")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    (_, _, fields), = [line for line in log.lines if line[1] == "intake round succeeds again"]
+    assert fields["failed_rounds"] >= 5
+    assert [e for e in log.events() if "failed" in e or "failing" in e] == [
+        "intake round failed; trying again"]

@@ -42,6 +42,7 @@ from agora_callbacks.workers import timers
 from agora_callbacks.workers.consumers import remove_idle_consumers
 from agora_callbacks.workers.dedupe import dedupe_field, dedupe_key, is_ordered
 from agora_callbacks.workers.dispatch import FOLD_SLOT, Dispatcher
+from agora_callbacks.workers.failure_streak import FailureStreak
 from agora_callbacks.workers.ordering import Record, parse_admit, q_settle_entry, scripts
 from agora_callbacks.workers.ordering.scripts import Call
 from agora_callbacks.workers.registry import REGISTRY
@@ -229,6 +230,8 @@ class Intake:
         group_ready = False
         claim_interval = min(CLAIM_INTERVAL_S, self.settings.claim_idle_ms / 2000)
         beat = on_round or (lambda: None)
+        # A failed round is tried again after 0.5 s: one line per outage, not per round.
+        streak = FailureStreak(log, "intake round")
         log.info("intake started", consumer=self.consumer)
         while not stop.is_set():
             beat()
@@ -256,13 +259,14 @@ class Intake:
                         beat()
                 block = max(1, int((next_sweep - time.monotonic()) * 1000))
                 self.process(self.read(block_ms=min(block, self.block_ms)))
+                streak.succeeded()
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     self.ensure_group()
                     continue
-                log.exception("intake round failed")
+                streak.failed_round(exc)
                 stop.wait(0.5)
-            except Exception:
-                log.exception("intake round failed")
+            except Exception as exc:
+                streak.failed_round(exc)
                 stop.wait(0.5)
         log.info("intake stopped", consumer=self.consumer)
