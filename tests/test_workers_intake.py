@@ -18,6 +18,7 @@ from typing import Any
 import prometheus_client
 import pytest
 import redis
+import structlog
 from celery import Celery
 from celery.exceptions import Ignore, Reject
 from conftest import wait_for
@@ -825,3 +826,28 @@ def test_the_intake_logs_an_outage_once_and_its_end_once(
     assert fields["failed_rounds"] >= 5
     assert [e for e in log.events() if "failed" in e or "failing" in e] == [
         "intake round failed; trying again"]
+
+
+def test_a_turn_s_decisions_carry_its_event_wherever_they_run(
+        w: World, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fold's retry lines, its failure lines and the publish's run in the intake,
+    the sweep or a pool process's after-handler thread, outside any handler's bound
+    context: each line carries the turn's sid, sequence and notice_id."""
+    from agora_callbacks.workers.builtin import lifecycle
+
+    seen: list[dict[str, Any]] = []
+    real = lifecycle.fold_event
+
+    def fold_once_redis_is_back(*args: Any, **kwargs: Any) -> Any:
+        seen.append(dict(structlog.contextvars.get_contextvars()))
+        if len(seen) == 1:  # a retry line, then the fold
+            raise redis.ConnectionError("Redis away for a moment")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "fold_event", fold_once_redis_is_back)
+    store(redis_client, body("s40", 0, notice_id="n-s40-0"))
+    structlog.contextvars.clear_contextvars()
+    w.take_in()
+    assert [(c.get("sid"), c.get("sequence"), c.get("notice_id")) for c in seen] == [
+        ("s40", 0, "n-s40-0")] * 2
+    assert structlog.contextvars.get_contextvars() == {}  # nothing left bound after it

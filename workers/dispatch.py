@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+import structlog
 
 from agora_callbacks import deadletters, keys, metrics
 from agora_callbacks.logs import get_logger
@@ -100,6 +101,16 @@ class Dispatcher:
             turn = self._dispatch(sid, turn)
 
     def _dispatch(self, sid: str, turn: Turn) -> Turn | None:
+        assert turn.record is not None
+        # Every line of this turn's decisions carries its event (the fold's, its
+        # retries', the publish's), wherever it runs: the intake, the sweep, a pool
+        # process's after-handler thread.
+        with structlog.contextvars.bound_contextvars(
+                sid=None if keys.is_unordered_sid(sid) else sid,
+                sequence=sequence_of(turn.member), notice_id=turn.record.notice_id or None):
+            return self._dispatch_bound(sid, turn)
+
+    def _dispatch_bound(self, sid: str, turn: Turn) -> Turn | None:
         assert turn.record is not None
         seq = sequence_of(turn.member)
         notice = turn.record.notice_id or None
