@@ -259,7 +259,7 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         handler: Handler | None = getattr(fn, "__agora_hook__", None)
         if handler is None:
-            from agora_callbacks.workers.app import celery_app
+            from agora_callbacks.workers.application import celery_app
 
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name or "|" in name:

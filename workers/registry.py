@@ -320,7 +320,7 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
     no other function's handler or hook has (``claim_task_name``). Its
     ``ROUTING_OPTIONS`` go to ``handler.route`` (in ``TASK_ROUTES`` once the handler
     is added to a registry), the others to the task class."""
-    from agora_callbacks.workers.app import celery_app
+    from agora_callbacks.workers.application import celery_app
 
     claim_task_name(handler)
     options = dict(options)
@@ -330,7 +330,7 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
     run.__qualname__ = handler.fn.__qualname__
     run.__module__ = handler.fn.__module__
     run.__doc__ = handler.fn.__doc__
-    return celery_app.task(bind=True, base=base, name=handler.name,
+    return celery_app.task(bind=True, base=base, name=handler.name, shared=False,
                            agora_handler=handler, **options)(run)
 
 
@@ -396,7 +396,7 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         handler: Handler | None = getattr(fn, "__agora_handler__", None)
         if handler is None:
-            from agora_callbacks.workers.app import celery_app
+            from agora_callbacks.workers.application import celery_app
             from agora_callbacks.workers.task import make_task
 
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
