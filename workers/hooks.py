@@ -67,6 +67,7 @@ from agora_callbacks.workers.registry import (
     Registry,
     celery_task,
     check_broker_limits,
+    check_callable,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -265,7 +266,9 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
             if "," in name or "\n" in name or "|" in name:
                 raise ValueError(f"hook name {name!r} may not contain ',', '|' or a newline")
             check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
-            handler = Handler(name=name, fn=fn, kwargs=_accepted(fn))
+            kwargs = _accepted(fn)
+            check_callable(name, fn, kwargs, "record", HOOK_KWARGS)
+            handler = Handler(name=name, fn=fn, kwargs=kwargs)
             handler.task = _make_task(handler, celery_options)
             fn.__agora_hook__ = handler  # type: ignore[attr-defined]
             fn.task = handler.task  # type: ignore[attr-defined]

@@ -87,6 +87,20 @@ def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str]:
     return frozenset(names & set(OPTIONAL_KWARGS))
 
 
+def check_callable(name: str, fn: Callable[..., Any], kwargs: frozenset[str], first: str,
+                   optional: Iterable[str]) -> None:
+    """Raise ``TypeError`` (one line) unless ``fn`` can be called as the workers call
+    it: ``fn(<first>, **{k: ... for k in kwargs})``. A parameter they never pass (a
+    typo of an optional one, a missing first argument) would fail every call, each
+    one dead-lettered at run time."""
+    try:
+        inspect.signature(fn).bind(None, **dict.fromkeys(kwargs))
+    except TypeError as exc:
+        raise TypeError(f"{name}: cannot be called as the workers call it, with the "
+                        f"{first} and those of {', '.join(optional)} it names: {exc}"
+                        ) from None
+
+
 class Registry:
     """Handlers by name, and which of them match an event. Adding a handler puts its
     task's route in ``TASK_ROUTES``; removing it takes the route out again."""
@@ -403,7 +417,9 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
             if "," in name or "\n" in name:
                 raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
             check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
-            handler = Handler(name=name, fn=fn, kwargs=accepted_kwargs(fn))
+            kwargs = accepted_kwargs(fn)
+            check_callable(name, fn, kwargs, "event", OPTIONAL_KWARGS)
+            handler = Handler(name=name, fn=fn, kwargs=kwargs)
             handler.task = make_task(handler, celery_options)
             fn.__agora_handler__ = handler  # type: ignore[attr-defined]
             fn.task = handler.task  # type: ignore[attr-defined]
