@@ -92,3 +92,27 @@ def test_registering_handlers_leaves_the_teams_process_alone() -> None:
     # Nothing of the service's worker (its signal receivers take over any Celery
     # worker's logging, banner and metrics in the process) is loaded.
     assert result["worker_modules"] == []
+
+
+def test_handler_tasks_keep_off_a_team_app_s_default_queue() -> None:
+    """A team's own Celery app on the same broker (the one Redis the README asks for)
+    reads Celery's default queue, ``celery``; a worker of that app takes any message
+    there and, not knowing a handler's task, discards it ("Received unregistered
+    task"): the recording would wait for its handler to be published again, and again.
+    So the service's tasks go to a queue of its own by default, and its worker reads
+    it without ``-Q``."""
+    from celery import Celery
+
+    from agora_callbacks.workers.application import DEFAULT_QUEUE, celery_app
+
+    team = Celery("teamapp", broker="memory://", set_as_current=False)
+    team_queue = team.conf.task_default_queue
+    assert team_queue != DEFAULT_QUEUE
+    assert celery_app.conf.task_default_queue == DEFAULT_QUEUE
+    # A handler without queue= is routed nowhere else: it goes to the default queue.
+    assert celery_app.amqp.router.route({}, "teamapp.handlers.audit")["queue"].name == \
+        DEFAULT_QUEUE
+    # The worker reads it when no -Q is given (the Procfile's and compose's command),
+    # and not Celery's default one (other tests may have added queues of handlers).
+    assert DEFAULT_QUEUE in celery_app.amqp.queues
+    assert team_queue not in celery_app.amqp.queues

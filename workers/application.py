@@ -22,6 +22,12 @@ from agora_callbacks.workers import runtime
 from agora_callbacks.workers.publish import celery_publisher
 from agora_callbacks.workers.registry import route_task
 
+#: The queue of every handler, hook and reconciliation task not registered with a
+#: ``queue=`` of its own, and the one a worker reads without ``-Q``. Not Celery's
+#: default ``celery``: a team's own Celery app on the same broker reads that one, and
+#: its workers would take the service's tasks and discard them as unregistered.
+DEFAULT_QUEUE = "agora_callbacks"
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings, each with the reason it is set."""
@@ -97,6 +103,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": (route_task,),
         # The reconciliation task (Agora's query), known to every worker.
         "imports": ("agora_callbacks.reconcile.task",),
+        # A queue of the service's own (DEFAULT_QUEUE), not Celery's "celery".
+        "task_default_queue": DEFAULT_QUEUE,
     }
 
 
