@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 TEAM_PROCESS = r"""
 import json, logging, sys
@@ -116,3 +117,43 @@ def test_handler_tasks_keep_off_a_team_app_s_default_queue() -> None:
     # and not Celery's default one (other tests may have added queues of handlers).
     assert DEFAULT_QUEUE in celery_app.amqp.queues
     assert team_queue not in celery_app.amqp.queues
+
+
+TYPED_TEAM_MODULE = '''
+from typing import Any
+
+from agora_callbacks import Event, on_event, on_recording
+
+
+def parse_me() -> Event:
+    raise NotImplementedError
+
+
+@on_event("uploaded")
+@on_event(32, queue="files")                         # stacked, as in the README
+def store_files(event: Event, key: str) -> int:
+    return len(key)
+
+
+@on_recording("finished")
+def finished(recording: dict[str, Any], info: dict[str, Any]) -> None:
+    pass
+
+
+n: int = store_files(parse_me(), key="k")          # still the function, typed
+store_files.task.delay                               # its task, as the README says
+finished.task.apply_async
+finished({}, {})
+'''
+
+
+def test_a_team_module_type_checks_strictly_with_the_task_attribute(tmp_path: Any) -> None:
+    """``on_event`` returns the function unchanged with its task as ``.task`` (README):
+    mypy --strict on a team's module accepts both, the call typed as the function's."""
+    from mypy import api
+
+    module = tmp_path / "team_handlers.py"
+    module.write_text(TYPED_TEAM_MODULE)
+    out, err, status = api.run(["--strict", "--no-incremental", "--cache-dir", os.devnull,
+                                "--follow-imports=silent", str(module)])
+    assert status == 0, out + err

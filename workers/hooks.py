@@ -44,7 +44,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, cast
 
 from celery.exceptions import (
     Ignore,
@@ -64,13 +64,14 @@ from agora_callbacks.workers.ordering import Failure
 from agora_callbacks.workers.registry import (
     BoundedRetryTask,
     Handler,
+    P,
+    Registered,
     Registry,
+    T,
     celery_task,
     check_broker_limits,
     check_callable,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: The phases a hook may be registered for.
 PHASES = ("started", "files_ready", "finished", "failed", "stalled")
@@ -248,7 +249,8 @@ def _make_task(handler: Handler, options: dict[str, Any]) -> Any:
     return celery_task(handler, LifecycleTask, run, options)
 
 
-def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
+def on_recording(*phases: str,
+                 **celery_options: Any) -> Callable[[Callable[P, T]], Registered[P, T]]:
     """Register the decorated function as the hook of ``phases`` of every recording."""
     if not phases:
         raise TypeError(f"on_recording needs a phase: one of {', '.join(PHASES)}")
@@ -257,7 +259,7 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
             raise ValueError(f"on_recording: unknown phase {phase!r}; one of "
                              f"{', '.join(PHASES)}")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, T]) -> Registered[P, T]:
         handler: Handler | None = getattr(fn, "__agora_hook__", None)
         if handler is None:
             from agora_callbacks.workers.application import celery_app
@@ -275,7 +277,7 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
         elif celery_options:
             raise TypeError(f"{handler.name}: give Celery options to one @on_recording only")
         HOOKS.add(handler, phases)
-        return fn
+        return cast("Registered[P, T]", fn)
 
     return decorate
 

@@ -48,12 +48,25 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from celery import Task
 
 Selector = str | int
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+T = TypeVar("T")
+
+
+class Registered(Protocol[P, R]):
+    """What ``@on_event`` and ``@on_recording`` return: the function itself, unchanged
+    (callable with its own signature, in your tests), with its Celery task as
+    ``.task``."""
+
+    task: Any
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
 
 #: Keyword arguments a handler may declare, besides the event.
 OPTIONAL_KWARGS = ("key", "late", "gap")
@@ -402,12 +415,13 @@ def check_broker_limits(name: str, celery_options: dict[str, Any],
                        soft_time_limit_s=settings.handler_soft_time_limit_s)
 
 
-def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
+def on_event(*selectors: Selector,
+             **celery_options: Any) -> Callable[[Callable[P, T]], Registered[P, T]]:
     """Register the decorated function as a handler of the selected events."""
     if not selectors:
         raise TypeError("on_event needs at least one selector: a msgName, an eventType or '*'")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, T]) -> Registered[P, T]:
         handler: Handler | None = getattr(fn, "__agora_handler__", None)
         if handler is None:
             from agora_callbacks.workers.application import celery_app
@@ -426,6 +440,6 @@ def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
         elif celery_options:
             raise TypeError(f"{handler.name}: give Celery options to one @on_event only")
         REGISTRY.add(handler, selectors)
-        return fn
+        return cast("Registered[P, T]", fn)
 
     return decorate
