@@ -46,7 +46,7 @@ CLAIM_S = 3600
 
 def producer_app(settings: Settings) -> Celery:
     """A Celery app that only publishes, configured like the workers' app."""
-    from agora_callbacks.workers.app import celery_config
+    from agora_callbacks.workers.application import celery_config
 
     app = Celery("agora_callbacks", set_as_current=False)
     app.conf.update(celery_config(settings))

@@ -31,10 +31,12 @@ from typing import Any
 
 import kombu
 
+from agora_callbacks.workers.application import DEFAULT_QUEUE
+
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
-#: Celery's default queue, the one handler tasks go to.
-QUEUES = ("celery",)
+#: The workers' default queue, the one handler tasks go to.
+QUEUES = (DEFAULT_QUEUE,)
 
 
 def _parts() -> urllib.parse.SplitResult:
@@ -174,7 +176,7 @@ class Broker:
                 with contextlib.suppress(conn.channel_errors), conn.channel() as channel:
                     channel.queue_purge(name)
 
-    def settled(self, redis_client: Any, queue: str = "celery") -> bool:
+    def settled(self, redis_client: Any, queue: str = DEFAULT_QUEUE) -> bool:
         """No handler task queued or delivered and unacknowledged: nothing the broker
         could deliver (again)."""
         if self.kind == "redis":
@@ -182,7 +184,7 @@ class Broker:
         assert self.vhost is not None
         return self.vhost.messages(queue) == (0, 0)
 
-    def take(self, queue: str = "celery") -> dict[str, Any] | None:
+    def take(self, queue: str = DEFAULT_QUEUE) -> dict[str, Any] | None:
         """Take one message off ``queue`` (acknowledged: gone from the broker), as
         the broker or a stalled publisher would lose it; its headers and body, or
         None while the queue is empty."""

@@ -94,7 +94,7 @@ def test_rabbitmq_settings() -> None:
     assert conf["broker_transport_options"] == {"confirm_publish": True}
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
-    assert "task_queues" not in conf  # classic queues: Celery's default "celery" queue
+    assert "task_queues" not in conf  # classic queues: the default queue, DEFAULT_QUEUE
     # Below RabbitMQ's consumer_timeout (default 1800 s) and half HANDLER_DEADLINE_S.
     assert s.handler_redelivery_s == 1800
     assert 0 < conf["task_soft_time_limit"] < conf["task_time_limit"] < 1800

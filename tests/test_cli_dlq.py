@@ -13,6 +13,7 @@ from agora_callbacks.cli import main
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
 from agora_callbacks.workers import hook_runs
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 from agora_callbacks.workers.ordering import Failure
 
 START = 1_700_000_000_000
@@ -266,7 +267,7 @@ def test_requeue_skips_a_letter_requeued_already_without_failing(
     assert result.stdout.splitlines()[-1] == "1 requeued, 0 failed, 1 skipped: requeued already"
     # The body went back; the handler's task was not published a second time.
     assert redis_client.xlen(keys.INBOX) == 1 and deadletters.get(redis_client, b) is None
-    assert redis_client.llen("celery") == 0 and deadletters.get(redis_client, h) is not None
+    assert redis_client.llen(DEFAULT_QUEUE) == 0 and deadletters.get(redis_client, h) is not None
 
 
 def test_requeue_fails_for_a_failure_not_for_a_skip(

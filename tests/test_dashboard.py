@@ -21,6 +21,7 @@ from agora_callbacks.ingress.app import create_app
 from agora_callbacks.settings import Settings
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
 from agora_callbacks.workers import hook_runs
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 from agora_callbacks.workers.builtin import store
 from agora_callbacks.workers.builtin.record import new_record
 from agora_callbacks.workers.ordering import Failure
@@ -284,7 +285,7 @@ def test_a_handler_letter_being_requeued_elsewhere_is_not_published_again(
     assert done.status_code == 200
     assert "Requeued 0 of 1." in page
     assert f"{letter}: requeued already (by another request)." in page
-    assert redis_client.llen("celery") == 0
+    assert redis_client.llen(DEFAULT_QUEUE) == 0
     assert deadletters.get(redis_client, letter) is not None
 
 
@@ -317,7 +318,7 @@ def test_a_hook_deadletter_shows_its_recording_and_phase_and_requeues_its_hook(
     assert deadletters.get(redis_client, letter) is None
     assert redis_client.xlen(keys.INBOX) == 0  # a record is never an inbox body
     # The hook's task is on the broker (the test's Redis; Celery's message protocol 2).
-    message = json.loads(redis_client.lindex("celery", 0))
+    message = json.loads(redis_client.lindex(DEFAULT_QUEUE, 0))
     assert message["headers"]["task"] == "myapp.hooks.publish"
     args, _, _ = json.loads(base64.b64decode(message["body"]))
     assert args == [SID, "files_ready", {"sequence": 9, "redrive": letter},

@@ -16,6 +16,7 @@ from workers_support import store
 
 from agora_callbacks import keys
 from agora_callbacks.simulate.lifecycles import encode, lifecycle
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 from agora_callbacks.workers.builtin import store as records
 
 pytestmark = pytest.mark.slow
@@ -76,8 +77,8 @@ def test_each_phase_fires_once_per_recording(redis_client: redis.Redis,
     exit1[-1]["payload"]["details"]["exitStatus"] = 1
     case("exit1", exit1, ["started", "files_ready", "failed"], reason="exit_status")
 
-    worker = start_worker("life", handlers="lifecycle_e2e_handlers", queues="celery,lifecycle",
-                 env=ENV)
+    worker = start_worker("life", handlers="lifecycle_e2e_handlers",
+                          queues=f"{DEFAULT_QUEUE},lifecycle", env=ENV)
     bodies = [b for raw, _e, _c in cases.values() for b in raw]
     for raw in bodies:
         store(redis_client, raw)

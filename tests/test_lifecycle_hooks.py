@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -259,6 +260,8 @@ def test_a_claim_while_redis_is_away_is_retried_not_acknowledged(
         settings: Settings, redis_client: redis.Redis, redis_server: ServerProcess,
         registered: list[str], caplog: pytest.LogCaptureFixture) -> None:
     task, calls = counting_hook(registered, "test.hook.redis_away", max_retries=1)
+    # Celery logs a retry at INFO; registering a hook configures no logging.
+    caplog.set_level(logging.INFO, logger="celery.app.trace")
     runtime.configure(dataclasses.replace(settings, redis_retry_s=1, redis_timeout_s=0.5))
     try:
         redis_server.stop()

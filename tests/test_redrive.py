@@ -10,6 +10,7 @@ from workers_support import body
 
 from agora_callbacks import deadletters, redrive
 from agora_callbacks.settings import Settings
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 
 
 def handler_letter(client: redis.Redis) -> deadletters.DeadLetter:
@@ -23,7 +24,7 @@ def handler_letter(client: redis.Redis) -> deadletters.DeadLetter:
 
 def published(client: redis.Redis) -> int:
     """Task messages waiting on Celery's default queue (the broker is this Redis)."""
-    return int(client.llen("celery"))
+    return int(client.llen(DEFAULT_QUEUE))
 
 
 def test_a_letter_requeued_twice_at_once_is_published_once(

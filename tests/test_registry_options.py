@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from registry_support import register_throwaway
 
-from agora_callbacks.workers import REGISTRY
+from agora_callbacks.workers import REGISTRY, on_event
 from agora_callbacks.workers.app import celery_app
 from agora_callbacks.workers.hooks import HOOKS, on_recording
 
@@ -102,3 +102,61 @@ def test_the_readme_s_examples_register_with_the_default_settings(block: str) ->
         for registry in (REGISTRY, HOOKS):
             for name in [n for n in registry.handlers if n.startswith(module)]:
                 registry.remove(name)
+
+
+def _no_key(event: Any, bogus: Any) -> None:  # pragma: no cover - never registered
+    pass
+
+
+def _nothing() -> None:  # pragma: no cover - never registered
+    pass
+
+
+def _kw_only(event: Any, *, key: str, region: str) -> None:  # pragma: no cover
+    pass
+
+
+@pytest.mark.parametrize(("fn", "why"), [
+    (_no_key, "'bogus'"), (_nothing, "too many positional arguments"),
+    (_kw_only, "'region'"),
+])
+def test_a_handler_that_cannot_be_called_with_an_event_is_refused(fn: Any, why: str) -> None:
+    """A parameter the workers never pass (a typo of ``key``, a missing ``event``)
+    would fail every call, each event dead-lettered at run time: refused at
+    registration instead, one line naming the handler and the argument."""
+    name = f"test_registry_options.sig_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TypeError) as err:
+        on_event(SELECTOR, name=name)(fn)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(name) and why in message, message
+    assert "key, late, gap" in message, message
+    assert name not in REGISTRY.handlers
+
+
+def test_a_hook_that_cannot_be_called_with_a_record_is_refused() -> None:
+    name = f"test_registry_options.hooksig_{uuid.uuid4().hex[:8]}"
+
+    def hook(recording: dict[str, Any], reason: str) -> None:  # pragma: no cover
+        pass
+
+    with pytest.raises(TypeError) as err:
+        on_recording("failed", name=name)(hook)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(name) and "'reason'" in message
+    assert "phase, info" in message, message
+    assert HOOKS.get(name) is None
+
+
+def test_handlers_with_defaults_or_kwargs_still_register() -> None:
+    def with_default(event: Any, extra: int = 1, *, key: str = "") -> None:  # pragma: no cover
+        pass
+
+    def with_kwargs(event: Any, **kwargs: Any) -> None:  # pragma: no cover
+        pass
+
+    for fn in (with_default, with_kwargs):
+        name = f"test_registry_options.ok_{uuid.uuid4().hex[:8]}"
+        try:
+            on_event(SELECTOR, name=name)(fn)
+        finally:
+            REGISTRY.remove(name)

@@ -23,6 +23,7 @@ from agora_callbacks import keys, redrive, task_queues
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import bootstep
 from agora_callbacks.workers.app import celery_app, celery_config
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 from agora_callbacks.workers.hooks import HOOKS, on_recording
 from agora_callbacks.workers.registry import (
     REGISTRY,
@@ -128,7 +129,7 @@ def test_a_handler_task_is_published_to_its_queue(producer: Any,
     task.apply_async(args=ARGS, producer=producer)
     (sent,) = messages(redis_client, "files")
     assert sent["headers"]["task"] == task.name
-    assert messages(redis_client, "celery") == []
+    assert messages(redis_client, DEFAULT_QUEUE) == []
     assert routed_queue(task.name) == "files"
 
 
@@ -139,7 +140,7 @@ def test_a_hook_task_is_published_to_its_queue_with_its_priority(
     (sent,) = messages(redis_client, "hooks")
     assert sent["headers"]["task"] == task.name
     assert sent["properties"]["priority"] == 3
-    assert messages(redis_client, "celery") == []
+    assert messages(redis_client, DEFAULT_QUEUE) == []
 
 
 def test_a_queue_given_to_the_publish_wins(producer: Any, redis_client: redis.Redis) -> None:
@@ -154,7 +155,7 @@ def test_a_task_without_routing_options_goes_to_the_default_queue(
     task = register(max_retries=2)
     assert task.name not in TASK_ROUTES
     task.apply_async(args=ARGS, producer=producer)
-    assert len(messages(redis_client, "celery")) == 1
+    assert len(messages(redis_client, DEFAULT_QUEUE)) == 1
     assert routed_queue(task.name) is None
 
 
@@ -172,7 +173,7 @@ def test_a_retry_is_published_to_the_handler_s_queue(producer: Any,
     assert isinstance(retry, Retry)
     (sent,) = messages(redis_client, "files")
     assert sent["headers"]["id"] == "t-1" and sent["headers"]["retries"] == 1
-    assert messages(redis_client, "celery") == []
+    assert messages(redis_client, DEFAULT_QUEUE) == []
 
 
 def test_the_announce_records_each_task_s_queue(redis_client: redis.Redis) -> None:

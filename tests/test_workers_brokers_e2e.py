@@ -29,6 +29,7 @@ from workers_procs import Worker
 from workers_support import body, store
 
 from agora_callbacks import deadletters, keys
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 
 pytestmark = pytest.mark.slow
 
@@ -48,20 +49,20 @@ def test_workers_given_rabbitmq_consume_from_it_and_not_from_redis(
     store(redis_client, body("rabbit", 0))
     wait_for(lambda: rows(redis_client, "t:runs", "rabbit"), message="the event handled")
     with broker.connection() as conn:
-        declared = conn.default_channel.queue_declare("celery", passive=True)
-    assert declared.consumer_count >= 1, "no worker consumes RabbitMQ's celery queue"
+        declared = conn.default_channel.queue_declare(DEFAULT_QUEUE, passive=True)
+    assert declared.consumer_count >= 1, "no worker consumes RabbitMQ's default queue"
     # kombu's Redis transport would have left its binding and queue keys in Redis.
-    assert not redis_client.keys("_kombu*") and not redis_client.exists("celery", "unacked")
+    assert not redis_client.keys("_kombu*") and not redis_client.exists(DEFAULT_QUEUE, "unacked")
 
 
 def republish(broker: Any, message: dict[str, Any]) -> None:
     """Publish a message taken with ``Broker.take`` again, as it was (same task id):
     what its stalled publisher finally sends."""
-    exchange = kombu.Exchange("celery")
+    exchange = kombu.Exchange(DEFAULT_QUEUE)
     with broker.connection() as conn:
-        conn.Producer().publish(message["body"], exchange=exchange, routing_key="celery",
+        conn.Producer().publish(message["body"], exchange=exchange, routing_key=DEFAULT_QUEUE,
                                 headers=message["headers"], serializer="json",
-                                declare=[kombu.Queue("celery", exchange, "celery")])
+                                declare=[kombu.Queue(DEFAULT_QUEUE, exchange, DEFAULT_QUEUE)])
 
 
 @pytest.mark.both_brokers
@@ -132,7 +133,8 @@ def test_a_handler_longer_than_redis_s_visibility_timeout(
         assert "SoftTimeLimitExceeded" in letters[0].exception
         # Acknowledged, and nothing queued or unacknowledged left that kombu could
         # restore after the visibility timeout: no second start can come.
-        wait_for(lambda: redis_client.hlen("unacked") == 0 and redis_client.llen("celery") == 0,
+        wait_for(lambda: redis_client.hlen("unacked") == 0
+                 and redis_client.llen(DEFAULT_QUEUE) == 0,
                  timeout=VISIBILITY_S, message="the handler task acknowledged")
         assert time.time() - first["start"] < VISIBILITY_S + 1
     starts = [r["seq"] for r in rows(redis_client, "t:starts", sid)]

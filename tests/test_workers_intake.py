@@ -39,6 +39,7 @@ from agora_callbacks.settings import Settings
 from agora_callbacks.workers import REGISTRY, on_event, runtime
 from agora_callbacks.workers import intake as intake_module
 from agora_callbacks.workers.app import celery_config
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 from agora_callbacks.workers.dispatch import Dispatcher
 from agora_callbacks.workers.intake import Intake
 from agora_callbacks.workers.ordering import Failure, Record, Turn
@@ -505,7 +506,7 @@ def celery_on_test_redis(settings: Settings) -> Celery:
 def queued(client: redis.Redis) -> list[tuple[str, list[Any]]]:
     """(task name, args) of the messages waiting in the default Celery queue."""
     out = []
-    for raw in reversed(client.lrange("celery", 0, -1)):
+    for raw in reversed(client.lrange(DEFAULT_QUEUE, 0, -1)):
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]
         out.append((message["headers"]["task"], args))

@@ -15,6 +15,7 @@ import psutil
 import redis
 
 from agora_callbacks import keys
+from agora_callbacks.workers.application import DEFAULT_QUEUE
 
 TESTS_DIR = Path(__file__).resolve().parent
 CELERY_APP = "agora_callbacks.workers.app:celery_app"
@@ -37,7 +38,7 @@ class Worker:
     def __init__(self, redis_url: str, name: str, *, concurrency: int = 2,
                  handlers: str = "workers_e2e_handlers", env: dict[str, str] | None = None,
                  log_dir: Path | None = None, pool: str = "prefork",
-                 queues: str = "celery", broker_url: str | None = None) -> None:
+                 queues: str = DEFAULT_QUEUE, broker_url: str | None = None) -> None:
         self.name = name
         # A node name of its own (-n): two workers on one host with the same name
         # clash on RabbitMQ (their pidbox queue is exclusive: RESOURCE_LOCKED).

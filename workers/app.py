@@ -1,8 +1,12 @@
 """The Celery app of the workers: ``celery -A agora_callbacks.workers.app:celery_app worker``.
 
-Built once from ``Settings``. Handler modules are imported when a worker starts
-(``CALLBACK_HANDLERS`` and the ``agora_callbacks.handlers`` entry-point group),
-and the intake runs in every worker (``workers.bootstep``).
+The app itself is built in ``workers.application`` (what registering a handler
+imports, with no side effects on the process). Importing this module makes the
+process the service's worker (or Flower, or a ``celery`` command on this app): it
+configures logging in the service's format, connects the Celery signal receivers
+that put Celery's own output in that format, adds the worker's steps (the intake,
+the metrics endpoint) and imports the handler modules when the worker starts
+(``CALLBACK_HANDLERS`` and the ``agora_callbacks.handlers`` entry-point group).
 """
 
 from __future__ import annotations
@@ -10,171 +14,34 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from celery import Celery, signals
+from celery import signals
 
 from agora_callbacks import logs
-from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import handler_modules, hooks, runtime
 
 # Its signal receivers put Celery's own output (log records, banner, shutdown
 # notice) in the service's log format.
 from agora_callbacks.workers import worker_logging as worker_logging
+from agora_callbacks.workers.application import (
+    amqp_config as amqp_config,
+)
+from agora_callbacks.workers.application import (
+    celery_app,
+    create_app,
+)
+from agora_callbacks.workers.application import (
+    celery_config as celery_config,
+)
+from agora_callbacks.workers.application import (
+    redis_config as redis_config,
+)
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
-from agora_callbacks.workers.publish import celery_publisher
-from agora_callbacks.workers.registry import route_task
+
+__all__ = ["app", "celery_app", "celery_config", "create_app", "load_handlers"]
 
 ENTRY_POINT_GROUP = handler_modules.ENTRY_POINT_GROUP
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """The Celery settings, each with the reason it is set."""
-    return {
-        # kombu's spelling of the URL (it knows no unix:// or valkey:// transport).
-        "broker_url": settings.kombu_broker_url,
-        **(amqp_config(settings) if settings.broker == "amqp" else redis_config(settings)),
-        # Handler results are not kept: a handler's effects are its own business,
-        # and a result backend would cost a write per task.
-        "result_backend": None,
-        "task_ignore_result": True,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        # Acknowledge a handler task after it ran, not before: a worker killed
-        # mid-handler leaves the message unacknowledged, and it is delivered again
-        # (Redis: after the visibility timeout; RabbitMQ: at once, when the dead
-        # worker's connection closes). The same on both brokers.
-        "task_acks_late": True,
-        # ...also when the child process running it dies (SIGKILL, OOM): without
-        # this, acks_late still acknowledges a task whose process was lost.
-        "task_reject_on_worker_lost": True,
-        # A failed handler is dead-lettered by the task itself; its message is done,
-        # also after a hard time limit (on_failure records it). The two settings
-        # Celery 5.7 replaces task_acks_on_failure_or_timeout with (deprecated for
-        # 6.0), both as it was: True.
-        "task_acks_on_failure": True,
-        "task_acks_on_timeout": True,
-        # Each pool process reserves one message at a time: a message reserved by a
-        # process that is busy for long cannot wait behind it, and a killed
-        # worker holds (and delays) as few messages as possible: its reserved,
-        # unacknowledged messages come back only after the visibility timeout
-        # (Redis). On RabbitMQ (prefetch_count = concurrency, acks late) it also
-        # means a message is delivered only when a process is free for it, so
-        # no message waits unacknowledged behind a long handler towards the
-        # server's consumer_timeout (ETA retries aside: their wait and run are
-        # bounded together, registry.BoundedRetryTask).
-        # Per-recording order does not depend on it (a recording's next handler
-        # tasks are published only once its turn ended). A multiplier of 4 was
-        # measured (benchmarks/bench_workers.py): bare Celery gained, our
-        # pipeline did not, so the crash-safety of 1 costs nothing here.
-        "worker_prefetch_multiplier": 1,
-        # Every handler task is stopped before the broker would deliver it again
-        # while it still runs (Settings.handler_redelivery_s: Redis's visibility
-        # timeout below; on RabbitMQ its consumer_timeout, see amqp_config, and
-        # half HANDLER_DEADLINE_S): a soft limit (SoftTimeLimitExceeded in the
-        # handler; a failure, dead-lettered as any), then a hard one (the pool
-        # process is killed; Celery calls on_failure in the worker). Between them
-        # and below the horizon: a margin and REDIS_RETRY_S each, to record the
-        # outcome (Settings.handler_time_limit_s). A handler may lower them;
-        # workers.registry refuses any at or above the horizon. A retry is held
-        # unacknowledged through its countdown, on the broker's clock from its
-        # delivery: its run's limits are shortened by that wait
-        # (registry.BoundedRetryTask). Enforced by the prefork pool (not by solo
-        # or threads).
-        "task_time_limit": settings.handler_time_limit_s,
-        "task_soft_time_limit": settings.handler_soft_time_limit_s,
-        "broker_connection_retry_on_startup": True,
-        # Task events, so Flower shows every handler task (received, started,
-        # succeeded, failed, retried). Not the "sent" event: it would cost one more
-        # publish for every handler task a worker dispatches (-25% throughput in
-        # benchmarks/bench_workers.py), for a state Flower shows a few ms earlier.
-        "worker_send_task_events": True,
-        "task_send_sent_event": False,
-        # Logging is ours (structlog, agora_callbacks.logs), not Celery's; our JSON
-        # lines go to stdout as they are, not re-logged as Celery warnings.
-        "worker_hijack_root_logger": False,
-        "worker_redirect_stdouts": False,
-        # Where a handler's or hook's task goes: the routing options it was
-        # registered with (queue=, routing_key=, priority=...), looked up by task
-        # name (registry.route_task), for every publish of this app: the next
-        # event's handlers, lifecycle hooks, retries. Not task attributes: Celery
-        # 5.7 deprecates those (no effect from 6.0) for task_routes.
-        "task_routes": (route_task,),
-        # The reconciliation task (Agora's query), known to every worker.
-        "imports": ("agora_callbacks.reconcile.task",),
-    }
-
-
-def redis_config(settings: Settings) -> dict[str, Any]:
-    """The Celery settings that hold for a Redis broker only."""
-    vt = settings.handler_visibility_timeout_s
-    return {
-        # kombu's Redis transport with one publishing client per thread instead of
-        # a new one per message (workers/broker.py: about 1 ms of CPU less per
-        # handler task published); rediss:// and unix:// keep kombu's own.
-        **({"broker_transport": "agora_callbacks.workers.broker:Transport"}
-           if settings.kombu_broker_url.startswith("redis://") else {}),
-        "broker_transport_options": {
-            # Unacknowledged messages of a dead worker are restored after this long.
-            # It must exceed the longest handler run (task_time_limit above) and
-            # retry countdown (checked when a handler is registered), or a live
-            # slow handler's message is delivered a second time.
-            "visibility_timeout": vt,
-            # kombu looks for such messages every interval x throttle seconds
-            # (10 x 10 by default): look every few seconds instead, so that
-            # redelivery takes at most about visibility_timeout + interval.
-            "unacked_restore_interval": max(1, min(10, vt // 10)),
-            "unacked_restore_throttle": 1,
-            # A publish never hangs on a dead connection.
-            "socket_timeout": max(5.0, settings.redis_timeout_s),
-            "socket_connect_timeout": max(5.0, settings.redis_timeout_s),
-        },
-    }
-
-
-def amqp_config(settings: Settings) -> dict[str, Any]:
-    """The Celery settings that hold for a RabbitMQ broker only.
-
-    consumer_timeout: RabbitMQ closes the channel of a consumer that has held a
-    delivery unacknowledged for longer than its ``consumer_timeout`` (30 min by
-    default; ``consumer_timeout`` in rabbitmq.conf, in ms) and delivers the
-    channel's messages again. Celery takes that channel error for an
-    unrecoverable one: the worker stops ("Unrecoverable error: PreconditionFailed
-    ... delivery acknowledgement on channel 1 timed out", celery/celery#6760), and
-    with acks late a handler still running then would start again elsewhere (same
-    task id, so the start fence lets it). The worker cannot read the server's
-    value, so ``RABBITMQ_CONSUMER_TIMEOUT_S`` states it,
-    and every handler's time limits (and retry delays, held unacknowledged until
-    their countdown ends) are set below it (``Settings.handler_redelivery_s``);
-    ``workers.registry`` refuses a handler whose options reach it. For handlers
-    that run for hours, raise the server's ``consumer_timeout`` (compose.rabbitmq.yaml
-    sets 24 h), then ``RABBITMQ_CONSUMER_TIMEOUT_S`` and ``HANDLER_DEADLINE_S``
-    (the limit is also below half of it). There is no visibility timeout: one
-    delivery per run, however long.
-    """
-    return {
-        # Publisher confirms: a publish returns once RabbitMQ has taken the message
-        # (persistent, on a durable queue), not when it was written to the socket;
-        # a message the broker refused raises instead of vanishing. Costs a round
-        # trip per handler task published; a lost publish would cost a recording
-        # DISPATCH_LEASE_MS (the sweep publishes it again).
-        "broker_transport_options": {"confirm_publish": True},
-        # Classic durable queues (Celery's default "celery" queue), not quorum
-        # queues: handler retries are countdown (ETA) tasks, which on quorum
-        # queues need Celery's native delayed delivery (extra exchanges, no global
-        # QoS, RabbitMQ-version-dependent); and quorum queues pay off only on a
-        # replicated cluster. A classic durable queue with persistent messages and
-        # publisher confirms keeps queued handler tasks across a broker restart. A
-        # lost queue costs time, not events: an unstarted handler is published
-        # again after DISPATCH_LEASE_MS. For a quorum queue, give Celery
-        # task_queues with queue_arguments={"x-queue-type": "quorum"}; Celery then
-        # turns global QoS off itself (worker_detect_quorum_queues).
-        # Heartbeats on the broker connection, so that a dead peer is noticed (and
-        # a dead worker's unacknowledged messages delivered again) within a few
-        # minutes even without a TCP reset: Celery's default.
-        "broker_heartbeat": 120,
-    }
-
 
 #: Handler modules that ship with the service, loaded in every worker. None since
 #: the record is folded in the turn path (``workers.builtin.lifecycle``), which
@@ -200,27 +67,18 @@ def load_handlers(settings: Settings) -> list[str]:
     return loaded
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or Settings.from_env()
-    logs.configure(settings.log_level, settings.log_format)
-    app = Celery("agora_callbacks", set_as_current=True)
-    app.conf.update(celery_config(settings))
-    runtime.configure(settings, publish=celery_publisher(app))
-    app.steps["worker"].add(IntakeStep)
-    app.steps["worker"].add(MetricsServerStep)
-    return app
 
-
-try:
-    celery_app = create_app()
-except ConfigError as exc:
-    # One line naming the setting, also when the worker is started by `celery`.
-    raise SystemExit(f"Error: {exc}") from None
+_settings = runtime.get_settings()
+logs.configure(_settings.log_level, _settings.log_format)
+celery_app.steps["worker"].add(IntakeStep)
+celery_app.steps["worker"].add(MetricsServerStep)
 app = celery_app
 
 
 @signals.import_modules.connect
 def _import_handlers(sender: Any = None, **kwargs: Any) -> None:
+    if sender is not None and sender is not celery_app:
+        return  # another app's worker in this process: not ours to load handlers for
     try:
         loaded = load_handlers(runtime.get().settings)
     except handler_modules.HandlerImportError as exc:

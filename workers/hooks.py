@@ -44,7 +44,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, cast
 
 from celery.exceptions import (
     Ignore,
@@ -64,12 +64,14 @@ from agora_callbacks.workers.ordering import Failure
 from agora_callbacks.workers.registry import (
     BoundedRetryTask,
     Handler,
+    P,
+    Registered,
     Registry,
+    T,
     celery_task,
     check_broker_limits,
+    check_callable,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: The phases a hook may be registered for.
 PHASES = ("started", "files_ready", "finished", "failed", "stalled")
@@ -249,7 +251,8 @@ def _make_task(handler: Handler, options: dict[str, Any]) -> Any:
     return celery_task(handler, LifecycleTask, run, options)
 
 
-def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
+def on_recording(*phases: str,
+                 **celery_options: Any) -> Callable[[Callable[P, T]], Registered[P, T]]:
     """Register the decorated function as the hook of ``phases`` of every recording."""
     if not phases:
         raise TypeError(f"on_recording needs a phase: one of {', '.join(PHASES)}")
@@ -258,23 +261,25 @@ def on_recording(*phases: str, **celery_options: Any) -> Callable[[F], F]:
             raise ValueError(f"on_recording: unknown phase {phase!r}; one of "
                              f"{', '.join(PHASES)}")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, T]) -> Registered[P, T]:
         handler: Handler | None = getattr(fn, "__agora_hook__", None)
         if handler is None:
-            from agora_callbacks.workers.app import celery_app
+            from agora_callbacks.workers.application import celery_app
 
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name or "|" in name:
                 raise ValueError(f"hook name {name!r} may not contain ',', '|' or a newline")
             check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
-            handler = Handler(name=name, fn=fn, kwargs=_accepted(fn))
+            kwargs = _accepted(fn)
+            check_callable(name, fn, kwargs, "record", HOOK_KWARGS)
+            handler = Handler(name=name, fn=fn, kwargs=kwargs)
             handler.task = _make_task(handler, celery_options)
             fn.__agora_hook__ = handler  # type: ignore[attr-defined]
             fn.task = handler.task  # type: ignore[attr-defined]
         elif celery_options:
             raise TypeError(f"{handler.name}: give Celery options to one @on_recording only")
         HOOKS.add(handler, phases)
-        return fn
+        return cast("Registered[P, T]", fn)
 
     return decorate
 

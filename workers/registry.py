@@ -48,12 +48,25 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from celery import Task
 
 Selector = str | int
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+T = TypeVar("T")
+
+
+class Registered(Protocol[P, R]):
+    """What ``@on_event`` and ``@on_recording`` return: the function itself, unchanged
+    (callable with its own signature, in your tests), with its Celery task as
+    ``.task``."""
+
+    task: Any
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
 
 #: Keyword arguments a handler may declare, besides the event.
 OPTIONAL_KWARGS = ("key", "late", "gap")
@@ -85,6 +98,20 @@ def accepted_kwargs(fn: Callable[..., Any]) -> frozenset[str]:
     names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                    inspect.Parameter.KEYWORD_ONLY)}
     return frozenset(names & set(OPTIONAL_KWARGS))
+
+
+def check_callable(name: str, fn: Callable[..., Any], kwargs: frozenset[str], first: str,
+                   optional: Iterable[str]) -> None:
+    """Raise ``TypeError`` (one line) unless ``fn`` can be called as the workers call
+    it: ``fn(<first>, **{k: ... for k in kwargs})``. A parameter they never pass (a
+    typo of an optional one, a missing first argument) would fail every call, each
+    one dead-lettered at run time."""
+    try:
+        inspect.signature(fn).bind(None, **dict.fromkeys(kwargs))
+    except TypeError as exc:
+        raise TypeError(f"{name}: cannot be called as the workers call it, with the "
+                        f"{first} and those of {', '.join(optional)} it names: {exc}"
+                        ) from None
 
 
 class Registry:
@@ -320,7 +347,7 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
     no other function's handler or hook has (``claim_task_name``). Its
     ``ROUTING_OPTIONS`` go to ``handler.route`` (in ``TASK_ROUTES`` once the handler
     is added to a registry), the others to the task class."""
-    from agora_callbacks.workers.app import celery_app
+    from agora_callbacks.workers.application import celery_app
 
     claim_task_name(handler)
     options = dict(options)
@@ -330,7 +357,7 @@ def celery_task(handler: Handler, base: type, run: Callable[..., Any],
     run.__qualname__ = handler.fn.__qualname__
     run.__module__ = handler.fn.__module__
     run.__doc__ = handler.fn.__doc__
-    return celery_app.task(bind=True, base=base, name=handler.name,
+    return celery_app.task(bind=True, base=base, name=handler.name, shared=False,
                            agora_handler=handler, **options)(run)
 
 
@@ -388,28 +415,31 @@ def check_broker_limits(name: str, celery_options: dict[str, Any],
                        soft_time_limit_s=settings.handler_soft_time_limit_s)
 
 
-def on_event(*selectors: Selector, **celery_options: Any) -> Callable[[F], F]:
+def on_event(*selectors: Selector,
+             **celery_options: Any) -> Callable[[Callable[P, T]], Registered[P, T]]:
     """Register the decorated function as a handler of the selected events."""
     if not selectors:
         raise TypeError("on_event needs at least one selector: a msgName, an eventType or '*'")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, T]) -> Registered[P, T]:
         handler: Handler | None = getattr(fn, "__agora_handler__", None)
         if handler is None:
-            from agora_callbacks.workers.app import celery_app
+            from agora_callbacks.workers.application import celery_app
             from agora_callbacks.workers.task import make_task
 
             name = str(celery_options.pop("name", f"{fn.__module__}.{fn.__qualname__}"))
             if "," in name or "\n" in name:
                 raise ValueError(f"handler name {name!r} may not contain ',' or a newline")
             check_broker_limits(name, celery_options, celery_app.conf.task_time_limit)
-            handler = Handler(name=name, fn=fn, kwargs=accepted_kwargs(fn))
+            kwargs = accepted_kwargs(fn)
+            check_callable(name, fn, kwargs, "event", OPTIONAL_KWARGS)
+            handler = Handler(name=name, fn=fn, kwargs=kwargs)
             handler.task = make_task(handler, celery_options)
             fn.__agora_handler__ = handler  # type: ignore[attr-defined]
             fn.task = handler.task  # type: ignore[attr-defined]
         elif celery_options:
             raise TypeError(f"{handler.name}: give Celery options to one @on_event only")
         REGISTRY.add(handler, selectors)
-        return fn
+        return cast("Registered[P, T]", fn)
 
     return decorate

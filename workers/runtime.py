@@ -76,6 +76,16 @@ def configure(settings: Settings, publish: Publish | None = None) -> None:
         _current = None
 
 
+def get_settings() -> Settings:
+    """The settings in use (those given to ``configure``, else the environment's),
+    without building the runtime (no Redis client)."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
+
+
 def get() -> Runtime:
     """This process's runtime (built on first use in each process)."""
     global _current, _settings

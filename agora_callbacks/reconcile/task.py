@@ -22,7 +22,7 @@ from agora_callbacks.reconcile import inflight, policy
 from agora_callbacks.reconcile.client import WORKER_RATE_WAIT_S
 from agora_callbacks.reconcile.run import NotEnabled, NotRegistered, Reconciler
 from agora_callbacks.workers import runtime
-from agora_callbacks.workers.app import celery_app
+from agora_callbacks.workers.application import celery_app
 
 TASK_NAME = "agora_callbacks.reconcile"
 log = get_logger("reconcile.task")
@@ -45,7 +45,7 @@ def reconciler() -> Reconciler:
 # max_retries: a bound for a pathological case only. The policy ends 404 and error
 # retries within a minute each; what can repeat more is waiting for a rate-limit slot
 # (about 1.5 s a retry) behind hundreds of other recordings.
-@celery_app.task(bind=True, name=TASK_NAME, max_retries=1000, ignore_result=True,
+@celery_app.task(bind=True, name=TASK_NAME, shared=False, max_retries=1000, ignore_result=True,
                  acks_late=True, autoretry_for=(redis.RedisError, OSError),
                  retry_backoff=1, retry_backoff_max=30, retry_jitter=True)
 def reconcile_recording(self: Any, sid: str, reason: str,
