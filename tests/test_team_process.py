@@ -157,3 +157,29 @@ def test_a_team_module_type_checks_strictly_with_the_task_attribute(tmp_path: An
     out, err, status = api.run(["--strict", "--no-incremental", "--cache-dir", os.devnull,
                                 "--follow-imports=silent", str(module)])
     assert status == 0, out + err
+
+
+BAD_SETTING_PROCESS = r"""
+from agora_callbacks.errors import ConfigError
+
+try:
+    from agora_callbacks import on_event
+
+    @on_event("uploaded")
+    def uploaded(event):
+        pass
+except ConfigError as exc:
+    print("caught:", exc)
+"""
+
+
+def test_a_wrong_setting_is_an_exception_the_team_process_can_catch() -> None:
+    """A library does not end its host's process: registering a handler under a wrong
+    setting raises ``ConfigError`` naming the variable (the worker's own entry,
+    ``workers.app``, turns it into one line and exit status 1:
+    ``test_cli_operator``)."""
+    env = {**os.environ, "MAX_BODY_BYTES": "abc"}
+    proc = subprocess.run([sys.executable, "-c", BAD_SETTING_PROCESS], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "caught: MAX_BODY_BYTES: expected an integer, got 'abc'\n"

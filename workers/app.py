@@ -17,25 +17,32 @@ from typing import Any
 from celery import signals
 
 from agora_callbacks import logs
+from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import handler_modules, hooks, runtime
 
 # Its signal receivers put Celery's own output (log records, banner, shutdown
 # notice) in the service's log format.
 from agora_callbacks.workers import worker_logging as worker_logging
-from agora_callbacks.workers.application import (
-    amqp_config as amqp_config,
-)
-from agora_callbacks.workers.application import (
-    celery_app,
-    create_app,
-)
-from agora_callbacks.workers.application import (
-    celery_config as celery_config,
-)
-from agora_callbacks.workers.application import (
-    redis_config as redis_config,
-)
+
+try:
+    from agora_callbacks.workers.application import (
+        amqp_config as amqp_config,
+    )
+    from agora_callbacks.workers.application import (
+        celery_app,
+        create_app,
+    )
+    from agora_callbacks.workers.application import (
+        celery_config as celery_config,
+    )
+    from agora_callbacks.workers.application import (
+        redis_config as redis_config,
+    )
+except ConfigError as exc:
+    # One line naming the setting, also when the worker (or Flower) is started by
+    # `celery` itself: the app is built when it is imported.
+    raise SystemExit(f"Error: {exc}") from None
 from agora_callbacks.workers.bootstep import IntakeStep
 from agora_callbacks.workers.metrics_server import MetricsServerStep
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from celery import Celery
 
-from agora_callbacks.errors import ConfigError
 from agora_callbacks.settings import Settings
 from agora_callbacks.workers import runtime
 from agora_callbacks.workers.publish import celery_publisher
@@ -192,8 +191,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-try:
-    celery_app = create_app()
-except ConfigError as exc:
-    # One line naming the setting, also when the worker is started by `celery`.
-    raise SystemExit(f"Error: {exc}") from None
+#: Built at import from the environment: a wrong setting raises ``ConfigError``
+#: (its message names the variable) in the process that registers a handler, which
+#: may catch it; the worker's entry (``workers.app``) makes it one line and exit 1.
+celery_app = create_app()
