@@ -14,6 +14,7 @@ import base64
 import contextlib
 import http.client
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,7 +180,18 @@ def test_the_worker_logs_no_secret_and_no_body(redis_client: redis.Redis,
 
 
 @pytest.fixture
-def rendered(capfd: pytest.CaptureFixture[str]) -> Iterator[Any]:
+def logging_restored() -> Iterator[None]:
+    """After the test (and after ``capfd``, requested after this one, put the streams
+    back): logging configured as the process had it, on the streams later tests
+    capture, instead of debug level on a capture that is closed by then (stdlib
+    handlers bound to it print "Logging error" in every later test)."""
+    yield
+    logs.configure(os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "auto"),
+                   force=True)
+
+
+@pytest.fixture
+def rendered(logging_restored: None, capfd: pytest.CaptureFixture[str]) -> Iterator[Any]:
     """The process's real log output (structlog's and the libraries' lines, rendered
     as JSON at debug level): call the yielded function to read what was written."""
     logs.configure("debug", "json", force=True)

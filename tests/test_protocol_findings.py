@@ -171,16 +171,19 @@ def test_f2_sequences_up_to_2_53_do_not_stall_a_batch(
 # -- F3 ---------------------------------------------------------------------------------------
 def _started_turn(settings: Settings, redis_server: ServerProcess, redis_client: redis.Redis,
                   retry_s: int) -> tuple[World, list[Any]]:
-    # Calls time out after 0.2 s (REDIS_TIMEOUT_S); Redis's own clock, real sleeps.
+    # The turn is taken and started with the test's own client (a busy machine must
+    # not time the setup out); the world returned times out after 0.2 s
+    # (REDIS_TIMEOUT_S), on Redis's own clock, with real sleeps.
+    setup = build(settings, redis_client, clock=RedisClock())
+    store(redis_client, body("f3", 0))
+    store(redis_client, body("f3", 1))
+    setup.take_in()
+    args = setup.published.tasks[0][1]
+    assert setup.dispatcher.handler_start("f3", args[1], args[2], EVERY, "t1")
     client = redis.Redis.from_url(redis_server.url, socket_timeout=0.2,
                                   socket_connect_timeout=0.2)
     w = build(settings, client, clock=RedisClock(), REDIS_TIMEOUT_S="0.2",
               REDIS_RETRY_S=str(retry_s))
-    store(redis_client, body("f3", 0))
-    store(redis_client, body("f3", 1))
-    w.take_in()
-    args = w.published.tasks[0][1]
-    assert w.dispatcher.handler_start("f3", args[1], args[2], EVERY, "t1")
     return w, args
 
 
