@@ -23,7 +23,6 @@ import json
 import redis
 from flask import Blueprint, Response, jsonify, request
 
-from agora_callbacks import keys
 from agora_callbacks.ingress import responses
 from agora_callbacks.ingress.state import get_state
 from agora_callbacks.logs import get_logger
@@ -64,12 +63,10 @@ def _authorize() -> Response | None:
 def recording(sid: str) -> Response:
     state = get_state()
     try:
-        raw = state.redis.get(keys.recording_state(sid))
+        record = store.load_checked(state.redis, sid)
     except (redis.RedisError, OSError) as exc:
         log.warning("admin.storage_unavailable", sid=sid, error=type(exc).__name__)
         return responses.unavailable(state.retry_after)
-    try:
-        record = store.decode_checked(raw)
     except store.UnreadableRecord as exc:
         log.error("admin.record_unreadable", sid=sid, reason=str(exc))
         return responses.error(500, f"the stored record cannot be read: {exc}")

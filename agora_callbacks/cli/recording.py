@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from agora_callbacks import deadletters, keys
+from agora_callbacks import deadletters
 from agora_callbacks.cli import context
 from agora_callbacks.cli.letters import error_summary, letter_summary
 from agora_callbacks.cli.output import ERROR, OK, WARNING, CommandFailed, status
@@ -277,7 +277,7 @@ def recording(sid: str, as_json: bool, redis_url: str | None, reconcile_now: boo
 
         click.echo(reconcile_for_cli(current, client, sid), err=True)
     try:
-        record = store.decode_checked(client.get(keys.recording_state(sid)))
+        record = store.load_checked(client, sid)
     except store.UnreadableRecord as exc:
         raise CommandFailed(f"the record of recording {shown_sid(sid)} cannot be read: "
                             f"{exc}") from None
