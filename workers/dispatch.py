@@ -104,16 +104,15 @@ class Dispatcher:
         assert turn.record is not None
         # Every line of this turn's decisions carries its event (the fold's, its
         # retries', the publish's), wherever it runs: the intake, the sweep, a pool
-        # process's after-handler thread.
+        # process's after-handler thread; as the intake's lines do, with the sid as
+        # the turn names it.
         with structlog.contextvars.bound_contextvars(
-                sid=None if keys.is_unordered_sid(sid) else sid,
-                sequence=sequence_of(turn.member), notice_id=turn.record.notice_id or None):
+                sid=sid, sequence=sequence_of(turn.member),
+                notice_id=turn.record.notice_id or None):
             return self._dispatch_bound(sid, turn)
 
     def _dispatch_bound(self, sid: str, turn: Turn) -> Turn | None:
         assert turn.record is not None
-        seq = sequence_of(turn.member)
-        notice = turn.record.notice_id or None
         if not self._fold(sid, turn):
             return None  # published again after the lease, folded then
         handlers = tuple(h for h in turn.handlers if h != FOLD_SLOT)
@@ -122,16 +121,13 @@ class Dispatcher:
                             task_args(sid, turn.member, turn.record, turn.late, turn.gap))
         if turn.republished:
             log.warning("handlers published again: none started within the publish lease",
-                        sid=sid, sequence=seq, notice_id=notice, handlers=turn.handlers)
+                        handlers=turn.handlers)
         else:
             if turn.late:
-                log.info("late event dispatched", sid=sid, sequence=seq, notice_id=notice,
-                         handlers=turn.handlers)
+                log.info("late event dispatched", handlers=turn.handlers)
             if turn.gap:
-                log.info("gap skipped", sid=sid, sequence=seq, notice_id=notice,
-                         gap=list(turn.gap))
-            log.info("dispatched", sid=sid, sequence=seq, notice_id=notice,
-                     key=turn.record.key, handlers=turn.handlers, late=turn.late,
+                log.info("gap skipped", gap=list(turn.gap))
+            log.info("dispatched", key=turn.record.key, handlers=turn.handlers, late=turn.late,
                      gap=list(turn.gap) if turn.gap else None)
         if FOLD_SLOT not in turn.handlers:
             return None
@@ -162,13 +158,12 @@ class Dispatcher:
         except redis.RedisError as exc:
             metrics.RECORD_FOLDS.labels("failed").inc()
             log.error("fold failed; the turn is published and folded again after its "
-                      "lease", sid=sid, sequence=sequence_of(turn.member), error=str(exc))
+                      "lease", error=str(exc))
             return False
         except Exception:
             # A bug in a fold rule must not stop the recording: its handlers still run.
             metrics.RECORD_FOLDS.labels("failed").inc()
-            log.exception("fold failed; the event is missing from the record", sid=sid,
-                          sequence=sequence_of(turn.member))
+            log.exception("fold failed; the event is missing from the record")
             return True
         metrics.RECORD_FOLDS.labels({"saved": "folded", "unchanged": "already"}.get(
             outcome.status, outcome.status)).inc()
