@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,16 @@ class _Item:
     outcome: str = ""  # invalid, stale, event
     reason: str = ""  # of a dead letter
     calls: list[Call] = field(default_factory=list)
+
+    def bound(self) -> AbstractContextManager[Any]:
+        """Its event bound for the log lines about it: ``sid`` (the recording it is
+        admitted to, once decided), ``sequence``, ``notice_id``; nothing before it
+        was parsed."""
+        if self.event is None:
+            return nullcontext()
+        return structlog.contextvars.bound_contextvars(
+            sid=self.sid or self.event.sid, sequence=self.event.sequence,
+            notice_id=self.event.notice_id)
 
 
 class Intake:
@@ -150,8 +161,7 @@ class Intake:
             return item
         item.event = event
         item.key = dedupe_key(event, settings.dedupe_key)
-        with structlog.contextvars.bound_contextvars(
-                sid=event.sid, sequence=event.sequence, notice_id=event.notice_id):
+        with item.bound():
             cutoff = now_ms - settings.dedupe_ttl_s * 1000
             if (entry.meta.origin is None and event.notify_ms is not None
                     and event.notify_ms < cutoff):
@@ -194,10 +204,7 @@ class Intake:
         settled = 0
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):
-                event = item.event
-                with structlog.contextvars.bound_contextvars(**({} if event is None else {
-                        "sid": item.sid, "sequence": event.sequence,
-                        "notice_id": event.notice_id})):
+                with item.bound():
                     log.error("could not settle a body, left for a retry",
                               entry=item.entry.entry_id, error=str(result))
                 continue
@@ -209,10 +216,8 @@ class Intake:
         return settled
 
     def _admitted(self, item: _Item, reply: Any) -> None:
-        event = item.event
         admitted = parse_admit(reply)
-        with structlog.contextvars.bound_contextvars(
-                sid=item.sid, sequence=event.sequence, notice_id=event.notice_id):
+        with item.bound():
             if admitted.status == "dup":
                 log.info("duplicate dropped", key=item.key)
             elif admitted.status == "admitted":
