@@ -407,7 +407,8 @@ def check_broker_limits(name: str, celery_options: dict[str, Any],
     being registered."""
     from agora_callbacks.workers import runtime
 
-    settings = runtime.get().settings
+    # The settings only: registering builds no runtime (no Redis client).
+    settings = runtime.get_settings()
     check_ack_options(name, celery_options)
     check_time_options(name, celery_options, visibility_timeout_s=settings.handler_redelivery_s,
                        time_limit_s=time_limit_s,

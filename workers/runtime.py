@@ -76,26 +76,30 @@ def configure(settings: Settings, publish: Publish | None = None) -> None:
         _current = None
 
 
+def _settings_in_use() -> Settings:
+    """Those given to ``configure``, else the environment's (read once); call it
+    holding ``_lock``."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
 def get_settings() -> Settings:
     """The settings in use (those given to ``configure``, else the environment's),
     without building the runtime (no Redis client)."""
-    global _settings
     with _lock:
-        if _settings is None:
-            _settings = Settings.from_env()
-        return _settings
+        return _settings_in_use()
 
 
 def get() -> Runtime:
     """This process's runtime (built on first use in each process)."""
-    global _current, _settings
+    global _current
     pid = os.getpid()
     current = _current
     if current is not None and current[0] == pid:
         return current[1]
     with _lock:
         if _current is None or _current[0] != pid:
-            if _settings is None:
-                _settings = Settings.from_env()
-            _current = (pid, Runtime.build(_settings, publish=_publish))
+            _current = (pid, Runtime.build(_settings_in_use(), publish=_publish))
         return _current[1]
